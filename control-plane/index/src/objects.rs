@@ -1,0 +1,512 @@
+//! The raw objects the translator reads, how they are parsed, and the store that keeps them.
+//!
+//! The store keeps objects exactly as they came (from files or from watches). The model is
+//! always rebuilt from raw objects, so the result never depends on the order in which
+//! objects arrived: a route whose backend Service appears later resolves when it appears.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+
+use crate::api::{GrpcRoute, HttpRoute, ReferenceGrant};
+
+/// The kinds Lanyard reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    Service,
+    EndpointSlice,
+    Pod,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant,
+}
+
+impl Kind {
+    /// The `kind` string as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+        }
+    }
+
+    fn is_namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace)
+    }
+
+    /// The kind for an `apiVersion` and `kind` pair, if Lanyard reads it.
+    fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
+        Some(match (group, version, kind) {
+            ("", "v1", "Namespace") => Kind::Namespace,
+            ("", "v1", "Service") => Kind::Service,
+            ("", "v1", "Pod") => Kind::Pod,
+            ("discovery.k8s.io", "v1", "EndpointSlice") => Kind::EndpointSlice,
+            ("gateway.networking.k8s.io", "v1" | "v1beta1", "HTTPRoute") => Kind::HttpRoute,
+            ("gateway.networking.k8s.io", "v1" | "v1alpha2", "GRPCRoute") => Kind::GrpcRoute,
+            ("gateway.networking.k8s.io", "v1" | "v1beta1" | "v1alpha2", "ReferenceGrant") => {
+                Kind::ReferenceGrant
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kinds that are common in manifests but do not affect the mesh: skipped without a warning.
+const UNUSED_KINDS: &[&str] = &[
+    "ConfigMap",
+    "CronJob",
+    "CustomResourceDefinition",
+    "DaemonSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "Ingress",
+    "Job",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "ReplicaSet",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Secret",
+    "ServiceAccount",
+    "StatefulSet",
+    "Endpoints",
+    "Gateway",
+    "GatewayClass",
+];
+
+/// Namespace and name of an object (`namespace` is empty for cluster-scoped kinds).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// Kind, namespace and name: enough to name an object in a message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub key: ObjectKey,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.key)
+    }
+}
+
+/// One object of a kind Lanyard reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Pod(Pod),
+    HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
+    ReferenceGrant(ReferenceGrant),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Pod(_) => Kind::Pod,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+        }
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Pod(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
+            Object::GrpcRoute(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        ObjectKey::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            kind: self.kind(),
+            key: self.key(),
+        }
+    }
+}
+
+/// What parsing one manifest document gave.
+#[derive(Debug)]
+pub enum Parsed {
+    /// An object Lanyard reads, with the paths of fields it did not recognise (likely typos).
+    Object {
+        object: Box<Object>,
+        unknown_fields: Vec<String>,
+    },
+    /// A well-known kind that does not affect the mesh (Deployment, ConfigMap, ...).
+    Unused { api_version: String, kind: String },
+}
+
+/// Why a manifest document could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("not a Kubernetes object: expected a mapping with apiVersion and kind")]
+    NotAnObject,
+    #[error("missing {0}")]
+    MissingField(&'static str),
+    #[error("unknown kind {kind} ({api_version}): Lanyard does not read it")]
+    UnknownKind { api_version: String, kind: String },
+    #[error("{kind} has no metadata.name")]
+    MissingName { kind: Kind },
+    #[error("{kind} {name}: {message}")]
+    Invalid {
+        kind: Kind,
+        name: String,
+        message: String,
+    },
+}
+
+/// Parses one manifest document (already decoded from YAML or JSON). `List` objects expand
+/// to their items. Namespaced objects without a namespace get `default_namespace`, as
+/// `kubectl apply` does.
+pub fn parse_value(
+    value: serde_json::Value,
+    default_namespace: &str,
+) -> Vec<Result<Parsed, ParseError>> {
+    let Some(map) = value.as_object() else {
+        return vec![Err(ParseError::NotAnObject)];
+    };
+    let api_version = map.get("apiVersion").and_then(|v| v.as_str());
+    let kind = map.get("kind").and_then(|v| v.as_str());
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        return vec![Err(if api_version.is_none() {
+            ParseError::MissingField("apiVersion")
+        } else {
+            ParseError::MissingField("kind")
+        })];
+    };
+    if kind.ends_with("List") && map.get("items").is_some_and(|i| i.is_array()) {
+        let items = map["items"].as_array().cloned().unwrap_or_default();
+        return items
+            .into_iter()
+            .flat_map(|item| parse_value(item, default_namespace))
+            .collect();
+    }
+    let Some(k) = Kind::from_type(api_version, kind) else {
+        if UNUSED_KINDS.contains(&kind) {
+            return vec![Ok(Parsed::Unused {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            })];
+        }
+        return vec![Err(ParseError::UnknownKind {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+        })];
+    };
+    vec![parse_kind(k, value, default_namespace)]
+}
+
+fn parse_kind(
+    kind: Kind,
+    value: serde_json::Value,
+    default_namespace: &str,
+) -> Result<Parsed, ParseError> {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .ok_or(ParseError::MissingName { kind })?
+        .to_string();
+    let mut unknown_fields = Vec::new();
+    let mut object = match kind {
+        Kind::Namespace => Object::Namespace(decode(kind, &name, value, &mut unknown_fields)?),
+        Kind::Service => Object::Service(decode(kind, &name, value, &mut unknown_fields)?),
+        Kind::EndpointSlice => {
+            Object::EndpointSlice(decode(kind, &name, value, &mut unknown_fields)?)
+        }
+        Kind::Pod => Object::Pod(decode(kind, &name, value, &mut unknown_fields)?),
+        Kind::HttpRoute => Object::HttpRoute(decode(kind, &name, value, &mut unknown_fields)?),
+        Kind::GrpcRoute => Object::GrpcRoute(decode(kind, &name, value, &mut unknown_fields)?),
+        Kind::ReferenceGrant => {
+            Object::ReferenceGrant(decode(kind, &name, value, &mut unknown_fields)?)
+        }
+    };
+    let meta = object.metadata_mut();
+    if kind.is_namespaced() {
+        if meta.namespace.as_deref().is_none_or(str::is_empty) {
+            meta.namespace = Some(default_namespace.to_string());
+        }
+    } else {
+        meta.namespace = None;
+    }
+    Ok(Parsed::Object {
+        object: Box::new(object),
+        unknown_fields,
+    })
+}
+
+fn decode<T: DeserializeOwned>(
+    kind: Kind,
+    name: &str,
+    mut value: serde_json::Value,
+    unknown_fields: &mut Vec<String>,
+) -> Result<T, ParseError> {
+    // apiVersion and kind are checked already; k8s-openapi types reject a mismatch there.
+    if let Some(map) = value.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    serde_ignored::deserialize(value, |path| {
+        let path = path.to_string();
+        // `status` is written by controllers and never read from manifests.
+        if path != "status" && !path.starts_with("status.") {
+            unknown_fields.push(path);
+        }
+    })
+    .map_err(|e| ParseError::Invalid {
+        kind,
+        name: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Every object Lanyard reads, by kind, namespace and name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Objects {
+    pub namespaces: BTreeMap<ObjectKey, Namespace>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub pods: BTreeMap<ObjectKey, Pod>,
+    pub http_routes: BTreeMap<ObjectKey, HttpRoute>,
+    pub grpc_routes: BTreeMap<ObjectKey, GrpcRoute>,
+    pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
+}
+
+impl Objects {
+    /// Adds or replaces an object.
+    pub fn apply(&mut self, object: Object) {
+        let key = object.key();
+        match object {
+            Object::Namespace(o) => {
+                self.namespaces.insert(key, o);
+            }
+            Object::Service(o) => {
+                self.services.insert(key, o);
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key, o);
+            }
+            Object::Pod(o) => {
+                self.pods.insert(key, o);
+            }
+            Object::HttpRoute(o) => {
+                self.http_routes.insert(key, o);
+            }
+            Object::GrpcRoute(o) => {
+                self.grpc_routes.insert(key, o);
+            }
+            Object::ReferenceGrant(o) => {
+                self.reference_grants.insert(key, o);
+            }
+        }
+    }
+
+    /// Removes an object; removing one that is not there is not an error.
+    pub fn delete(&mut self, object: &ObjectRef) {
+        let key = &object.key;
+        match object.kind {
+            Kind::Namespace => drop(self.namespaces.remove(key)),
+            Kind::Service => drop(self.services.remove(key)),
+            Kind::EndpointSlice => drop(self.endpoint_slices.remove(key)),
+            Kind::Pod => drop(self.pods.remove(key)),
+            Kind::HttpRoute => drop(self.http_routes.remove(key)),
+            Kind::GrpcRoute => drop(self.grpc_routes.remove(key)),
+            Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
+        }
+    }
+
+    /// Whether an object of this kind and key is stored.
+    pub fn contains(&self, object: &ObjectRef) -> bool {
+        let key = &object.key;
+        match object.kind {
+            Kind::Namespace => self.namespaces.contains_key(key),
+            Kind::Service => self.services.contains_key(key),
+            Kind::EndpointSlice => self.endpoint_slices.contains_key(key),
+            Kind::Pod => self.pods.contains_key(key),
+            Kind::HttpRoute => self.http_routes.contains_key(key),
+            Kind::GrpcRoute => self.grpc_routes.contains_key(key),
+            Kind::ReferenceGrant => self.reference_grants.contains_key(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_one(value: serde_json::Value) -> Result<Parsed, ParseError> {
+        let mut all = parse_value(value, "default");
+        assert_eq!(all.len(), 1);
+        all.remove(0)
+    }
+
+    #[test]
+    fn a_route_without_namespace_lands_in_the_default_namespace() {
+        let parsed = parse_one(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "s"}]}
+        }))
+        .unwrap();
+        let Parsed::Object { object, .. } = parsed else {
+            panic!("expected an object")
+        };
+        assert_eq!(object.object_ref().to_string(), "HTTPRoute default/r");
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_by_path() {
+        let parsed = parse_one(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "ns"},
+            "spec": {"parentRef": [], "rules": [{"matchs": []}]},
+            "status": {"parents": []}
+        }))
+        .unwrap();
+        let Parsed::Object { unknown_fields, .. } = parsed else {
+            panic!("expected an object")
+        };
+        assert_eq!(unknown_fields, vec!["spec.parentRef", "spec.rules.0.matchs"]);
+    }
+
+    #[test]
+    fn kinds_are_told_apart() {
+        assert!(matches!(
+            parse_one(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})),
+            Ok(Parsed::Unused { .. })
+        ));
+        assert_eq!(
+            parse_one(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
+                .unwrap_err()
+                .to_string(),
+            "unknown kind Widget (example.com/v1): Lanyard does not read it"
+        );
+        assert_eq!(
+            parse_one(json!({"kind": "Service"})).unwrap_err(),
+            ParseError::MissingField("apiVersion")
+        );
+        assert_eq!(parse_one(json!(["a"])).unwrap_err(), ParseError::NotAnObject);
+    }
+
+    #[test]
+    fn a_type_error_names_the_object() {
+        let err = parse_one(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"ports": [{"port": "eighty"}]}
+        }))
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("Service s: "), "{message}");
+    }
+
+    #[test]
+    fn lists_expand_to_their_items() {
+        let all = parse_value(
+            json!({"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}
+            ]}),
+            "default",
+        );
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|p| p.is_ok()));
+    }
+
+    #[test]
+    fn the_store_replaces_and_deletes() {
+        let mut objects = Objects::default();
+        let ns = |name: &str| {
+            Object::Namespace(Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+        };
+        objects.apply(ns("a"));
+        objects.apply(ns("a"));
+        assert_eq!(objects.namespaces.len(), 1);
+        let r = ns("a").object_ref();
+        assert!(objects.contains(&r));
+        objects.delete(&r);
+        objects.delete(&r);
+        assert!(!objects.contains(&r));
+    }
+}

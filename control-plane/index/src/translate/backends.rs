@@ -1,0 +1,96 @@
+//! backendRefs and mirror targets resolved against Services and ReferenceGrants.
+
+use lanyard_model::{ServiceKey, ServicePortKey};
+
+use crate::api::{BackendObjectReference, GATEWAY_GROUP};
+use crate::objects::{Kind, Objects};
+use crate::status::reasons;
+use crate::translate::services::Services;
+
+/// Why a reference did not resolve: a `ResolvedRefs` reason and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct RefProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a route's references may reach.
+pub(super) struct Resolver<'a> {
+    pub objects: &'a Objects,
+    pub services: &'a Services,
+    /// The route's kind and namespace, for ReferenceGrant checks.
+    pub route_kind: Kind,
+    pub route_namespace: &'a str,
+    /// The Services the route attaches to: a route may always send to its own parents.
+    pub parents: &'a [ServiceKey],
+}
+
+impl Resolver<'_> {
+    /// Resolves a reference to a Service port.
+    pub fn resolve(&self, reference: &BackendObjectReference) -> Result<ServicePortKey, RefProblem> {
+        let group = reference.group.as_deref().unwrap_or("");
+        let kind = reference.kind.as_deref().unwrap_or("Service");
+        let namespace = reference
+            .namespace
+            .as_deref()
+            .unwrap_or(self.route_namespace);
+        let shown = format!("{namespace}/{}", reference.name);
+        if group != "" || kind != "Service" {
+            let group = if group.is_empty() { "core" } else { group };
+            return Err(RefProblem {
+                reason: reasons::INVALID_KIND,
+                message: format!("backendRef {shown} is a {kind} ({group}); only core Services are supported"),
+            });
+        }
+        let service = ServiceKey::new(namespace, &reference.name);
+        if namespace != self.route_namespace
+            && !self.parents.contains(&service)
+            && !self.granted(namespace, &reference.name)
+        {
+            return Err(RefProblem {
+                reason: reasons::REF_NOT_PERMITTED,
+                message: format!(
+                    "backendRef to Service {shown} crosses namespaces and no ReferenceGrant in {namespace} allows it"
+                ),
+            });
+        }
+        let Some(svc) = self.services.services.get(&service) else {
+            return Err(RefProblem {
+                reason: reasons::BACKEND_NOT_FOUND,
+                message: format!("Service {shown} not found"),
+            });
+        };
+        let Some(port) = reference.port.and_then(|p| u16::try_from(p).ok()) else {
+            return Err(RefProblem {
+                reason: reasons::BACKEND_NOT_FOUND,
+                message: format!("backendRef to Service {shown} has no port"),
+            });
+        };
+        if !svc.ports.iter().any(|p| p.port == port) {
+            return Err(RefProblem {
+                reason: reasons::BACKEND_NOT_FOUND,
+                message: format!("Service {shown} has no port {port}"),
+            });
+        }
+        Ok(ServicePortKey::new(service, port))
+    }
+
+    /// Whether a ReferenceGrant in `namespace` lets this route refer to Service `name`.
+    fn granted(&self, namespace: &str, name: &str) -> bool {
+        self.objects
+            .reference_grants
+            .iter()
+            .filter(|(key, _)| key.namespace == namespace)
+            .any(|(_, grant)| {
+                grant.spec.from.iter().any(|f| {
+                    f.group == GATEWAY_GROUP
+                        && f.kind == self.route_kind.as_str()
+                        && f.namespace == self.route_namespace
+                }) && grant.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == "Service"
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                })
+            })
+    }
+}

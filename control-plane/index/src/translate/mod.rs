@@ -1,0 +1,81 @@
+//! Objects in, model and status out.
+//!
+//! [`translate`] is pure: the same objects always give the same model and status, whatever
+//! order they arrived in. It is split by what it builds:
+//! - [`services`]: Services, EndpointSlices and Pods into model services and workloads;
+//! - [`parents`]: which Service ports each route's parentRefs attach to;
+//! - [`http`] and [`grpc`]: one route's rules lowered into model routes;
+//! - [`filters`]: filters and the CRDs' validation rules;
+//! - [`backends`]: backendRefs resolved (or not) against Services and ReferenceGrants;
+//! - [`precedence`]: the Gateway API ordering of matches merged from several routes;
+//! - [`tables`]: producer/consumer tables per Service port, conflicts, and status.
+
+mod backends;
+mod durations;
+mod filters;
+mod grpc;
+mod http;
+mod parents;
+mod precedence;
+mod services;
+mod tables;
+
+use lanyard_model::{Model, Protocol};
+
+use crate::objects::Objects;
+use crate::status::{DEFAULT_CONTROLLER_NAME, RouteStatus};
+
+/// Settings of a translation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `controllerName` written into route status.
+    pub controller_name: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            controller_name: DEFAULT_CONTROLLER_NAME.to_string(),
+        }
+    }
+}
+
+/// The result of a translation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    pub model: Model,
+    /// One entry per HTTPRoute and GRPCRoute that names at least one Service parent, sorted
+    /// by kind, namespace and name.
+    pub statuses: Vec<RouteStatus>,
+    /// Problems with objects other than routes (routes report through their status), each
+    /// naming the object.
+    pub warnings: Vec<String>,
+}
+
+/// Translates every object into the model and the routes' status.
+pub fn translate(objects: &Objects, options: &Options) -> Translation {
+    let mut warnings = Vec::new();
+    let (services, workloads) = services::build(objects, &mut warnings);
+    let tables = tables::build(objects, &services, options);
+    let mut services = services.services;
+    // A port that declared no protocol is served with the protocol of the routes on it.
+    for (port, protocol) in tables.routed_protocols {
+        let Some(service) = services.get_mut(&port.service) else {
+            continue;
+        };
+        if let Some(p) = service.ports.iter_mut().find(|p| p.port == port.port)
+            && p.protocol == Protocol::Tcp
+        {
+            p.protocol = protocol;
+        }
+    }
+    Translation {
+        model: Model {
+            services,
+            workloads,
+            routing: tables.routing,
+        },
+        statuses: tables.statuses,
+        warnings,
+    }
+}
