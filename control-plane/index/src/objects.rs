@@ -134,6 +134,9 @@ impl fmt::Display for ObjectRef {
 }
 
 /// One object of a kind Lanyard reads.
+// Objects only pass through this enum on their way into the store's typed maps, so boxing
+// the larger variants would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Namespace(Namespace),
@@ -441,26 +444,36 @@ mod tests {
         let Parsed::Object { unknown_fields, .. } = parsed else {
             panic!("expected an object")
         };
-        assert_eq!(unknown_fields, vec!["spec.parentRef", "spec.rules.0.matchs"]);
+        assert_eq!(
+            unknown_fields,
+            vec!["spec.parentRef", "spec.rules.0.matchs"]
+        );
     }
 
     #[test]
     fn kinds_are_told_apart() {
         assert!(matches!(
-            parse_one(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})),
+            parse_one(
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
+            ),
             Ok(Parsed::Unused { .. })
         ));
         assert_eq!(
-            parse_one(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
-                .unwrap_err()
-                .to_string(),
+            parse_one(
+                json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+            )
+            .unwrap_err()
+            .to_string(),
             "unknown kind Widget (example.com/v1): Lanyard does not read it"
         );
         assert_eq!(
             parse_one(json!({"kind": "Service"})).unwrap_err(),
             ParseError::MissingField("apiVersion")
         );
-        assert_eq!(parse_one(json!(["a"])).unwrap_err(), ParseError::NotAnObject);
+        assert_eq!(
+            parse_one(json!(["a"])).unwrap_err(),
+            ParseError::NotAnObject
+        );
     }
 
     #[test]

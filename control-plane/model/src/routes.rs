@@ -101,7 +101,9 @@ pub enum Action {
     Forward(Forward),
     Redirect(Redirect),
     /// Answer directly with this status (for instance 500 when no backend is usable).
-    DirectResponse { status: u16 },
+    DirectResponse {
+        status: u16,
+    },
 }
 
 /// Forward to weighted backends.

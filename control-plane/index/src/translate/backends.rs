@@ -27,7 +27,10 @@ pub(super) struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// Resolves a reference to a Service port.
-    pub fn resolve(&self, reference: &BackendObjectReference) -> Result<ServicePortKey, RefProblem> {
+    pub fn resolve(
+        &self,
+        reference: &BackendObjectReference,
+    ) -> Result<ServicePortKey, RefProblem> {
         let group = reference.group.as_deref().unwrap_or("");
         let kind = reference.kind.as_deref().unwrap_or("Service");
         let namespace = reference
@@ -35,11 +38,13 @@ impl Resolver<'_> {
             .as_deref()
             .unwrap_or(self.route_namespace);
         let shown = format!("{namespace}/{}", reference.name);
-        if group != "" || kind != "Service" {
+        if !group.is_empty() || kind != "Service" {
             let group = if group.is_empty() { "core" } else { group };
             return Err(RefProblem {
                 reason: reasons::INVALID_KIND,
-                message: format!("backendRef {shown} is a {kind} ({group}); only core Services are supported"),
+                message: format!(
+                    "backendRef {shown} is a {kind} ({group}); only core Services are supported"
+                ),
             });
         }
         let service = ServiceKey::new(namespace, &reference.name);

@@ -51,7 +51,17 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "10", "s", "1.5s", "-1s", "123456s", "1d", "1s1s1s1s1s", "10 s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "123456s",
+            "1d",
+            "1s1s1s1s1s",
+            "10 s",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -94,28 +94,32 @@ pub(super) fn lower(
                 Some(f) => out.mirrors.extend(mirror(f, resolver, at, findings)),
                 None => findings.invalid(missing()),
             },
-            "RequestRedirect" => match &filter.request_redirect {
-                Some(f) => {
-                    let status = f.status_code.unwrap_or(302);
-                    if ![301, 302, 303, 307, 308].contains(&status) {
-                        findings.invalid(format!("{at}: redirect status {status} is not one of 301, 302, 303, 307, 308"));
+            "RequestRedirect" => {
+                match &filter.request_redirect {
+                    Some(f) => {
+                        let status = f.status_code.unwrap_or(302);
+                        if ![301, 302, 303, 307, 308].contains(&status) {
+                            findings.invalid(format!("{at}: redirect status {status} is not one of 301, 302, 303, 307, 308"));
+                        }
+                        if let Some(scheme) = &f.scheme
+                            && scheme != "http"
+                            && scheme != "https"
+                        {
+                            findings.invalid(format!(
+                                "{at}: redirect scheme {scheme:?} is not http or https"
+                            ));
+                        }
+                        out.redirect = Some(Redirect {
+                            scheme: f.scheme.clone(),
+                            hostname: f.hostname.clone(),
+                            path: f.path.as_ref().and_then(|p| path_modifier(p, at, findings)),
+                            port: f.port.and_then(|p| valid_port(p, at, findings)),
+                            status: u16::try_from(status).unwrap_or(302),
+                        });
                     }
-                    if let Some(scheme) = &f.scheme
-                        && scheme != "http"
-                        && scheme != "https"
-                    {
-                        findings.invalid(format!("{at}: redirect scheme {scheme:?} is not http or https"));
-                    }
-                    out.redirect = Some(Redirect {
-                        scheme: f.scheme.clone(),
-                        hostname: f.hostname.clone(),
-                        path: f.path.as_ref().and_then(|p| path_modifier(p, at, findings)),
-                        port: f.port.and_then(|p| valid_port(p, at, findings)),
-                        status: u16::try_from(status).unwrap_or(302),
-                    });
+                    None => findings.invalid(missing()),
                 }
-                None => findings.invalid(missing()),
-            },
+            }
             "URLRewrite" => match &filter.url_rewrite {
                 Some(f) => {
                     out.rewrite = Some(UrlRewrite {
@@ -245,15 +249,19 @@ fn path_modifier(
     at: &str,
     findings: &mut Findings,
 ) -> Option<PathRewrite> {
-    let (value, rewrite): (Option<&String>, fn(String) -> PathRewrite) =
-        match modifier.modifier_type.as_str() {
-            "ReplaceFullPath" => (modifier.replace_full_path.as_ref(), PathRewrite::Full),
-            "ReplacePrefixMatch" => (modifier.replace_prefix_match.as_ref(), PathRewrite::Prefix),
-            other => {
-                findings.invalid(format!("{at}: path modifier type {other:?} is not ReplaceFullPath or ReplacePrefixMatch"));
-                return None;
-            }
-        };
+    let (value, rewrite): (Option<&String>, fn(String) -> PathRewrite) = match modifier
+        .modifier_type
+        .as_str()
+    {
+        "ReplaceFullPath" => (modifier.replace_full_path.as_ref(), PathRewrite::Full),
+        "ReplacePrefixMatch" => (modifier.replace_prefix_match.as_ref(), PathRewrite::Prefix),
+        other => {
+            findings.invalid(format!(
+                "{at}: path modifier type {other:?} is not ReplaceFullPath or ReplacePrefixMatch"
+            ));
+            return None;
+        }
+    };
     let Some(value) = value else {
         findings.invalid(format!(
             "{at}: path modifier {} has no value",
@@ -297,7 +305,12 @@ pub(super) fn backends(
         }
         if backend_ref.reference.port.is_none()
             && backend_ref.reference.kind.as_deref().unwrap_or("Service") == "Service"
-            && backend_ref.reference.group.as_deref().unwrap_or("").is_empty()
+            && backend_ref
+                .reference
+                .group
+                .as_deref()
+                .unwrap_or("")
+                .is_empty()
         {
             findings.invalid(format!(
                 "{at}: backendRef {} must set a port",

@@ -105,8 +105,8 @@ fn method_match<'a>(
                 || service
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
-            let method_ok = name.is_empty()
-                || name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let method_ok =
+                name.is_empty() || name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !service_ok || !method_ok {
                 findings.invalid(format!(
                     "{at}: gRPC service {service:?} / method {name:?} has characters an Exact match does not allow"

@@ -167,14 +167,13 @@ fn request_match(m: &HttpRouteMatch, at: &str, findings: &mut Findings) -> Optio
 
 fn timeouts(t: &HttpRouteTimeouts, at: &str, findings: &mut Findings) -> Timeouts {
     let parse = |text: &Option<String>, findings: &mut Findings| {
-        text.as_deref()
-            .and_then(|d| match durations::parse(d) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    findings.invalid(format!("{at}: timeouts: {e}"));
-                    None
-                }
-            })
+        text.as_deref().and_then(|d| match durations::parse(d) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                findings.invalid(format!("{at}: timeouts: {e}"));
+                None
+            }
+        })
     };
     let out = Timeouts {
         request: parse(&t.request, findings),

@@ -79,3 +79,6 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
         warnings,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,11 +61,7 @@ pub(super) fn attach(
         None => None,
     };
     let by_number = match parent.port {
-        Some(port) => match service
-            .ports
-            .iter()
-            .find(|p| i32::from(p.port) == port)
-        {
+        Some(port) => match service.ports.iter().find(|p| i32::from(p.port) == port) {
             Some(p) => Some(p.port),
             None => {
                 return Attachment::Rejected {

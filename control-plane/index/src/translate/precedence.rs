@@ -129,7 +129,7 @@ mod tests {
                 matched: 0,
             },
         };
-        let mut ranks = vec![
+        let mut ranks = [
             rank("2024-02-01T00:00:00Z", "ns/a", 0),
             rank("2024-01-01T00:00:00Z", "ns/z", 1),
             rank("2024-01-01T00:00:00Z", "ns/z", 0),
@@ -140,6 +140,9 @@ mod tests {
             .iter()
             .map(|r| (r.tie.route.as_str(), r.tie.rule))
             .collect();
-        assert_eq!(order, vec![("ns/b", 0), ("ns/z", 0), ("ns/z", 1), ("ns/a", 0)]);
+        assert_eq!(
+            order,
+            vec![("ns/b", 0), ("ns/z", 0), ("ns/z", 1), ("ns/a", 0)]
+        );
     }
 }

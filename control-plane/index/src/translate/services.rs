@@ -106,7 +106,11 @@ pub(super) fn declared_protocol(port: &K8sServicePort) -> DeclaredProtocol {
             _ => DeclaredProtocol::Opaque,
         };
     }
-    let name = port.name.as_deref().unwrap_or_default().to_ascii_lowercase();
+    let name = port
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let prefix = name.split('-').next().unwrap_or_default();
     match prefix {
         "http" => DeclaredProtocol::Http(Protocol::Http),
@@ -202,7 +206,7 @@ fn endpoints_for(port: &K8sServicePort, slices: &[&EndpointSlice]) -> Vec<Endpoi
             }
         }
     }
-    out.sort_by(|a, b| (a.address, a.port).cmp(&(b.address, b.port)));
+    out.sort_by_key(|e| (e.address, e.port));
     out
 }
 
@@ -239,7 +243,12 @@ fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
         .filter_map(|ip| ip.ip.parse().ok())
         .collect();
     if ips.is_empty() {
-        ips.extend(status.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
+        ips.extend(
+            status
+                .pod_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
     }
     ips
 }
