@@ -1,0 +1,26 @@
+//! The Lanyard controller: sources of Kubernetes objects, the translation loop, and what
+//! the `lanyard-controller` and `lanyardctl` binaries do.
+//!
+//! - [`files`]: manifests on disk, loaded ([`files::FileSource`]) and watched
+//!   ([`files::FileWatcher`]), with [`diagnostics`] about them;
+//! - [`snapshot`]: the objects of a load with their translation, as the ADS server and
+//!   status reporting consume them;
+//! - [`report`]: route status, diagnostics, model and a proxy's xDS resources as YAML/JSON;
+//! - [`proxy`]: naming the proxy whose view to show;
+//! - [`ctl`]: `lanyardctl x translate`;
+//! - [`runtime`] and [`logs`]: the controller process.
+
+pub mod ctl;
+pub mod diagnostics;
+pub mod error;
+pub mod files;
+pub mod logs;
+pub mod proxy;
+pub mod report;
+pub mod runtime;
+pub mod snapshot;
+
+pub use diagnostics::{Diagnostic, Severity};
+pub use error::{Error, Result};
+pub use files::{FileSource, FileWatcher, Loaded};
+pub use snapshot::{Settings, Snapshot};

@@ -1,0 +1,124 @@
+//! A snapshot: one consistent view of the input and of what it translates to.
+//!
+//! Sources publish [`Snapshot`]s; the ADS server and the status reporting read them. A
+//! snapshot is immutable and shared as `Arc<Snapshot>`.
+
+use std::collections::BTreeMap;
+
+use lanyard_index::status::DEFAULT_CONTROLLER_NAME;
+use lanyard_index::{Objects, Translation};
+
+use crate::diagnostics::{Diagnostic, Severity, count_errors};
+use crate::files::Loaded;
+
+/// The default DNS domain of the cluster.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Settings shared by every translation the controller and `lanyardctl` run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `controllerName` written into route status.
+    pub controller_name: String,
+    /// The cluster's DNS domain (`svc.<domain>` names).
+    pub cluster_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            controller_name: DEFAULT_CONTROLLER_NAME.to_string(),
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+        }
+    }
+}
+
+impl Settings {
+    /// The options of the index translation.
+    pub fn index_options(&self) -> lanyard_index::Options {
+        lanyard_index::Options {
+            controller_name: self.controller_name.clone(),
+        }
+    }
+
+    /// The options of the xDS translation.
+    pub fn xds_options(&self) -> lanyard_xds::XdsOptions {
+        lanyard_xds::XdsOptions {
+            cluster_domain: self.cluster_domain.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The input as last loaded, and its translation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Counts published snapshots, from 1. A new snapshot is published only when the
+    /// objects or the diagnostics changed.
+    pub generation: u64,
+    /// Every object served (see [`crate::files`] for which ones).
+    pub objects: Objects,
+    /// The model, route status and translator warnings for `objects`.
+    pub translation: Translation,
+    /// What the loader found wrong (or did) in the input.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Documents of kinds that do not affect the mesh, by kind.
+    pub unused_kinds: BTreeMap<String, usize>,
+}
+
+/// Counts worth a log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub services: usize,
+    pub routes: usize,
+    /// Workloads (pods) that may run a proxy.
+    pub workloads: usize,
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+impl Snapshot {
+    /// Translates loaded objects.
+    pub fn translate(generation: u64, loaded: Loaded, settings: &Settings) -> Self {
+        let translation = lanyard_index::translate(&loaded.objects, &settings.index_options());
+        Self::with_translation(generation, loaded, translation)
+    }
+
+    /// A snapshot of loaded objects whose translation is already known (same objects as a
+    /// snapshot before, new diagnostics).
+    pub fn with_translation(generation: u64, loaded: Loaded, translation: Translation) -> Self {
+        Self {
+            generation,
+            objects: loaded.objects,
+            translation,
+            diagnostics: loaded.diagnostics,
+            unused_kinds: loaded.unused_kinds,
+        }
+    }
+
+    /// How many error diagnostics the input gave.
+    pub fn errors(&self) -> usize {
+        count_errors(&self.diagnostics)
+    }
+
+    /// Whether the input had errors.
+    pub fn has_errors(&self) -> bool {
+        self.errors() > 0
+    }
+
+    /// Counts of services, routes, workloads and problems.
+    pub fn summary(&self) -> Summary {
+        let model = &self.translation.model;
+        Summary {
+            services: model.services.len(),
+            routes: self.objects.http_routes.len() + self.objects.grpc_routes.len(),
+            workloads: model.workloads.len(),
+            errors: self.errors(),
+            warnings: self
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Warning)
+                .count()
+                + self.translation.warnings.len(),
+        }
+    }
+}

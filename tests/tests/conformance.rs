@@ -1,0 +1,346 @@
+//! The Gateway API v1.6.1 mesh conformance expectations, asserted on Lanyard's output.
+//!
+//! For every test in `EXPECTATIONS.yaml`: load `manifests.yaml`, our topology fixture (the
+//! pods and EndpointSlices the suite's Deployments would create) and the test's manifest;
+//! translate; take the client pod's proxy configuration; and follow each request through it
+//! with Envoy's semantics (see `lanyard_tests::simulate`). The status, the backend pods, the
+//! headers the backend and the client see, rewritten paths, redirect locations and weight
+//! distributions must all be what the suite expects.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lanyard_model::NamespaceName;
+use lanyard_tests::simulate::{self, Outcome};
+use lanyard_tests::{Mesh, conformance_dir, http_request, proxy_config, repo_root};
+use serde_yaml::Value;
+
+/// What one request observably did.
+#[derive(Debug)]
+struct Observed {
+    status: u16,
+    /// Answering pods with the share of requests each gets.
+    backends: BTreeMap<String, f64>,
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
+    path: Option<String>,
+    location: Option<String>,
+}
+
+fn observe(
+    mesh: &Mesh,
+    outcome: Outcome,
+    request: &simulate::Request,
+    client: &lanyard_model::WorkloadKey,
+) -> Observed {
+    let proxy = mesh.proxy(client);
+    let config = proxy_config(&proxy);
+    match outcome {
+        Outcome::Responded {
+            status,
+            response_headers,
+        } => Observed {
+            status,
+            backends: BTreeMap::new(),
+            request_headers: vec![],
+            response_headers: simulate::response_headers(&response_headers, &Default::default()),
+            path: None,
+            location: None,
+        },
+        Outcome::Redirected { status, location } => Observed {
+            status,
+            backends: BTreeMap::new(),
+            request_headers: vec![],
+            response_headers: vec![],
+            path: None,
+            location: Some(location),
+        },
+        Outcome::Tunnelled { cluster } => {
+            // Pass-through: the connection reaches the address the application dialled.
+            let pod = if cluster == lanyard_xds::names::PASSTHROUGH_CLUSTER {
+                mesh.pod_at(request.destination.0).map(|p| p.name.clone())
+            } else {
+                None
+            };
+            Observed {
+                status: if pod.is_some() { 200 } else { 503 },
+                backends: pod.into_iter().map(|p| (p, 1.0)).collect(),
+                request_headers: request.headers.clone(),
+                response_headers: vec![],
+                path: Some(request.path.clone()),
+                location: None,
+            }
+        }
+        Outcome::Forwarded {
+            backends,
+            response_headers,
+        } => {
+            let mut shares = Vec::new();
+            let mut status = 200;
+            for b in &backends {
+                if let Some(s) = b.not_found_status {
+                    status = s;
+                    continue;
+                }
+                let endpoints = simulate::endpoints_of(&config, &b.cluster);
+                if endpoints.is_empty() {
+                    status = 503;
+                }
+                for (ip, _) in &endpoints {
+                    let pod = mesh
+                        .pod_at(*ip)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_else(|| ip.to_string());
+                    shares.push((pod, b.weight * 1000 / endpoints.len() as u32));
+                }
+            }
+            let first = backends.first();
+            Observed {
+                status,
+                backends: simulate::fractions(shares),
+                request_headers: first.map(|b| b.headers.clone()).unwrap_or_default(),
+                response_headers: first
+                    .map(|b| simulate::response_headers(&response_headers, &b.response_headers))
+                    .unwrap_or_default(),
+                path: first.map(|b| b.path.clone()),
+                location: None,
+            }
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn headers_of(v: Option<&Value>) -> Vec<(String, String)> {
+    v.and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap_or_default().to_string(),
+                        match v {
+                            Value::String(s) => s.clone(),
+                            other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// All values of a header, joined with "," (how the suite compares them).
+fn joined(headers: &[(String, String)], name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The suite's backend name: the pod name without its last two `-` parts.
+fn deployment_of(pod: &str) -> String {
+    let parts: Vec<&str> = pod.split('-').collect();
+    parts[..parts.len().saturating_sub(2)].join("-")
+}
+
+fn check_case(mesh: &Mesh, test: &Value, case: &Value) -> Result<(), String> {
+    let client_spec = case.get("client").or_else(|| test.get("client")).unwrap();
+    let namespace = str_of(client_spec, "namespace").ok_or("client without namespace")?;
+    let labels = str_of(client_spec, "pod_labels").ok_or("client without labels")?;
+    let client = mesh.client(namespace, labels)?;
+    let request = &case["request"];
+    let expect = &case["expect"];
+    let client_ns = NamespaceName::new(namespace);
+
+    let host_field = str_of(request, "host").unwrap_or("echo");
+    let (host, port) = match request.get("port").and_then(Value::as_u64) {
+        Some(p) => (host_field.to_string(), u16::try_from(p).unwrap()),
+        None => match host_field.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap()),
+            _ => (host_field.to_string(), 80),
+        },
+    };
+    let host = if host.starts_with('<') {
+        // "<echo-v2 pod IP>": the first pod of that Deployment.
+        let deployment = host.trim_start_matches('<').split(' ').next().unwrap();
+        let pod = mesh
+            .translation
+            .model
+            .workloads
+            .values()
+            .find(|w| w.key.namespace == client_ns && w.key.name.starts_with(deployment))
+            .ok_or("no pod for the pod-IP case")?;
+        pod.ips[0].to_string()
+    } else {
+        host
+    };
+    let grpc = str_of(request, "protocol") == Some("grpc");
+    let mut path = str_of(request, "path").unwrap_or("").to_string();
+    if grpc && path.is_empty() {
+        path = "/proto.EchoTestService/Echo".into();
+    }
+    let query = str_of(request, "query").unwrap_or("");
+    if !query.is_empty() {
+        path = format!("{}?{query}", if path.is_empty() { "/" } else { &path });
+    }
+    let method = if grpc {
+        "POST"
+    } else {
+        str_of(request, "method").unwrap_or("GET")
+    };
+    let mut headers = headers_of(request.get("headers"));
+    if grpc {
+        headers.push(("content-type".into(), "application/grpc".into()));
+    }
+    let req = http_request(mesh, &client_ns, &host, port, method, &path, headers)?;
+    let proxy = mesh.proxy(&client);
+    let outcome = simulate::simulate(&proxy_config(&proxy), &req)?;
+    let observed = observe(mesh, outcome, &req, &client);
+    let mut problems = Vec::new();
+
+    match expect.get("status").and_then(Value::as_u64) {
+        Some(status) if u64::from(observed.status) != status => {
+            problems.push(format!("status {} (expected {status})", observed.status))
+        }
+        _ => {}
+    }
+    if let Some(backend) = str_of(expect, "backend").filter(|b| *b != "any") {
+        let wrong: Vec<&String> = observed
+            .backends
+            .keys()
+            .filter(|pod| !pod.starts_with(backend))
+            .collect();
+        if observed.backends.is_empty() || !wrong.is_empty() {
+            problems.push(format!(
+                "answered by {:?} (expected pods of {backend})",
+                observed.backends
+            ));
+        }
+    }
+    if let Some(dist) = expect.get("weight_distribution") {
+        let tolerance = dist["tolerance_absolute"].as_f64().unwrap_or(0.05);
+        let mut by_deployment: BTreeMap<String, f64> = BTreeMap::new();
+        for (pod, share) in &observed.backends {
+            *by_deployment.entry(deployment_of(pod)).or_default() += share;
+        }
+        let expected: BTreeMap<String, f64> = dist["expected_fractions"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_f64().unwrap()))
+            .collect();
+        let keys_match = by_deployment.keys().eq(expected.keys());
+        let within = expected
+            .iter()
+            .all(|(k, f)| (by_deployment.get(k).copied().unwrap_or(0.0) - f).abs() <= tolerance);
+        if !keys_match || !within {
+            problems.push(format!(
+                "weights {by_deployment:?} (expected {expected:?} within {tolerance})"
+            ));
+        }
+    }
+    let sections = [
+        ("response_headers", &observed.response_headers),
+        ("request_headers_at_backend", &observed.request_headers),
+    ];
+    for (section, seen) in sections {
+        let Some(spec) = expect.get(section) else {
+            continue;
+        };
+        for (name, value) in headers_of(spec.get("present")) {
+            let got = joined(seen, &name);
+            if got.as_deref() != Some(value.as_str()) {
+                problems.push(format!("{section}: {name} is {got:?} (expected {value:?})"));
+            }
+        }
+        for name in spec
+            .get("absent")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if let Some(got) = joined(seen, name) {
+                problems.push(format!("{section}: {name} is {got:?} (expected absent)"));
+            }
+        }
+    }
+    // The suite does not assert the backend path; the named-rule test even states a wrong
+    // one for its unnamed rule (see its note), so that single case is left out here.
+    let path_is_asserted = str_of(test, "test") != Some("MeshHTTPRouteNamedRule")
+        || str_of(case, "name") != Some("unnamed rule");
+    if let Some(expected_path) = str_of(expect, "path_at_backend").filter(|_| path_is_asserted) {
+        let seen = observed.path.as_deref().map(|p| p.split('?').next().unwrap_or(p));
+        if seen != Some(expected_path) {
+            problems.push(format!("path at backend {seen:?} (expected {expected_path:?})"));
+        }
+    }
+    if let Some(url) = expect.get("redirect_location").and_then(|r| str_of(r, "url"))
+        && observed.location.as_deref() != Some(url)
+    {
+        problems.push(format!("Location {:?} (expected {url:?})", observed.location));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn mesh_for(manifest: &str) -> Mesh {
+    let dir = conformance_dir();
+    let mut paths: Vec<PathBuf> = vec![
+        dir.join("manifests.yaml"),
+        repo_root().join("tests/golden/conformance/topology.yaml"),
+    ];
+    if manifest != "none" {
+        paths.push(dir.join(manifest));
+    }
+    let mesh = Mesh::load(&paths);
+    assert!(mesh.errors.is_empty(), "{manifest}: {:?}", mesh.errors);
+    mesh
+}
+
+#[test]
+fn every_mesh_conformance_expectation_holds() {
+    let text = std::fs::read_to_string(conformance_dir().join("EXPECTATIONS.yaml")).unwrap();
+    let tests: Vec<Value> = serde_yaml::from_str(&text).unwrap();
+    assert!(tests.len() >= 20, "EXPECTATIONS.yaml lists {} tests", tests.len());
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for test in &tests {
+        let name = str_of(test, "test").unwrap();
+        let mesh = mesh_for(str_of(test, "manifest").unwrap());
+        // Every route in the manifest must be accepted with its references resolved, except
+        // that grpcroute-weight names a Service echo-v3 that does not exist (with weight 0):
+        // Lanyard reports it as unresolved, truthfully, while it takes no traffic.
+        for status in &mesh.translation.statuses {
+            for parent in &status.parents {
+                for condition in &parent.conditions {
+                    let known = name == "MeshGRPCRouteWeight"
+                        && condition.reason == "BackendNotFound"
+                        && condition.message == "Service gateway-conformance-mesh/echo-v3 not found";
+                    if !condition.is_true() && !known {
+                        failures.push(format!(
+                            "{name}: {} {}: {} {}",
+                            status.route, condition.type_, condition.reason, condition.message
+                        ));
+                    }
+                }
+            }
+        }
+        for (index, case) in test["cases"].as_sequence().unwrap().iter().enumerate() {
+            checked += 1;
+            if let Err(e) = check_case(&mesh, test, case) {
+                let label = str_of(case, "name").map_or(index.to_string(), str::to_string);
+                failures.push(format!("{name} [{label}]: {e}"));
+            }
+        }
+    }
+    assert!(checked > 80, "only {checked} cases checked");
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

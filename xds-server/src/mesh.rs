@@ -1,0 +1,324 @@
+//! The translated mesh: everything shared built once by [`translate`], assembled per proxy
+//! by [`MeshResources::for_proxy`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use lanyard_model::{
+    Model, NamespaceName, PortRouting, Protocol, RouteTable, RoutingVariant, ServicePortKey,
+    WorkloadKey,
+};
+
+use crate::api_listeners::{ServiceDirectory, api_listener};
+use crate::listeners::{cluster_ip_listeners, virtual_inbound, virtual_outbound};
+use crate::routes::RouteContext;
+use crate::{clusters, endpoints, names, routes};
+
+/// Translation settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsOptions {
+    /// Kubernetes cluster domain, `cluster.local` by default.
+    pub cluster_domain: String,
+    /// Port outbound traffic is redirected to (`virtualOutbound`), 15001 by default.
+    pub outbound_port: u16,
+    /// Port inbound traffic is redirected to (`virtualInbound`), 15006 by default.
+    pub inbound_port: u16,
+}
+
+impl Default for XdsOptions {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".to_string(),
+            outbound_port: 15001,
+            inbound_port: 15006,
+        }
+    }
+}
+
+/// Which proxy asks: its namespace (which route variants it sees) and, for a sidecar, its
+/// workload (which inbound ports it serves).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProxyRef {
+    /// The namespace of the client.
+    pub namespace: NamespaceName,
+    /// The pod the sidecar runs in, when known.
+    pub workload: Option<WorkloadKey>,
+}
+
+/// The resources of one proxy, each list sorted by resource name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProxyResources {
+    /// LDS: `virtualOutbound`, `virtualInbound` and the `<ip>_<port>` listeners.
+    pub listeners: Vec<Arc<Listener>>,
+    /// RDS: `<fqdn>:<port>` per HTTP Service port, in the variant this proxy sees.
+    pub routes: Vec<Arc<RouteConfiguration>>,
+    /// CDS: outbound clusters, pass-through clusters, this workload's inbound clusters.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// EDS: one assignment per outbound cluster.
+    pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
+}
+
+/// The whole mesh as Envoy resources. Built once per model by [`translate`]; cheap to query.
+#[derive(Clone, Debug)]
+pub struct MeshResources {
+    options: XdsOptions,
+    /// `virtualOutbound` and the ClusterIP listeners, sorted by name.
+    listeners: Vec<Arc<Listener>>,
+    /// Outbound and pass-through clusters, sorted by name.
+    clusters: Vec<Arc<Cluster>>,
+    /// Sorted by name.
+    endpoints: Vec<Arc<ClusterLoadAssignment>>,
+    /// HTTP Service ports, sorted by route configuration name.
+    routes: Vec<PortRoutes>,
+    inbound: BTreeMap<WorkloadKey, Arc<Inbound>>,
+    /// For proxies without a known workload: pass-through only.
+    no_workload: Arc<Inbound>,
+    directory: ServiceDirectory,
+}
+
+/// Every variant of one port's route configuration.
+#[derive(Clone, Debug)]
+struct PortRoutes {
+    /// The port's routing with empty tables: only which variants exist matters, so that
+    /// [`PortRouting::variant_for`] (the model's own rule) can pick one.
+    shape: PortRouting,
+    variants: BTreeMap<RoutingVariant, Arc<RouteConfiguration>>,
+}
+
+/// A workload's `virtualInbound` and its `inbound|<port>||` clusters (sorted by name).
+#[derive(Clone, Debug)]
+struct Inbound {
+    listener: Arc<Listener>,
+    clusters: Vec<Arc<Cluster>>,
+}
+
+/// Translates the model. Everything that does not depend on the proxy is built here, once:
+/// clusters, endpoints, ClusterIP listeners, and each route configuration variant (producer
+/// or pass-through, and one per consumer namespace); inbound listeners once per distinct set
+/// of inbound ports. Deterministic: the same model gives the same resources in the same order.
+pub fn translate(model: &Model, options: &XdsOptions) -> MeshResources {
+    let domain = options.cluster_domain.as_str();
+    let ctx = RouteContext::new(model, domain);
+    let mut listeners = vec![Arc::new(virtual_outbound(options.outbound_port))];
+    let mut clusters = vec![
+        Arc::new(clusters::passthrough()),
+        Arc::new(clusters::inbound_passthrough()),
+    ];
+    let mut endpoints = Vec::new();
+    let mut routes = Vec::new();
+    for service in model.services.values() {
+        for port in &service.ports {
+            let key = ServicePortKey::new(service.key.clone(), port.port);
+            let cluster = clusters::outbound(&key, port.protocol, domain);
+            if port.protocol.is_http() {
+                let name = names::route_config(&key, domain);
+                let routing = model.routing.get(&key);
+                let variants = port_routes(routing, &name, &cluster.name, port.protocol, &ctx);
+                routes.push((name, variants));
+            }
+            endpoints.push(Arc::new(endpoints::load_assignment(
+                &cluster.name,
+                &port.endpoints,
+            )));
+            clusters.push(Arc::new(cluster));
+            listeners.extend(
+                cluster_ip_listeners(service, port, domain)
+                    .into_iter()
+                    .map(Arc::new),
+            );
+        }
+    }
+    sort_by_name(&mut listeners, |l| &l.name);
+    sort_by_name(&mut clusters, |c| &c.name);
+    sort_by_name(&mut endpoints, |e| &e.cluster_name);
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    routes.dedup_by(|a, b| a.0 == b.0);
+
+    let (inbound, no_workload) = inbound_resources(model, options.inbound_port);
+    MeshResources {
+        options: options.clone(),
+        listeners,
+        clusters,
+        endpoints,
+        routes: routes.into_iter().map(|(_, r)| r).collect(),
+        inbound,
+        no_workload,
+        directory: ServiceDirectory::new(model, domain),
+    }
+}
+
+/// Every variant of the route configuration `name` of a port whose cluster is `cluster`.
+fn port_routes(
+    routing: Option<&PortRouting>,
+    name: &str,
+    cluster: &str,
+    protocol: Protocol,
+    ctx: &RouteContext<'_>,
+) -> PortRoutes {
+    let empty = |table: &RouteTable| RouteTable {
+        protocol: table.protocol,
+        routes: Vec::new(),
+    };
+    let mut shape = PortRouting::default();
+    let mut variants = BTreeMap::new();
+    match routing.and_then(|r| r.producer.as_ref()) {
+        Some(table) => {
+            shape.producer = Some(empty(table));
+            variants.insert(
+                RoutingVariant::Producer,
+                Arc::new(routes::for_table(name, table, protocol, ctx)),
+            );
+        }
+        None => {
+            variants.insert(
+                RoutingVariant::Passthrough,
+                Arc::new(routes::single_cluster(name, cluster)),
+            );
+        }
+    }
+    for (namespace, table) in routing.iter().flat_map(|r| &r.consumers) {
+        shape.consumers.insert(namespace.clone(), empty(table));
+        variants.insert(
+            RoutingVariant::Consumer(namespace.clone()),
+            Arc::new(routes::for_table(name, table, protocol, ctx)),
+        );
+    }
+    PortRoutes { shape, variants }
+}
+
+/// One `Inbound` per distinct `(port, protocol)` list, shared by every workload that has it;
+/// one `inbound|<port>||` cluster per `(port, protocol)`.
+fn inbound_resources(
+    model: &Model,
+    inbound_port: u16,
+) -> (BTreeMap<WorkloadKey, Arc<Inbound>>, Arc<Inbound>) {
+    let mut cluster_cache: BTreeMap<(u16, Protocol), Arc<Cluster>> = BTreeMap::new();
+    let mut by_ports: BTreeMap<Vec<(u16, Protocol)>, Arc<Inbound>> = BTreeMap::new();
+    let mut build = |ports: Vec<(u16, Protocol)>| {
+        by_ports
+            .entry(ports)
+            .or_insert_with_key(|ports| {
+                let mut clusters: Vec<Arc<Cluster>> = ports
+                    .iter()
+                    .map(|&(port, protocol)| {
+                        cluster_cache
+                            .entry((port, protocol))
+                            .or_insert_with(|| Arc::new(clusters::inbound(port, protocol)))
+                            .clone()
+                    })
+                    .collect();
+                sort_by_name(&mut clusters, |c| &c.name);
+                Arc::new(Inbound {
+                    listener: Arc::new(virtual_inbound(inbound_port, ports)),
+                    clusters,
+                })
+            })
+            .clone()
+    };
+    let no_workload = build(Vec::new());
+    let by_workload = model
+        .workloads
+        .iter()
+        .map(|(key, workload)| {
+            let mut ports: Vec<(u16, Protocol)> = workload
+                .inbound
+                .iter()
+                .map(|p| (p.port, p.protocol))
+                .collect();
+            ports.sort_by_key(|&(port, _)| port);
+            ports.dedup_by_key(|&mut (port, _)| port);
+            (key.clone(), build(ports))
+        })
+        .collect();
+    (by_workload, no_workload)
+}
+
+/// Sorts by name (stable) and drops later duplicates: Envoy rejects duplicate names.
+fn sort_by_name<T>(items: &mut Vec<Arc<T>>, name: impl Fn(&T) -> &String) {
+    items.sort_by(|a, b| name(a).cmp(name(b)));
+    items.dedup_by(|a, b| name(a) == name(b));
+}
+
+/// Merges two name-sorted lists into one.
+fn merge_by_name<T>(a: &[Arc<T>], b: &[Arc<T>], name: impl Fn(&T) -> &String) -> Vec<Arc<T>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if name(&b[j]) < name(&a[i]) {
+            out.push(b[j].clone());
+            j += 1;
+        } else {
+            out.push(a[i].clone());
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+impl MeshResources {
+    /// What one sidecar gets for wildcard LDS/CDS plus its RDS/EDS: every resource sorted by
+    /// name. Only assembles shared `Arc`s: per HTTP Service port the route configuration
+    /// variant the proxy's namespace sees, plus the workload's inbound listener and clusters
+    /// (pass-through only when the workload is unknown).
+    pub fn for_proxy(&self, proxy: &ProxyRef) -> ProxyResources {
+        let inbound = proxy
+            .workload
+            .as_ref()
+            .and_then(|w| self.inbound.get(w))
+            .unwrap_or(&self.no_workload);
+        let at = self
+            .listeners
+            .partition_point(|l| l.name < inbound.listener.name);
+        let mut listeners = Vec::with_capacity(self.listeners.len() + 1);
+        listeners.extend_from_slice(&self.listeners[..at]);
+        listeners.push(inbound.listener.clone());
+        listeners.extend_from_slice(&self.listeners[at..]);
+        ProxyResources {
+            listeners,
+            routes: self
+                .routes
+                .iter()
+                .map(|port| port.for_namespace(&proxy.namespace).clone())
+                .collect(),
+            clusters: merge_by_name(&self.clusters, &inbound.clusters, |c| &c.name),
+            endpoints: self.endpoints.clone(),
+        }
+    }
+
+    /// A proxyless gRPC client's API listener for `xds:///NAME`, resolved for a client in
+    /// `client_namespace` (see [`ServiceDirectory::resolve`] for the accepted names); `None`
+    /// if NAME is not a mesh Service port.
+    pub fn api_listener(&self, name: &str, client_namespace: &NamespaceName) -> Option<Listener> {
+        let (port, protocol) = self.directory.resolve(name, client_namespace)?;
+        Some(api_listener(
+            name,
+            &port,
+            protocol,
+            &self.options.cluster_domain,
+        ))
+    }
+
+    /// The options the mesh was translated with.
+    pub fn options(&self) -> &XdsOptions {
+        &self.options
+    }
+}
+
+impl PortRoutes {
+    fn for_namespace(&self, namespace: &NamespaceName) -> &Arc<RouteConfiguration> {
+        let variant = self.shape.variant_for(namespace);
+        self.variants
+            .get(&variant)
+            .expect("every variant PortRouting::variant_for can return is built")
+    }
+}
+
+#[cfg(test)]
+#[path = "mesh_tests.rs"]
+mod tests;
