@@ -47,10 +47,16 @@ fn main() {
 fn from_cargo_metadata(tried: &mut Vec<String>) -> Option<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")?;
-    let output = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .args(["metadata", "--format-version", "1", "--offline", "--locked"])
-        .current_dir(&manifest_dir)
-        .output();
+        .current_dir(&manifest_dir);
+    // Without a platform filter Cargo wants every platform's packages (Windows-only crates
+    // included), which an offline machine has not downloaded.
+    if let Some(target) = env::var_os("TARGET") {
+        command.arg("--filter-platform").arg(target);
+    }
+    let output = command.output();
     let output = match output {
         Ok(output) if output.status.success() => output,
         Ok(output) => {

@@ -144,7 +144,9 @@ impl Mesh {
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
             return Ok(ip);
         }
-        let host = host.trim_end_matches(".cluster.local").trim_end_matches(".svc");
+        let host = host
+            .trim_end_matches(".cluster.local")
+            .trim_end_matches(".svc");
         let key = match host.split_once('.') {
             Some((name, ns)) => ServiceKey::new(ns, name),
             None => ServiceKey::new(client_namespace.as_str(), host),
@@ -209,7 +211,11 @@ pub fn http_request(
         destination: (ip, port),
         authority,
         method: method.to_string(),
-        path: if path.is_empty() { "/".into() } else { path.to_string() },
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        },
         headers: headers
             .into_iter()
             .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))

@@ -189,14 +189,17 @@ fn route_request(
         .path
         .split_once('?')
         .unwrap_or((request.path.as_str(), ""));
-    let Some(route) = vhost
-        .routes
-        .iter()
-        .find(|r| r.r#match.as_ref().is_some_and(|m| matches(m, path, query, request)))
-    else {
+    let Some(route) = vhost.routes.iter().find(|r| {
+        r.r#match
+            .as_ref()
+            .is_some_and(|m| matches(m, path, query, request))
+    }) else {
         return Ok(not_found);
     };
-    let route_response = changes(&route.response_headers_to_add, &route.response_headers_to_remove);
+    let route_response = changes(
+        &route.response_headers_to_add,
+        &route.response_headers_to_remove,
+    );
     match &route.action {
         Some(route::Action::DirectResponse(d)) => Ok(Outcome::Responded {
             status: u16::try_from(d.status).map_err(|e| e.to_string())?,
@@ -205,9 +208,11 @@ fn route_request(
         Some(route::Action::Redirect(r)) => Ok(redirect(r, route, request, path, query)),
         Some(route::Action::Route(action)) => {
             let mut headers = request.headers.clone();
-            let (remove, set, append) =
-                request_mutations(&route.request_headers_to_add, &route.request_headers_to_remove);
-            apply_mutations(&mut headers, &remove, &set, &append);
+            changes(
+                &route.request_headers_to_add,
+                &route.request_headers_to_remove,
+            )
+            .apply(&mut headers);
             let rewritten_path = rewrite_path(action, route, path, query)?;
             let authority = match &action.host_rewrite_specifier {
                 Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => h.clone(),
@@ -234,11 +239,8 @@ fn route_request(
                     .iter()
                     .map(|c| {
                         let mut headers = headers.clone();
-                        let (remove, set, append) = request_mutations(
-                            &c.request_headers_to_add,
-                            &c.request_headers_to_remove,
-                        );
-                        apply_mutations(&mut headers, &remove, &set, &append);
+                        changes(&c.request_headers_to_add, &c.request_headers_to_remove)
+                            .apply(&mut headers);
                         Forwarded {
                             cluster: c.name.clone(),
                             weight: c.weight.as_ref().map_or(0, |w| w.value),
@@ -273,7 +275,11 @@ fn virtual_host<'a>(hosts: &'a [VirtualHost], authority: &str) -> Option<&'a Vir
         .rsplit_once(':')
         .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
         .map_or(authority.as_str(), |(h, _)| h);
-    let domains = || hosts.iter().flat_map(|h| h.domains.iter().map(move |d| (h, d.as_str())));
+    let domains = || {
+        hosts
+            .iter()
+            .flat_map(|h| h.domains.iter().map(move |d| (h, d.as_str())))
+    };
     for candidate in [authority.as_str(), without_port] {
         if let Some((h, _)) = domains().find(|(_, d)| *d == candidate) {
             return Some(h);
@@ -285,7 +291,9 @@ fn virtual_host<'a>(hosts: &'a [VirtualHost], authority: &str) -> Option<&'a Vir
             return Some(h);
         }
         let prefix = domains()
-            .filter(|(_, d)| d.len() > 1 && d.ends_with('*') && candidate.starts_with(&d[..d.len() - 1]))
+            .filter(|(_, d)| {
+                d.len() > 1 && d.ends_with('*') && candidate.starts_with(&d[..d.len() - 1])
+            })
             .max_by_key(|(_, d)| d.len());
         if let Some((h, _)) = prefix {
             return Some(h);
@@ -305,7 +313,10 @@ fn matches(
         Some(route_match::PathSpecifier::Path(p)) => path == p,
         Some(route_match::PathSpecifier::SafeRegex(r)) => full_match(r, path),
         Some(route_match::PathSpecifier::PathSeparatedPrefix(p)) => {
-            path == p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
         }
         _ => false,
     };
@@ -393,7 +404,11 @@ fn rewrite_path(
             .into_owned()
     } else if !action.prefix_rewrite.is_empty() {
         let prefix = matched_prefix(route).ok_or("prefix_rewrite on a route without a prefix")?;
-        format!("{}{}", action.prefix_rewrite, &path[prefix.len().min(path.len())..])
+        format!(
+            "{}{}",
+            action.prefix_rewrite,
+            &path[prefix.len().min(path.len())..]
+        )
     } else {
         path.to_string()
     };
@@ -454,7 +469,9 @@ fn redirect(
         _ => "http".into(),
     };
     let (request_host, request_port) = match request.authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h.to_string(), Some(p.to_string())),
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h.to_string(), Some(p.to_string()))
+        }
         _ => (request.authority.clone(), None),
     };
     let host = if r.host_redirect.is_empty() {
@@ -504,22 +521,15 @@ fn redirect(
     }
 }
 
-/// Splits header options into (remove, set, append) lists.
-fn request_mutations(
-    add: &[HeaderValueOption],
-    remove: &[String],
-) -> (Vec<String>, Vec<(String, String)>, Vec<(String, String)>) {
-    let changes = changes(add, remove);
-    (changes.remove, changes.set, changes.append)
-}
-
 fn changes(add: &[HeaderValueOption], remove: &[String]) -> HeaderChanges {
     let mut out = HeaderChanges {
         remove: remove.to_vec(),
         ..Default::default()
     };
     for option in add {
-        let Some(header) = &option.header else { continue };
+        let Some(header) = &option.header else {
+            continue;
+        };
         let value = if header.value.is_empty() {
             String::from_utf8_lossy(&header.raw_value).into_owned()
         } else {
@@ -569,7 +579,11 @@ pub fn endpoints_of(config: &ProxyConfig<'_>, cluster: &str) -> Vec<(IpAddr, u16
         })
         .unwrap_or_else(|| cluster.to_string());
     let mut out = Vec::new();
-    for cla in config.endpoints.iter().filter(|c| c.cluster_name == service_name) {
+    for cla in config
+        .endpoints
+        .iter()
+        .filter(|c| c.cluster_name == service_name)
+    {
         for locality in &cla.endpoints {
             for lb in &locality.lb_endpoints {
                 let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
@@ -600,7 +614,16 @@ pub fn fractions<K: Ord>(weights: impl IntoIterator<Item = (K, u32)>) -> BTreeMa
     }
     let total: u64 = sums.values().sum();
     sums.into_iter()
-        .map(|(k, w)| (k, if total == 0 { 0.0 } else { w as f64 / total as f64 }))
+        .map(|(k, w)| {
+            (
+                k,
+                if total == 0 {
+                    0.0
+                } else {
+                    w as f64 / total as f64
+                },
+            )
+        })
         .collect()
 }
 

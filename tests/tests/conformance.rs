@@ -122,7 +122,10 @@ fn headers_of(v: Option<&Value>) -> Vec<(String, String)> {
                         k.as_str().unwrap_or_default().to_string(),
                         match v {
                             Value::String(s) => s.clone(),
-                            other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                            other => serde_yaml::to_string(other)
+                                .unwrap_or_default()
+                                .trim()
+                                .to_string(),
                         },
                     )
                 })
@@ -274,15 +277,25 @@ fn check_case(mesh: &Mesh, test: &Value, case: &Value) -> Result<(), String> {
     let path_is_asserted = str_of(test, "test") != Some("MeshHTTPRouteNamedRule")
         || str_of(case, "name") != Some("unnamed rule");
     if let Some(expected_path) = str_of(expect, "path_at_backend").filter(|_| path_is_asserted) {
-        let seen = observed.path.as_deref().map(|p| p.split('?').next().unwrap_or(p));
+        let seen = observed
+            .path
+            .as_deref()
+            .map(|p| p.split('?').next().unwrap_or(p));
         if seen != Some(expected_path) {
-            problems.push(format!("path at backend {seen:?} (expected {expected_path:?})"));
+            problems.push(format!(
+                "path at backend {seen:?} (expected {expected_path:?})"
+            ));
         }
     }
-    if let Some(url) = expect.get("redirect_location").and_then(|r| str_of(r, "url"))
+    if let Some(url) = expect
+        .get("redirect_location")
+        .and_then(|r| str_of(r, "url"))
         && observed.location.as_deref() != Some(url)
     {
-        problems.push(format!("Location {:?} (expected {url:?})", observed.location));
+        problems.push(format!(
+            "Location {:?} (expected {url:?})",
+            observed.location
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -309,7 +322,11 @@ fn mesh_for(manifest: &str) -> Mesh {
 fn every_mesh_conformance_expectation_holds() {
     let text = std::fs::read_to_string(conformance_dir().join("EXPECTATIONS.yaml")).unwrap();
     let tests: Vec<Value> = serde_yaml::from_str(&text).unwrap();
-    assert!(tests.len() >= 20, "EXPECTATIONS.yaml lists {} tests", tests.len());
+    assert!(
+        tests.len() >= 20,
+        "EXPECTATIONS.yaml lists {} tests",
+        tests.len()
+    );
     let mut failures = Vec::new();
     let mut checked = 0;
     for test in &tests {
@@ -323,7 +340,8 @@ fn every_mesh_conformance_expectation_holds() {
                 for condition in &parent.conditions {
                     let known = name == "MeshGRPCRouteWeight"
                         && condition.reason == "BackendNotFound"
-                        && condition.message == "Service gateway-conformance-mesh/echo-v3 not found";
+                        && condition.message
+                            == "Service gateway-conformance-mesh/echo-v3 not found";
                     if !condition.is_true() && !known {
                         failures.push(format!(
                             "{name}: {} {}: {} {}",
@@ -342,5 +360,10 @@ fn every_mesh_conformance_expectation_holds() {
         }
     }
     assert!(checked > 80, "only {checked} cases checked");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

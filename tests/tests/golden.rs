@@ -79,10 +79,7 @@ fn check_all(dir: &Path, produced: Vec<(PathBuf, String)>) {
 fn conformance_manifests_translate_to_their_golden_files() {
     let source = conformance_dir();
     let out_dir = repo_root().join("tests/golden/conformance");
-    let base = vec![
-        source.join("manifests.yaml"),
-        out_dir.join("topology.yaml"),
-    ];
+    let base = vec![source.join("manifests.yaml"), out_dir.join("topology.yaml")];
     let mut produced = Vec::new();
     let manifests: Vec<PathBuf> = yaml_files(&source)
         .into_iter()
@@ -127,12 +124,20 @@ fn own_cases_translate_to_their_golden_files() {
     assert!(inputs.len() >= 8, "found {} cases", inputs.len());
     for input in inputs {
         let text = std::fs::read_to_string(&input).unwrap();
-        let proxy = match text.lines().next().and_then(|l| l.strip_prefix("# proxy: ")) {
+        let proxy = match text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# proxy: "))
+        {
             Some(p) if p.contains('/') => p.trim().parse().unwrap(),
             Some(ns) => ProxySelector::Namespace(NamespaceName::new(ns.trim())),
             None => ProxySelector::default(),
         };
-        let name = input.file_name().unwrap().to_string_lossy().replace(".in.yaml", ".out.yaml");
+        let name = input
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".in.yaml", ".out.yaml");
         produced.push((dir.join(name), render(vec![input], proxy)));
     }
     check_all(&dir, produced);

@@ -292,8 +292,13 @@ impl MeshResources {
     }
 
     /// A proxyless gRPC client's API listener for `xds:///NAME`, resolved for a client in
-    /// `client_namespace` (see [`ServiceDirectory::resolve`] for the accepted names); `None`
-    /// if NAME is not a mesh Service port.
+    /// `client_namespace`; `None` if NAME is not a mesh Service port.
+    ///
+    /// NAME is `svc.ns.svc.<cluster_domain>`, `svc.ns.svc`, `svc.ns`, `svc` (a Service in
+    /// `client_namespace`) or a ClusterIP (IPv6 in brackets when a port follows), each with
+    /// an optional `:port`; without one, port 80 if the Service has it, else its only port.
+    /// The listener is named NAME exactly; its HttpConnectionManager fetches RDS
+    /// `<fqdn>:<port>` (a TCP port gets an inline pass-through route instead).
     pub fn api_listener(&self, name: &str, client_namespace: &NamespaceName) -> Option<Listener> {
         let (port, protocol) = self.directory.resolve(name, client_namespace)?;
         Some(api_listener(

@@ -342,3 +342,53 @@ fn api_listener_through_the_mesh() {
             .is_none()
     );
 }
+
+/// What proxyless gRPC rejects a whole RouteConfiguration for (its xds_route_config_parser):
+/// `path_separated_prefix`, a retry policy with `num_retries: 0`, weighted clusters without
+/// weight. Route tables of HTTP/2 ports must avoid all three.
+#[test]
+fn route_configs_of_http2_ports_are_acceptable_to_grpc_clients() {
+    use envoy_types::pb::envoy::config::route::v3::{
+        route, route_action::ClusterSpecifier, route_match::PathSpecifier,
+    };
+
+    let mut model = rich_model();
+    let h2 = spk("shop", "h2", 8443);
+    model.services.insert(
+        h2.service.clone(),
+        mk_service("shop", "h2", &["10.96.0.40"], &[(8443, Protocol::Http2)]),
+    );
+    let mut slow = crate::fixtures::mk_route(
+        crate::fixtures::prefix("/api"),
+        crate::fixtures::forward_to(&[(h2.clone(), 1)]),
+    );
+    slow.timeouts.backend_request = Some(std::time::Duration::from_secs(1));
+    crate::fixtures::set_producer(&mut model, h2, crate::fixtures::mk_table(vec![slow]));
+
+    let mesh = translate(&model, &XdsOptions::default());
+    let resources = mesh.for_proxy(&proxy("shop", None));
+    let mut checked = 0;
+    for config in &resources.routes {
+        let http2 = config.name.ends_with(":8443") || config.name.ends_with(":9090");
+        for r in config.virtual_hosts.iter().flat_map(|v| &v.routes) {
+            let path = r.r#match.as_ref().unwrap().path_specifier.as_ref().unwrap();
+            if http2 {
+                checked += 1;
+                assert!(
+                    !matches!(path, PathSpecifier::PathSeparatedPrefix(_)),
+                    "{}: {path:?}",
+                    config.name
+                );
+            }
+            if let Some(route::Action::Route(action)) = &r.action {
+                if let Some(policy) = &action.retry_policy {
+                    assert!(policy.num_retries.unwrap().value > 0, "{}", config.name);
+                }
+                if let Some(ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier {
+                    assert!(w.clusters.iter().all(|c| c.weight.unwrap().value > 0));
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2, "the gRPC and the h2c table were both checked");
+}

@@ -16,14 +16,18 @@ pub struct TranslateRequest {
     pub paths: Vec<PathBuf>,
     /// Whose view of the mesh to show.
     pub proxy: ProxySelector,
+    /// Which parts of the report to print.
     pub show: Show,
+    /// YAML or JSON.
     pub format: Format,
+    /// Controller name and cluster domain, as the controller would have them.
     pub settings: Settings,
 }
 
 /// The rendered report, and how many errors the input had.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TranslateOutput {
+    /// The report, ready to print.
     pub text: String,
     /// Error diagnostics of the input; the report is complete as far as the input allowed.
     pub errors: usize,

@@ -42,7 +42,9 @@ pub struct Diagnostic {
     /// The object, as `Kind namespace/name`, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// How bad it is.
     pub severity: Severity,
+    /// What is wrong, for a person to read.
     pub message: String,
 }
 

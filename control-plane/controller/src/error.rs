@@ -12,7 +12,9 @@ pub enum Error {
     /// A configured path cannot be read.
     #[error("{}: {error} (is the path right, and readable by this process?)", path.display())]
     Path {
+        /// The path as configured.
         path: PathBuf,
+        /// Why it cannot be read.
         error: std::io::Error,
     },
 
@@ -22,7 +24,12 @@ pub enum Error {
 
     /// The file system watcher could not be set up.
     #[error("cannot watch {}: {error} (on Linux, check fs.inotify.max_user_watches)", path.display())]
-    Watch { path: PathBuf, error: notify::Error },
+    Watch {
+        /// What was to be watched.
+        path: PathBuf,
+        /// What the watcher said.
+        error: notify::Error,
+    },
 
     /// The thread that reloads the files could not be started.
     #[error("cannot start the file watcher thread: {0}")]

@@ -51,7 +51,7 @@ pub fn log_snapshot(snapshot: &Snapshot, previous: Option<&Snapshot>) {
 
 fn log_diagnostic(diagnostic: &Diagnostic) {
     let file = diagnostic.file.display();
-    let object = diagnostic.object.as_deref().unwrap_or("");
+    let object = diagnostic.object.as_deref();
     let message = &diagnostic.message;
     match diagnostic.severity {
         Severity::Error => error!(%file, object, "{message}"),

@@ -26,18 +26,24 @@ use crate::snapshot::Snapshot;
 /// Output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// YAML, as `kubectl get -o yaml` prints.
     #[default]
     Yaml,
+    /// Pretty-printed JSON.
     Json,
 }
 
 /// Which parts of the report to show. Diagnostics and warnings are always shown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Show {
+    /// Everything.
     #[default]
     All,
+    /// Route status only.
     Status,
+    /// The intermediate model only.
     Model,
+    /// The proxy's xDS resources only.
     Xds,
 }
 
@@ -61,8 +67,11 @@ impl Show {
 /// The status of one route, as it would be written to the object.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteStatusEntry {
+    /// `HTTPRoute` or `GRPCRoute`.
     pub kind: String,
+    /// The route's namespace.
     pub namespace: String,
+    /// The route's name.
     pub name: String,
     /// `{parents: [...]}`.
     pub status: serde_json::Value,
@@ -71,12 +80,17 @@ pub struct RouteStatusEntry {
 /// The whole report. Fields are serialized in this order; absent parts are left out.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
+    /// Every route's status, sorted by kind, namespace and name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<RouteStatusEntry>>,
+    /// What the loader found in the files, in file order.
     pub diagnostics: Vec<Diagnostic>,
+    /// The translator's warnings about objects other than routes, sorted.
     pub warnings: Vec<String>,
+    /// The intermediate model (see [`model_value`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<serde_json::Value>,
+    /// The xDS resources of one proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xds: Option<serde_json::Value>,
 }

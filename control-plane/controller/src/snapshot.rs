@@ -68,11 +68,15 @@ pub struct Snapshot {
 /// Counts worth a log line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Services in the model.
     pub services: usize,
+    /// HTTPRoutes and GRPCRoutes in the input.
     pub routes: usize,
     /// Workloads (pods) that may run a proxy.
     pub workloads: usize,
+    /// Error diagnostics.
     pub errors: usize,
+    /// Warning diagnostics and translator warnings.
     pub warnings: usize,
 }
 

@@ -324,7 +324,14 @@ fn decode<T: DeserializeOwned>(
         map.remove("kind");
     }
     serde_ignored::deserialize(value, |path| {
-        let path = path.to_string();
+        // serde_ignored writes a `?` segment for every optional value on the way
+        // (`spec.?.selectr`); a user writes `spec.selectr`.
+        let path = path
+            .to_string()
+            .split('.')
+            .filter(|segment| *segment != "?")
+            .collect::<Vec<_>>()
+            .join(".");
         // `status` is written by controllers and never read from manifests.
         if path != "status" && !path.starts_with("status.") {
             unknown_fields.push(path);
@@ -448,6 +455,20 @@ mod tests {
             unknown_fields,
             vec!["spec.parentRef", "spec.rules.0.matchs"]
         );
+    }
+
+    #[test]
+    fn unknown_fields_under_optional_values_read_as_the_user_wrote_them() {
+        let parsed = parse_one(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"selectr": {"app": "a"}}
+        }))
+        .unwrap();
+        let Parsed::Object { unknown_fields, .. } = parsed else {
+            panic!("expected an object")
+        };
+        assert_eq!(unknown_fields, vec!["spec.selectr"]);
     }
 
     #[test]

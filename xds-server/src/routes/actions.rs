@@ -41,6 +41,11 @@ pub fn forward(forward: &Forward, matched: &MatchedPrefix, ctx: &RouteContext<'_
     };
     let cluster_specifier = match single {
         Some(only) => ClusterSpecifier::Cluster(resolve(&only.target)),
+        // The model never has a forward without backends; should one slip through, answer
+        // 500 rather than send an empty weighted_clusters Envoy would reject.
+        None if forward.backends.is_empty() => {
+            ClusterSpecifier::Cluster(resolve(&BackendTarget::Unresolved))
+        }
         None => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: forward
                 .backends
@@ -232,6 +237,21 @@ mod tests {
         );
         assert_eq!(
             only_invalid.cluster_not_found_response_code,
+            ClusterNotFoundResponseCode::InternalServerError as i32
+        );
+    }
+
+    #[test]
+    fn a_forward_without_backends_answers_500() {
+        let model = model();
+        let ctx = RouteContext::new(&model, "cluster.local");
+        let action = forward(&fwd(vec![]), &MatchedPrefix::Root, &ctx);
+        assert_eq!(
+            action.cluster_specifier,
+            Some(ClusterSpecifier::Cluster("lanyard|invalid-backend".into()))
+        );
+        assert_eq!(
+            action.cluster_not_found_response_code,
             ClusterNotFoundResponseCode::InternalServerError as i32
         );
     }

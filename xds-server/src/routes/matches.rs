@@ -7,17 +7,36 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
-use lanyard_model::{PathMatch, RequestMatch, StringMatch};
+use lanyard_model::{PathMatch, Protocol, RequestMatch, StringMatch};
 
 /// How segment-wise path prefixes are written for a route table.
+///
+/// Proxyless gRPC rejects a whole RouteConfiguration that uses `path_separated_prefix`
+/// ("invalid path specifier"), so tables a gRPC client may read use another form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathStyle {
     /// `path_separated_prefix: /foo`: matches `/foo` and `/foo/...`, exactly the Gateway API
-    /// rule. Proxyless gRPC rejects the whole RouteConfiguration when it sees this field.
+    /// rule. For HTTP tables on HTTP/1.1 ports.
     Segments,
-    /// `prefix: /foo/`: what proxyless gRPC accepts; identical to `Segments` for gRPC paths,
-    /// which always have the form `/service/method`. Used for gRPC route tables and ports.
+    /// `prefix: /foo/`: gRPC's own shape, identical to `Segments` for gRPC paths (always
+    /// `/service/method`). For tables lowered from GRPCRoutes.
     Grpc,
+    /// `safe_regex: ^/foo(/.*)?$`: the Gateway API rule exactly, in a form gRPC accepts. For
+    /// HTTP tables on gRPC and h2c ports, which proxyless gRPC clients may use.
+    Regex,
+}
+
+impl PathStyle {
+    /// The style for a table of `table_protocol` attached to a port of `port_protocol`.
+    pub fn for_table(table_protocol: Protocol, port_protocol: Protocol) -> Self {
+        if table_protocol == Protocol::Grpc {
+            PathStyle::Grpc
+        } else if port_protocol.is_http2() {
+            PathStyle::Regex
+        } else {
+            PathStyle::Segments
+        }
+    }
 }
 
 /// What part of the request path the route's path match covers, for prefix rewrites.
@@ -29,6 +48,9 @@ pub enum MatchedPrefix {
     Segments(String),
     /// `prefix: "m/"`: the path is `m/...`.
     Slash(String),
+    /// `safe_regex: ^m(/.*)?$`: the path is `m` or `m/...`, and Envoy counts the whole path
+    /// as matched.
+    Regex(String),
     /// An exact or regex match: the whole path is the matched part.
     Whole,
 }
@@ -39,15 +61,19 @@ impl MatchedPrefix {
         let PathMatch::Prefix(prefix) = path else {
             return MatchedPrefix::Whole;
         };
-        let trimmed = prefix.trim_end_matches('/');
-        if trimmed.is_empty() {
-            MatchedPrefix::Root
-        } else if style == PathStyle::Grpc {
-            MatchedPrefix::Slash(trimmed.to_string())
-        } else {
-            MatchedPrefix::Segments(trimmed.to_string())
+        let m = prefix.trim_end_matches('/').to_string();
+        match style {
+            _ if m.is_empty() => MatchedPrefix::Root,
+            PathStyle::Segments => MatchedPrefix::Segments(m),
+            PathStyle::Grpc => MatchedPrefix::Slash(m),
+            PathStyle::Regex => MatchedPrefix::Regex(m),
         }
     }
+}
+
+/// The anchored regex matching `m` and `m/...`.
+pub fn segments_regex(m: &str) -> String {
+    format!("^{}(/.*)?$", regex::escape(m))
 }
 
 /// The Envoy match: path, then headers (with the method as `:method`), then query parameters.
@@ -58,6 +84,7 @@ pub fn route_match(matcher: &RequestMatch, style: PathStyle) -> RouteMatch {
         prefix @ PathMatch::Prefix(_) => match MatchedPrefix::of(prefix, style) {
             MatchedPrefix::Segments(m) => PathSpecifier::PathSeparatedPrefix(m),
             MatchedPrefix::Slash(m) => PathSpecifier::Prefix(format!("{m}/")),
+            MatchedPrefix::Regex(m) => PathSpecifier::SafeRegex(regex_matcher(&segments_regex(&m))),
             MatchedPrefix::Root | MatchedPrefix::Whole => PathSpecifier::Prefix("/".into()),
         },
     };
@@ -177,6 +204,41 @@ mod tests {
             ),
             PathSpecifier::Path("/pkg.Greeter/Hello".into())
         );
+    }
+
+    #[test]
+    fn regex_style_prefixes_match_segments() {
+        let PathSpecifier::SafeRegex(r) =
+            path_of(PathMatch::Prefix("/api.v1/".into()), PathStyle::Regex)
+        else {
+            panic!("expected a regex");
+        };
+        assert_eq!(r.regex, "^/api\\.v1(/.*)?$");
+        let re = regex::Regex::new(&r.regex).unwrap();
+        for (path, matches) in [
+            ("/api.v1", true),
+            ("/api.v1/", true),
+            ("/api.v1/x/y", true),
+            ("/api.v1x", false),
+            ("/apixv1", false),
+            ("/other/api.v1", false),
+        ] {
+            assert_eq!(re.is_match(path), matches, "{path}");
+        }
+        assert_eq!(
+            path_of(PathMatch::Prefix("/".into()), PathStyle::Regex),
+            PathSpecifier::Prefix("/".into())
+        );
+    }
+
+    #[test]
+    fn style_by_table_and_port_protocol() {
+        use Protocol::*;
+        assert_eq!(PathStyle::for_table(Http, Http), PathStyle::Segments);
+        assert_eq!(PathStyle::for_table(Http, Http2), PathStyle::Regex);
+        assert_eq!(PathStyle::for_table(Http, Grpc), PathStyle::Regex);
+        assert_eq!(PathStyle::for_table(Grpc, Http), PathStyle::Grpc);
+        assert_eq!(PathStyle::for_table(Grpc, Grpc), PathStyle::Grpc);
     }
 
     #[test]

@@ -53,19 +53,16 @@ impl<'a> RouteContext<'a> {
     }
 }
 
-/// The configuration `name` built from a route table. Path prefixes use the gRPC-compatible
-/// style when the table came from GRPCRoutes or the port is a gRPC port.
+/// The configuration `name` built from a route table. Path prefixes are written in a form
+/// proxyless gRPC accepts when the table came from GRPCRoutes or the port speaks HTTP/2 (see
+/// [`PathStyle`]).
 pub fn for_table(
     name: &str,
     table: &RouteTable,
     port_protocol: Protocol,
     ctx: &RouteContext<'_>,
 ) -> RouteConfiguration {
-    let style = if table.protocol == Protocol::Grpc || port_protocol == Protocol::Grpc {
-        PathStyle::Grpc
-    } else {
-        PathStyle::Segments
-    };
+    let style = PathStyle::for_table(table.protocol, port_protocol);
     configuration(
         name,
         table.routes.iter().map(|r| route(r, style, ctx)).collect(),
@@ -230,10 +227,15 @@ mod tests {
                 .clone()
                 .unwrap()
         };
+        let on_http_port = for_table("n", &table, Protocol::Http, &ctx);
+        assert_eq!(
+            path(&on_http_port),
+            PathSpecifier::PathSeparatedPrefix("/pkg.Greeter".into())
+        );
         let on_grpc_port = for_table("n", &table, Protocol::Grpc, &ctx);
         assert_eq!(
             path(&on_grpc_port),
-            PathSpecifier::Prefix("/pkg.Greeter/".into())
+            PathSpecifier::SafeRegex(matches::regex_matcher("^/pkg\\.Greeter(/.*)?$"))
         );
         table.protocol = Protocol::Grpc;
         let grpc_table = for_table("n", &table, Protocol::Http2, &ctx);

@@ -74,7 +74,6 @@ fn parse_document(
             }) => {
                 let name = object.object_ref().to_string();
                 for field in unknown_fields {
-                    let field = field_path(&field);
                     contents.diagnostics.push(
                         Diagnostic::warning(
                             file,
@@ -106,15 +105,6 @@ fn parse_document(
             }
         }
     }
-}
-
-/// A field path as a user writes it: serde_ignored marks optional values with a `?`
-/// segment (`spec.?.selectr`), which is noise here.
-fn field_path(raw: &str) -> String {
-    raw.split('.')
-        .filter(|s| *s != "?")
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// `Kind namespace/name` from a raw document, as far as it can be read, for messages about
@@ -234,12 +224,6 @@ mod tests {
         assert_eq!(d.severity, Severity::Warning);
         assert_eq!(d.object.as_deref(), Some("HTTPRoute ns/r"));
         assert!(d.message.contains("`spec.rules.0.matchs`"), "{}", d.message);
-    }
-
-    #[test]
-    fn field_paths_leave_out_the_optional_markers() {
-        assert_eq!(field_path("spec.?.selectr"), "spec.selectr");
-        assert_eq!(field_path("spec.rules.0.matchs"), "spec.rules.0.matchs");
     }
 
     #[test]

@@ -49,11 +49,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use lanyard_index::{Object, ObjectRef, Objects};
+use tracing::debug;
 
 use crate::diagnostics::Diagnostic;
 use crate::error::Error;
 
-pub use watch::FileWatcher;
+pub use watch::{DEBOUNCE, FileWatcher};
 
 /// The namespace given to namespaced objects that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -62,7 +63,6 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug)]
 pub struct FileSource {
     roots: Vec<PathBuf>,
-    default_namespace: String,
     /// Per file, the objects of its last load without errors.
     last_good: BTreeMap<PathBuf, Vec<Object>>,
 }
@@ -95,7 +95,6 @@ impl FileSource {
         }
         Ok(Self {
             roots,
-            default_namespace: DEFAULT_NAMESPACE.to_string(),
             last_good: BTreeMap::new(),
         })
     }
@@ -118,8 +117,8 @@ impl FileSource {
             served.push((file.clone(), objects));
         }
         // Files that are gone take their objects with them.
-        self.last_good
-            .retain(|path, _| served.iter().any(|(file, _)| file == path));
+        let present: BTreeSet<&PathBuf> = served.iter().map(|(file, _)| file).collect();
+        self.last_good.retain(|path, _| present.contains(path));
 
         let mut chosen = drop_duplicates(served, &mut diagnostics);
         diagnostics.extend(cluster_ips::assign(chosen.iter_mut().filter_map(
@@ -133,6 +132,9 @@ impl FileSource {
         let mut objects = Objects::default();
         for (_, object) in chosen {
             objects.apply(object);
+        }
+        if !unused_kinds.is_empty() {
+            debug!(?unused_kinds, "skipped kinds that do not affect the mesh");
         }
         Loaded {
             objects,
@@ -151,7 +153,7 @@ impl FileSource {
     ) -> Option<Vec<Object>> {
         let contents = match std::fs::read(file) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => documents::parse_file(file, &text, &self.default_namespace),
+                Ok(text) => documents::parse_file(file, &text, DEFAULT_NAMESPACE),
                 Err(e) => documents::FileContents {
                     diagnostics: vec![Diagnostic::error(file, format!("not UTF-8 text: {e}"))],
                     ..Default::default()
@@ -220,7 +222,13 @@ impl FileSource {
                 }
             }
         }
-        files.into_iter().collect()
+        // The same file named twice (`-f dir -f ./dir/a.yaml`) is read once, under the name
+        // first in order.
+        let mut seen = BTreeSet::new();
+        files
+            .into_iter()
+            .filter(|file| seen.insert(file.canonicalize().unwrap_or_else(|_| file.clone())))
+            .collect()
     }
 
     fn walk(

@@ -407,3 +407,21 @@ fn an_empty_directory_loads_nothing() {
     let loaded = load(dir.path());
     assert_eq!(loaded, Loaded::default());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_file_named_twice_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "manifests/a.yaml", &mk_service("ns", "s"));
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(dir.path().join("manifests"), &alias).unwrap();
+    let loaded = FileSource::new([dir.path().join("manifests"), alias.join("a.yaml")])
+        .unwrap()
+        .load();
+    assert!(
+        loaded.diagnostics.iter().all(|d| !d.is_error()),
+        "{:?}",
+        loaded.diagnostics
+    );
+    assert_eq!(loaded.files, 1);
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 use super::FileSource;
 use crate::error::{Error, Result};
@@ -172,7 +172,11 @@ struct Reloader {
 impl Reloader {
     fn run(mut self, events: &mpsc::Receiver<Message>) {
         while next_burst(events) {
-            self.reload();
+            // A bug in a translator must not end the watching: the previous snapshot stays,
+            // and the next change is tried again.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload())).is_err() {
+                error!("reload panicked: keeping the previous snapshot");
+            }
         }
         debug!("stopped watching files");
     }
@@ -185,9 +189,6 @@ impl Reloader {
         let generation = current.generation + 1;
         let _span = info_span!("reload", generation).entered();
         let loaded = self.source.load();
-        if !loaded.unused_kinds.is_empty() {
-            debug!(unused_kinds = ?loaded.unused_kinds, "skipped kinds that do not affect the mesh");
-        }
         if loaded.objects == current.objects && loaded.diagnostics == current.diagnostics {
             debug!(files = loaded.files, "no change");
             return;
@@ -277,6 +278,14 @@ mod tests {
             .clone()
     }
 
+    /// Replaces a file in one step (write aside, rename over), so that no reload can see it
+    /// half written.
+    fn replace(file: &Path, text: &str) {
+        let aside = file.with_extension("tmp");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, file).unwrap();
+    }
+
     fn errors_about(snapshot: &Snapshot, file: &Path) -> usize {
         snapshot
             .diagnostics
@@ -296,7 +305,7 @@ mod tests {
         assert_eq!(snapshots.borrow_and_update().generation, 1);
         assert!(watcher.current().objects.services.is_empty());
 
-        std::fs::write(&file, mk_service("one")).unwrap();
+        replace(&file, &mk_service("one"));
         let added = wait_for(&mut snapshots, "the new Service", |s| {
             s.objects.contains(&service("one"))
         })
@@ -304,7 +313,7 @@ mod tests {
         assert!(added.generation > 1);
         assert_eq!(errors_about(&added, &file), 0);
 
-        std::fs::write(&file, format!("{}---\nkind: [broken\n", mk_service("two"))).unwrap();
+        replace(&file, &format!("{}---\nkind: [broken\n", mk_service("two")));
         let broken = wait_for(&mut snapshots, "an error naming the file", |s| {
             errors_about(s, &file) > 0
         })
@@ -312,7 +321,7 @@ mod tests {
         assert!(broken.objects.contains(&service("one")));
         assert!(!broken.objects.contains(&service("two")));
 
-        std::fs::write(&file, mk_service("two")).unwrap();
+        replace(&file, &mk_service("two"));
         let fixed = wait_for(&mut snapshots, "the fixed file", |s| {
             s.objects.contains(&service("two"))
         })
@@ -344,9 +353,7 @@ mod tests {
                 .contains(&service("one"))
         );
         // Replaced by a rename, as editors and ConfigMap updates do.
-        let temp = dir.path().join("only.yaml.tmp");
-        std::fs::write(&temp, mk_service("two")).unwrap();
-        std::fs::rename(&temp, &file).unwrap();
+        replace(&file, &mk_service("two"));
         wait_for(&mut snapshots, "the replaced file's Service", |s| {
             s.objects.contains(&service("two"))
         })

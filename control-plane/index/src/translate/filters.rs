@@ -249,19 +249,17 @@ fn path_modifier(
     at: &str,
     findings: &mut Findings,
 ) -> Option<PathRewrite> {
-    let (value, rewrite): (Option<&String>, fn(String) -> PathRewrite) = match modifier
-        .modifier_type
-        .as_str()
-    {
-        "ReplaceFullPath" => (modifier.replace_full_path.as_ref(), PathRewrite::Full),
-        "ReplacePrefixMatch" => (modifier.replace_prefix_match.as_ref(), PathRewrite::Prefix),
-        other => {
-            findings.invalid(format!(
+    let (value, rewrite): (Option<&String>, fn(String) -> PathRewrite) =
+        match modifier.modifier_type.as_str() {
+            "ReplaceFullPath" => (modifier.replace_full_path.as_ref(), PathRewrite::Full),
+            "ReplacePrefixMatch" => (modifier.replace_prefix_match.as_ref(), PathRewrite::Prefix),
+            other => {
+                findings.invalid(format!(
                 "{at}: path modifier type {other:?} is not ReplaceFullPath or ReplacePrefixMatch"
             ));
-            return None;
-        }
-    };
+                return None;
+            }
+        };
     let Some(value) = value else {
         findings.invalid(format!(
             "{at}: path modifier {} has no value",
