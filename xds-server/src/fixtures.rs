@@ -100,19 +100,13 @@ pub fn mk_table(routes: Vec<Route>) -> RouteTable {
 
 /// A route with this path match and action, nothing else.
 pub fn mk_route(path: PathMatch, action: Action) -> Route {
-    Route {
-        matcher: RequestMatch {
+    Route::new(
+        RequestMatch {
             path,
             ..Default::default()
         },
         action,
-        request_headers: HeaderModifier::default(),
-        response_headers: HeaderModifier::default(),
-        mirrors: vec![],
-        cors: None,
-        timeouts: Timeouts::default(),
-        retry: None,
-    }
+    )
 }
 
 /// A backend without modifiers.

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lanyard_model::{
-    Action, Backend, BackendTarget, Endpoint, Forward, HeaderModifier, InboundPort, Model,
-    NamespaceName, PathMatch, PathRewrite, PortRouting, Protocol, RequestMatch, Route, RouteTable,
-    Service, ServiceKey, ServicePort, ServicePortKey, Timeouts, UrlRewrite, Workload, WorkloadKey,
+    Action, Backend, BackendTarget, Endpoint, Forward, InboundPort, Model, NamespaceName,
+    PathMatch, PathRewrite, PortRouting, Protocol, RequestMatch, Route, RouteTable, Service,
+    ServiceKey, ServicePort, ServicePortKey, UrlRewrite, Workload, WorkloadKey,
 };
 use lanyard_xds::render::{message_value, resources_value, to_yaml};
 use lanyard_xds::{ProxyRef, XdsOptions, translate};
@@ -44,30 +44,19 @@ fn mk_service(ns: &str, name: &str, ips: &[&str], ports: &[(u16, Protocol, &[&st
 }
 
 fn mk_route(path: PathMatch, backends: &[(ServicePortKey, u32)]) -> Route {
-    Route {
-        matcher: RequestMatch {
+    Route::new(
+        RequestMatch {
             path,
             ..Default::default()
         },
-        action: Action::Forward(Forward {
+        Action::Forward(Forward {
             backends: backends
                 .iter()
-                .map(|(key, weight)| Backend {
-                    target: BackendTarget::Service(key.clone()),
-                    weight: *weight,
-                    request_headers: HeaderModifier::default(),
-                    response_headers: HeaderModifier::default(),
-                })
+                .map(|(key, weight)| Backend::new(BackendTarget::Service(key.clone()), *weight))
                 .collect(),
             rewrite: None,
         }),
-        request_headers: HeaderModifier::default(),
-        response_headers: HeaderModifier::default(),
-        mirrors: vec![],
-        cors: None,
-        timeouts: Timeouts::default(),
-        retry: None,
-    }
+    )
 }
 
 fn key(ns: &str, name: &str, port: u16) -> ServicePortKey {

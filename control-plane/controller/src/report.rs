@@ -229,9 +229,8 @@ mod tests {
     use lanyard_index::status::{Condition, ParentStatus};
     use lanyard_index::{Kind, ObjectKey, ObjectRef, Objects, Translation};
     use lanyard_model::{
-        Action, Backend, BackendTarget, Forward, HeaderModifier, PathMatch, PortRouting, Protocol,
-        RequestMatch, Route, RouteTable, Service, ServiceKey, ServicePort, ServicePortKey,
-        Timeouts,
+        Action, Backend, BackendTarget, Forward, PathMatch, PortRouting, Protocol, RequestMatch,
+        Route, RouteTable, Service, ServiceKey, ServicePort, ServicePortKey,
     };
 
     use super::*;
@@ -262,27 +261,16 @@ mod tests {
         let port = ServicePortKey::new(key.clone(), 9080);
         let table = RouteTable {
             protocol: Protocol::Http,
-            routes: vec![Route {
-                matcher: RequestMatch {
+            routes: vec![Route::new(
+                RequestMatch {
                     path: PathMatch::Prefix("/".into()),
                     ..Default::default()
                 },
-                action: Action::Forward(Forward {
-                    backends: vec![Backend {
-                        target: BackendTarget::Service(port.clone()),
-                        weight: 1,
-                        request_headers: HeaderModifier::default(),
-                        response_headers: HeaderModifier::default(),
-                    }],
+                Action::Forward(Forward {
+                    backends: vec![Backend::new(BackendTarget::Service(port.clone()), 1)],
                     rewrite: None,
                 }),
-                request_headers: HeaderModifier::default(),
-                response_headers: HeaderModifier::default(),
-                mirrors: vec![],
-                cors: None,
-                timeouts: Timeouts::default(),
-                retry: None,
-            }],
+            )],
         };
         Model {
             services: [(

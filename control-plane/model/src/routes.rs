@@ -42,6 +42,23 @@ pub struct Route {
     pub retry: Option<Retry>,
 }
 
+impl Route {
+    /// A route with this match and action and nothing else: no header changes, mirrors,
+    /// CORS, timeouts or retries.
+    pub fn new(matcher: RequestMatch, action: Action) -> Self {
+        Self {
+            matcher,
+            action,
+            request_headers: HeaderModifier::default(),
+            response_headers: HeaderModifier::default(),
+            mirrors: Vec::new(),
+            cors: None,
+            timeouts: Timeouts::default(),
+            retry: None,
+        }
+    }
+}
+
 /// All conditions must hold (AND). An empty match matches every request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RequestMatch {
@@ -127,6 +144,18 @@ pub struct Backend {
     /// Backend-level ResponseHeaderModifier.
     #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
     pub response_headers: HeaderModifier,
+}
+
+impl Backend {
+    /// A backend with this target and weight and no header changes.
+    pub fn new(target: BackendTarget, weight: u32) -> Self {
+        Self {
+            target,
+            weight,
+            request_headers: HeaderModifier::default(),
+            response_headers: HeaderModifier::default(),
+        }
+    }
 }
 
 /// Where a backend's share of traffic goes.

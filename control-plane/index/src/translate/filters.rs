@@ -40,6 +40,14 @@ impl Findings {
     }
 }
 
+/// How messages name a rule: `rule 2`, or `rule 2 (name)` when it has one.
+pub(super) fn rule_label(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("rule {index} ({name})"),
+        None => format!("rule {index}"),
+    }
+}
+
 /// The filter types each route kind supports.
 pub(super) const HTTP_FILTERS: &[&str] = &[
     "RequestHeaderModifier",

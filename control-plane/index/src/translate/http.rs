@@ -23,10 +23,7 @@ pub(super) fn lower(
 ) -> Vec<Ranked> {
     let mut out = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
-        let at = match &rule.name {
-            Some(name) => format!("rule {rule_index} ({name})"),
-            None => format!("rule {rule_index}"),
-        };
+        let at = filters::rule_label(rule_index, rule.name.as_deref());
         let default_match = [HttpRouteMatch::default()];
         let matches: &[HttpRouteMatch] = if rule.matches.is_empty() {
             &default_match
