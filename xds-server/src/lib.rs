@@ -4,26 +4,54 @@
 //! [`translate`] builds everything shared once; [`MeshResources::for_proxy`] assembles what
 //! one sidecar gets from shared `Arc`s; [`MeshResources::api_listener`] answers proxyless gRPC
 //! clients. [`render`] turns resources into sorted JSON / YAML for golden files and
-//! `lanyardctl`. No networking here: the ADS server serves what this crate builds.
+//! `lanyardctl`.
 //!
-//! One module per resource kind: [`names`], `clusters`, `endpoints`, `listeners`, `routes`,
-//! `api_listeners`, [`render`].
+//! The translation, one module per resource kind: [`names`], `clusters`, `endpoints`,
+//! `listeners`, `routes`, `api_listeners`, [`render`].
+//!
+//! Serving it, over the Aggregated Discovery Service (state of the world and delta):
+//! - [`node`]: who a proxy is, from its xDS `Node` (the node-id / metadata convention);
+//! - [`version`] and [`resource`]: resources encoded once, versioned by a hash of a
+//!   canonical form of their content;
+//! - [`cache`]: consistent snapshots and per-proxy views shared by proxies that see the same;
+//! - [`ads`]: the protocol, one task per stream;
+//! - [`server`]: [`XdsServer`]: debounced publishing, serving, graceful shutdown;
+//! - [`status`], [`metrics`], [`debug`]: `/debug/syncz`, `/debug/config_dump`, `/metrics`.
+//!
+//! With the `testing` feature, [`testing`] has an ADS test client and model builders.
 
+pub mod ads;
 mod api_listeners;
+pub mod cache;
 mod clusters;
+pub mod debug;
 mod endpoints;
 mod listeners;
 mod mesh;
+pub mod metrics;
 pub mod names;
+pub mod node;
 mod protobuf;
 pub mod render;
+pub mod resource;
 mod routes;
+pub mod server;
+pub mod status;
+pub mod version;
 
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod fixtures;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use cache::{MeshSnapshot, SnapshotError};
 pub use mesh::{MeshResources, ProxyRef, ProxyResources, XdsOptions, translate};
 pub use names::INVALID_BACKEND_CLUSTER;
+pub use node::{NodeError, ProxyIdentity};
+pub use resource::{Resource, ResourceType};
+pub use server::{ServeError, ServerConfig, XdsServer};
+pub use version::Version;
 
 /// Re-exported so callers can name the resource types without depending on envoy-types'
 /// module layout.

@@ -1,7 +1,7 @@
 //! The translated mesh: everything shared built once by [`translate`], assembled per proxy
 //! by [`MeshResources::for_proxy`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -77,6 +77,9 @@ pub struct MeshResources {
     inbound: BTreeMap<WorkloadKey, Arc<Inbound>>,
     /// For proxies without a known workload: pass-through only.
     no_workload: Arc<Inbound>,
+    /// Namespaces that have consumer routes on some port: clients elsewhere all see the same
+    /// route configurations.
+    consumer_namespaces: BTreeSet<NamespaceName>,
     directory: ServiceDirectory,
 }
 
@@ -139,6 +142,10 @@ pub fn translate(model: &Model, options: &XdsOptions) -> MeshResources {
     routes.dedup_by(|a, b| a.0 == b.0);
 
     let (inbound, no_workload) = inbound_resources(model, options.inbound_port);
+    let consumer_namespaces = routes
+        .iter()
+        .flat_map(|(_, r)| r.shape.consumers.keys().cloned())
+        .collect();
     MeshResources {
         options: options.clone(),
         listeners,
@@ -147,6 +154,7 @@ pub fn translate(model: &Model, options: &XdsOptions) -> MeshResources {
         routes: routes.into_iter().map(|(_, r)| r).collect(),
         inbound,
         no_workload,
+        consumer_namespaces,
         directory: ServiceDirectory::new(model, domain),
     }
 }
@@ -267,11 +275,30 @@ impl MeshResources {
     /// variant the proxy's namespace sees, plus the workload's inbound listener and clusters
     /// (pass-through only when the workload is unknown).
     pub fn for_proxy(&self, proxy: &ProxyRef) -> ProxyResources {
-        let inbound = proxy
+        ProxyResources {
+            listeners: self.listeners_for(proxy),
+            routes: self.routes_for(&proxy.namespace),
+            clusters: self.clusters_for(proxy),
+            endpoints: self.endpoints.clone(),
+        }
+    }
+
+    /// Whether the model has this workload (pod).
+    pub fn has_workload(&self, key: &WorkloadKey) -> bool {
+        self.inbound.contains_key(key)
+    }
+
+    fn inbound_for(&self, proxy: &ProxyRef) -> &Arc<Inbound> {
+        proxy
             .workload
             .as_ref()
             .and_then(|w| self.inbound.get(w))
-            .unwrap_or(&self.no_workload);
+            .unwrap_or(&self.no_workload)
+    }
+
+    /// LDS of a sidecar, sorted by name: the shared listeners and the workload's inbound one.
+    pub(crate) fn listeners_for(&self, proxy: &ProxyRef) -> Vec<Arc<Listener>> {
+        let inbound = self.inbound_for(proxy);
         let at = self
             .listeners
             .partition_point(|l| l.name < inbound.listener.name);
@@ -279,14 +306,70 @@ impl MeshResources {
         listeners.extend_from_slice(&self.listeners[..at]);
         listeners.push(inbound.listener.clone());
         listeners.extend_from_slice(&self.listeners[at..]);
+        listeners
+    }
+
+    /// CDS of a sidecar, sorted by name: the shared clusters and the workload's inbound ones.
+    pub(crate) fn clusters_for(&self, proxy: &ProxyRef) -> Vec<Arc<Cluster>> {
+        merge_by_name(&self.clusters, &self.inbound_for(proxy).clusters, |c| {
+            &c.name
+        })
+    }
+
+    /// RDS of a client in `namespace`, sorted by name: per HTTP Service port the variant it
+    /// sees.
+    pub(crate) fn routes_for(&self, namespace: &NamespaceName) -> Vec<Arc<RouteConfiguration>> {
+        self.routes
+            .iter()
+            .map(|port| port.for_namespace(namespace).clone())
+            .collect()
+    }
+
+    /// EDS, the same for every proxy, sorted by name.
+    pub(crate) fn endpoints(&self) -> &[Arc<ClusterLoadAssignment>] {
+        &self.endpoints
+    }
+
+    /// Identifies a proxy's LDS and CDS: proxies with the same key get the same listeners
+    /// and clusters (they share the workload's inbound resources). Valid as long as `self`.
+    pub(crate) fn inbound_key(&self, proxy: &ProxyRef) -> usize {
+        Arc::as_ptr(self.inbound_for(proxy)) as usize
+    }
+
+    /// Identifies a client's RDS: clients with the same key get the same route
+    /// configurations. `None` for every namespace without consumer routes.
+    pub(crate) fn routes_key(&self, namespace: &NamespaceName) -> Option<NamespaceName> {
+        self.consumer_namespaces
+            .contains(namespace)
+            .then(|| namespace.clone())
+    }
+
+    /// Every distinct resource once (each shared `Arc` once), for caches that encode them
+    /// and checks that read them all. Names repeat: route variants of one port, the inbound
+    /// listener of each distinct set of inbound ports.
+    pub(crate) fn distinct(&self) -> ProxyResources {
+        let mut inbound: Vec<&Arc<Inbound>> = self.inbound.values().collect();
+        inbound.push(&self.no_workload);
+        inbound.sort_by_key(|i| Arc::as_ptr(i));
+        inbound.dedup_by_key(|i| Arc::as_ptr(i));
+        let mut inbound_clusters: Vec<Arc<Cluster>> = inbound
+            .iter()
+            .flat_map(|i| i.clusters.iter().cloned())
+            .collect();
+        inbound_clusters.sort_by_key(Arc::as_ptr);
+        inbound_clusters.dedup_by_key(|c| Arc::as_ptr(c));
+        let mut clusters = self.clusters.clone();
+        clusters.extend(inbound_clusters);
+        let mut listeners = self.listeners.clone();
+        listeners.extend(inbound.iter().map(|i| i.listener.clone()));
         ProxyResources {
             listeners,
             routes: self
                 .routes
                 .iter()
-                .map(|port| port.for_namespace(&proxy.namespace).clone())
+                .flat_map(|port| port.variants.values().cloned())
                 .collect(),
-            clusters: merge_by_name(&self.clusters, &inbound.clusters, |c| &c.name),
+            clusters,
             endpoints: self.endpoints.clone(),
         }
     }
@@ -307,6 +390,14 @@ impl MeshResources {
             protocol,
             &self.options.cluster_domain,
         ))
+    }
+
+    /// Drops every ClusterLoadAssignment, leaving an inconsistent mesh: for tests of the
+    /// consistency check.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn drop_endpoints_for_tests(&mut self) {
+        self.endpoints.clear();
     }
 
     /// The options the mesh was translated with.

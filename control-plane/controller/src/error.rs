@@ -50,6 +50,23 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// A listening address could not be bound.
+    #[error(
+        "cannot listen for {what} on {address}: {error} (is the port taken? port 0 picks a free one)"
+    )]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address asked for.
+        address: std::net::SocketAddr,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+
+    /// A server stopped with an error.
+    #[error("{0}")]
+    Serve(String),
+
     /// Logging could not be set up.
     #[error("cannot set up logging: {0}")]
     LogFilter(String),

@@ -8,6 +8,7 @@
 //! - [`report`]: route status, diagnostics, model and a proxy's xDS resources as YAML/JSON;
 //! - [`proxy`]: naming the proxy whose view to show;
 //! - [`ctl`]: `lanyardctl x translate`;
+//! - [`xds`]: serving the snapshots over ADS, with the debug endpoint;
 //! - [`runtime`] and [`logs`]: the controller process.
 
 pub mod ctl;
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod report;
 pub mod runtime;
 pub mod snapshot;
+pub mod xds;
 
 pub use diagnostics::{Diagnostic, Severity};
 pub use error::{Error, Result};

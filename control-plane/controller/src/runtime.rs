@@ -1,5 +1,6 @@
 //! The `lanyard-controller` process: flags, logging, and the run loop.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +14,12 @@ use crate::files::{FileSource, FileWatcher};
 use crate::logs::log_snapshot;
 use crate::report::{Format, Report, Show};
 use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, Settings, Snapshot};
+use crate::xds::Serving;
+
+/// Where ADS is served by default (Istio's plain-text xDS port).
+pub const DEFAULT_XDS_ADDRESS: &str = "127.0.0.1:15010";
+/// Where the debug endpoint is served by default (Istio's monitoring port).
+pub const DEFAULT_DEBUG_ADDRESS: &str = "127.0.0.1:15014";
 
 /// The Lanyard mesh controller: Gateway API (GAMMA) routes in, Envoy configuration out.
 #[derive(Clone, Debug, Parser)]
@@ -27,6 +34,16 @@ pub struct Args {
         help_heading = "Sources"
     )]
     pub config_dir: Option<PathBuf>,
+
+    /// Serve ADS (xDS, state of the world and delta) on this address; port 0 picks a free
+    /// port. The address is printed as `xds listening on ADDR`.
+    #[arg(long, env = "LANYARD_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS, help_heading = "Serving")]
+    pub xds_address: SocketAddr,
+
+    /// Serve the debug endpoint (/debug/syncz, /debug/config_dump, /metrics, /healthz,
+    /// /readyz) on this address; keep it on localhost. Printed as `debug listening on ADDR`.
+    #[arg(long, env = "LANYARD_DEBUG_ADDRESS", default_value = DEFAULT_DEBUG_ADDRESS, help_heading = "Serving")]
+    pub debug_address: SocketAddr,
 
     /// The cluster's DNS domain.
     #[arg(long, env = "LANYARD_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
@@ -74,7 +91,7 @@ pub fn init_tracing(default_filter: &str) -> Result<()> {
         .map_err(|e| Error::LogFilter(e.to_string()))
 }
 
-/// Runs the controller until Ctrl-C or SIGTERM (or once, with `--once`).
+/// Runs the controller, serving xDS, until Ctrl-C or SIGTERM (or once, with `--once`).
 pub async fn run(args: Args) -> Result<ExitCode> {
     let settings = args.settings();
     let Some(dir) = args.config_dir else {
@@ -84,16 +101,28 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     if args.once {
         return run_once(source, &settings);
     }
-    let watcher = FileWatcher::start(source, settings)?;
+    let watcher = FileWatcher::start(source, settings.clone())?;
     let mut snapshots = watcher.subscribe();
+    let mut serving = Serving::start(
+        args.xds_address,
+        args.debug_address,
+        watcher.subscribe(),
+        settings.xds_options(),
+    )
+    .await?;
     let mut previous: Arc<Snapshot> = snapshots.borrow_and_update().clone();
     log_snapshot(&previous, None);
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut failure = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            e = serving.failed() => {
+                failure = Some(e);
+                break;
+            }
             changed = snapshots.changed() => {
                 if changed.is_err() {
                     break;
@@ -105,10 +134,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
     }
     info!("shutting down");
+    serving.stop().await;
     tokio::task::spawn_blocking(move || watcher.stop())
         .await
         .ok();
-    Ok(ExitCode::SUCCESS)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn run_once(mut source: FileSource, settings: &Settings) -> Result<ExitCode> {
@@ -165,6 +198,20 @@ mod tests {
         let args = Args::try_parse_from(["lanyard-controller", "--config-dir", "/x"]).unwrap();
         assert_eq!(args.settings(), Settings::default());
         assert!(!args.once);
+        assert_eq!(args.xds_address.to_string(), DEFAULT_XDS_ADDRESS);
+        assert_eq!(args.debug_address.to_string(), DEFAULT_DEBUG_ADDRESS);
+        let args = Args::try_parse_from([
+            "lanyard-controller",
+            "--config-dir",
+            "/x",
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "[::1]:0",
+        ])
+        .unwrap();
+        assert_eq!(args.xds_address.port(), 0);
+        assert!(args.debug_address.is_ipv6());
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! Serving the snapshots over xDS: the ADS server and the debug endpoint of
+//! [`lanyard_xds::XdsServer`], fed with the translation of every snapshot whose model
+//! changed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lanyard_xds::{ServeError, ServerConfig, XdsOptions, XdsServer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::error::{Error, Result};
+use crate::snapshot::Snapshot;
+
+/// The ADS server and the debug endpoint, running.
+#[derive(Debug)]
+pub struct Serving {
+    server: XdsServer,
+    /// Where ADS listens.
+    pub xds_address: SocketAddr,
+    /// Where the debug endpoint listens.
+    pub debug_address: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+    failures: mpsc::Receiver<ServeError>,
+}
+
+impl Serving {
+    /// Binds both addresses (port 0 picks a free port), prints `xds listening on ADDR` and
+    /// `debug listening on ADDR` on stdout, and serves until [`Serving::stop`].
+    pub async fn start(
+        xds_address: SocketAddr,
+        debug_address: SocketAddr,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        options: XdsOptions,
+    ) -> Result<Serving> {
+        let bind = |address: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|error| Error::Bind {
+                    what,
+                    address,
+                    error,
+                })
+        };
+        let xds_listener = bind(xds_address, "xDS").await?;
+        let debug_listener = bind(debug_address, "debug").await?;
+        let local = |listener: &TcpListener, what, address| {
+            listener.local_addr().map_err(|error| Error::Bind {
+                what,
+                address,
+                error,
+            })
+        };
+        let xds_address = local(&xds_listener, "xDS", xds_address)?;
+        let debug_address = local(&debug_listener, "debug", debug_address)?;
+
+        let server = XdsServer::start(ServerConfig::default());
+        let (failed, failures) = mpsc::channel(2);
+        let mut tasks = Vec::new();
+        let ads = server.clone();
+        let report = failed.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ads.serve_ads(xds_listener).await {
+                let _ = report.send(e).await;
+            }
+        }));
+        let debug = server.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = debug.serve_debug(debug_listener).await {
+                let _ = failed.send(e).await;
+            }
+        }));
+        tasks.push(tokio::spawn(feed(server.clone(), snapshots, options)));
+
+        println!("xds listening on {xds_address}");
+        println!("debug listening on {debug_address}");
+        info!(%xds_address, %debug_address, "serving xDS and the debug endpoint");
+        Ok(Serving {
+            server,
+            xds_address,
+            debug_address,
+            tasks,
+            failures,
+        })
+    }
+
+    /// Resolves when a server fails.
+    pub async fn failed(&mut self) -> Error {
+        match self.failures.recv().await {
+            Some(e) => Error::Serve(e.to_string()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Ends every ADS stream, stops both servers and waits for them.
+    pub async fn stop(self) {
+        self.server.shutdown();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Hands the server the xDS translation of every snapshot whose model changed (a snapshot
+/// with only new diagnostics keeps the previous translation), until the server stops.
+async fn feed(
+    server: XdsServer,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    options: XdsOptions,
+) {
+    let stopped = server.stopped();
+    tokio::pin!(stopped);
+    let mut served: Option<Arc<Snapshot>> = None;
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let same = served
+            .as_ref()
+            .is_some_and(|s| s.translation.model == snapshot.translation.model);
+        if !same {
+            let (snap, opts) = (snapshot.clone(), options.clone());
+            match tokio::task::spawn_blocking(move || {
+                lanyard_xds::translate(&snap.translation.model, &opts)
+            })
+            .await
+            {
+                Ok(mesh) => {
+                    server.publish(mesh);
+                    served = Some(snapshot);
+                }
+                Err(e) => error!(error = %e, "xDS translation panicked: serving the previous one"),
+            }
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,696 @@
+"""Pieces of Lanyard's gRPC end-to-end tests: child processes, manifests, the controller, the
+gRPC client processes, the debug endpoint, and the statistics the checks use.
+
+Standard library only (the client and backend processes use grpcio). Every wait is bounded and
+every child process started here is killed by `Procs.kill_all()` (also at exit).
+"""
+
+import atexit
+import datetime
+import json
+import math
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CLUSTER_DOMAIN = "cluster.local"
+GRPC_PORT = 50051
+CALL = "/lanyard.e2e.Echo/Call"
+OTHER = "/lanyard.e2e.Echo/Other"
+
+
+class E2EError(AssertionError):
+    """A failed check or a harness step that could not be done."""
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes
+
+
+class Child:
+    """A child process in its own process group, its stdout read line by line into a queue and
+    its stderr copied to a log file (kept for failure reports)."""
+
+    def __init__(self, name, args, env=None, log_dir=None, stdin=True, merge=False):
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log") if log_dir else os.devnull
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.lines = queue.Queue()
+        self.stderr_lines = queue.Queue()
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        # merge: stdout and stderr both go to the log and to `lines` (for a program whose
+        # stdout is not a protocol, like the controller).
+        threading.Thread(target=self._pump,
+                         args=(self.proc.stdout, self.lines, self._log if merge else None),
+                         daemon=True).start()
+        threading.Thread(target=self._pump,
+                         args=(self.proc.stderr, self.lines if merge else self.stderr_lines,
+                               self._log),
+                         daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, into, log):
+        try:
+            for line in stream:
+                if log is not None:
+                    try:
+                        log.write(line)
+                        log.flush()
+                    except ValueError:  # log closed
+                        pass
+                into.put(line.rstrip("\n"))
+        except ValueError:
+            pass
+        into.put(None)  # EOF
+
+    def send(self, text):
+        try:
+            self.proc.stdin.write(text + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise E2EError(f"{self.name} is gone ({e}); log: {self.log_tail()}") from e
+
+    def read_line(self, timeout, stream="stdout"):
+        """The next line, or raises after `timeout` seconds / at EOF."""
+        q = self.lines if stream == "stdout" else self.stderr_lines
+        try:
+            line = q.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            raise E2EError(f"{self.name}: no output within {timeout:.1f}s; "
+                           f"log: {self.log_tail()}") from None
+        if line is None:
+            q.put(None)
+            code = self.proc.poll()
+            raise E2EError(f"{self.name} ended (exit {code}); log: {self.log_tail()}")
+        return line
+
+    def wait_for(self, pattern, timeout, stream="stdout"):
+        """Reads lines until one matches `pattern` (a regex); returns the match."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            line = self.read_line(deadline - time.monotonic(), stream)
+            m = rx.search(line)
+            if m:
+                return m
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path) as f:
+                lines = f.readlines()
+        except OSError:
+            return "(no log)"
+        return "".join(lines[-n:]).rstrip() or "(empty)"
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, grace=3.0):
+        """SIGTERM to its process group, SIGKILL after `grace` seconds."""
+        if self.proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        self._log.close()
+
+
+class Procs:
+    """Every child a test started, killed together (in reverse order) at the end."""
+
+    _all = []
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+        self.children = []
+
+    def spawn(self, name, args, env=None, stdin=True, merge=False):
+        child = Child(name, args, env=env, log_dir=self.log_dir, stdin=stdin, merge=merge)
+        self.children.append(child)
+        Procs._all.append(child)
+        return child
+
+    def kill_all(self):
+        for child in reversed(self.children):
+            child.stop()
+            if child in Procs._all:
+                Procs._all.remove(child)
+        self.children = []
+
+    @classmethod
+    def kill_everything(cls):
+        for child in reversed(cls._all):
+            child.stop(grace=1.0)
+        cls._all = []
+
+
+atexit.register(Procs.kill_everything)
+
+
+def python():
+    """The interpreter for the grpcio processes: this one (run_e2e.py runs in the venv)."""
+    return sys.executable
+
+
+# --------------------------------------------------------------------------------------------
+# YAML (a small block-style emitter: every string is double-quoted JSON, which is valid YAML)
+
+
+def _scalar(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(str(value))
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*$")
+
+
+def _key(key):
+    """Simple keys (apiVersion, kubernetes.io/service-name) bare, others quoted."""
+    key = str(key)
+    return key if _PLAIN_KEY.match(key) and key not in ("true", "false", "null", "yes",
+                                                       "no", "on", "off") else json.dumps(key)
+
+
+def _emit(value, indent, out):
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            out.append(pad + "{}")
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                out.append(f"{pad}{_key(key)}:")
+                _emit(item, indent + 1, out)
+            else:
+                out.append(f"{pad}{_key(key)}: {_flow(item)}")
+    elif isinstance(value, list):
+        if not value:
+            out.append(pad + "[]")
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                sub = []
+                _emit(item, indent + 1, sub)
+                first = sub[0].lstrip()
+                out.append(f"{pad}- {first}")
+                out.extend(sub[1:])
+            else:
+                out.append(f"{pad}- {_flow(item)}")
+    else:
+        out.append(pad + _scalar(value))
+
+
+def _flow(value):
+    if isinstance(value, dict):
+        return "{}" if not value else json.dumps(value)
+    if isinstance(value, list):
+        return "[]" if not value else json.dumps(value)
+    return _scalar(value)
+
+
+def to_yaml(docs):
+    """Several documents, `---`-separated."""
+    parts = []
+    for doc in docs:
+        out = []
+        _emit(doc, 0, out)
+        parts.append("\n".join(out) + "\n")
+    return "---\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests
+
+
+def namespace(name):
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def service(ns, name, port=GRPC_PORT, app_protocol="grpc"):
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [{"name": "grpc", "port": port, "targetPort": "grpc",
+                       "appProtocol": app_protocol}],
+        },
+    }
+
+
+def endpoint_slice(ns, svc, addresses, port, app_protocol="grpc", zone="z"):
+    """The EndpointSlice of `svc`: `addresses` all serving `port` (the backend's real port)."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": f"{svc}-e2e", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": port, "protocol": "TCP",
+                   "appProtocol": app_protocol}],
+        "endpoints": [
+            {"addresses": [a], "conditions": {"ready": True, "serving": True,
+                                              "terminating": False},
+             "zone": zone}
+            for a in addresses
+        ],
+    }
+
+
+def backend_service(ns, name, backend, port=GRPC_PORT):
+    """A Service `name` whose only endpoint is `backend` ((host, port) from `Backends`)."""
+    host, bport = backend
+    return [service(ns, name, port), endpoint_slice(ns, name, [host], bport)]
+
+
+def parent(ns, svc, port=GRPC_PORT, namespace_=None):
+    ref = {"group": "", "kind": "Service", "name": svc, "port": port}
+    if namespace_:
+        ref["namespace"] = namespace_
+    return ref
+
+
+def backend_ref(name, weight=None, port=GRPC_PORT, ns=None):
+    ref = {"name": name, "port": port}
+    if weight is not None:
+        ref["weight"] = weight
+    if ns:
+        ref["namespace"] = ns
+    return ref
+
+
+def grpc_route(ns, name, parents, rules):
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": parents, "rules": rules},
+    }
+
+
+def http_route(ns, name, parents, rules):
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": parents, "rules": rules},
+    }
+
+
+def reference_grant(ns, name, from_kind, from_ns):
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": from_kind,
+                      "namespace": from_ns}],
+            "to": [{"group": "", "kind": "Service"}],
+        },
+    }
+
+
+def fqdn(svc, ns, port=GRPC_PORT):
+    return f"{svc}.{ns}.svc.{CLUSTER_DOMAIN}:{port}"
+
+
+def outbound_cluster(svc, ns, port=GRPC_PORT):
+    """Lanyard's EDS cluster of a Service port (xds-server/src/names.rs)."""
+    return f"outbound|{port}||{svc}.{ns}.svc.{CLUSTER_DOMAIN}"
+
+
+class ConfigDir:
+    """The directory the controller watches. Writes are atomic (a temporary name the controller
+    ignores, then rename), as a careful editor or `kubectl`-like tool would do."""
+
+    def __init__(self, path):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+
+    def write(self, name, docs):
+        """Writes `name` (e.g. `routes.yaml`); returns time.time() right after the rename."""
+        final = os.path.join(self.path, name)
+        tmp = os.path.join(self.path, f".{name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(to_yaml(docs))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        return time.time()
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+
+
+class Backends:
+    """One backend.py process serving several named backends on 127.0.0.1 (distinct ports)."""
+
+    def __init__(self, procs, names, host="127.0.0.1", timeout=20.0):
+        args = [python(), os.path.join(HERE, "backend.py")]
+        for name in names:
+            args += ["--serve", f"{name}={host}:0"]
+        self.child = procs.spawn("backends", args)
+        self.addresses = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.child.read_line(deadline - time.monotonic())
+            if line == "READY":
+                break
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "LISTENING":
+                self.addresses[parts[1]] = (parts[2], int(parts[3]))
+        missing = set(names) - set(self.addresses)
+        if missing:
+            raise E2EError(f"backends not listening: {sorted(missing)}")
+
+    def __getitem__(self, name):
+        return self.addresses[name]
+
+
+# --------------------------------------------------------------------------------------------
+# The controller and its debug endpoint
+
+_LISTEN_RX = {
+    "xds": re.compile(r"xds listening on\W*([0-9.]+:\d+|\[[0-9a-fA-F:]+\]:\d+)"),
+    "debug": re.compile(r"debug listening on\W*([0-9.]+:\d+|\[[0-9a-fA-F:]+\]:\d+)"),
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_listen_addresses(lines):
+    """{"xds": "127.0.0.1:PORT", "debug": ...} from controller log lines (ANSI colours and
+    tracing field quoting allowed)."""
+    found = {}
+    for line in lines:
+        line = _ANSI.sub("", line)
+        for key, rx in _LISTEN_RX.items():
+            m = rx.search(line)
+            if m and key not in found:
+                found[key] = m.group(1)
+    return found
+
+
+def controller_path():
+    path = os.environ.get("LANYARD_CONTROLLER") or os.path.join(
+        ROOT, "target", "debug", "lanyard-controller")
+    if not os.access(path, os.X_OK):
+        raise E2EError(f"no controller binary at {path}: run `cargo build --bin "
+                       "lanyard-controller` first (or set LANYARD_CONTROLLER)")
+    return path
+
+
+class Controller:
+    """`lanyard-controller --config-dir DIR` on loopback ports it picks itself."""
+
+    def __init__(self, procs, config_dir, timeout=30.0, extra_args=()):
+        env = dict(os.environ)
+        env["RUST_LOG"] = os.environ.get("LANYARD_E2E_RUST_LOG", "info")
+        env.pop("LANYARD_CONFIG_DIR", None)
+        args = [controller_path(), "--config-dir", config_dir,
+                "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0",
+                *extra_args]
+        # It prints `xds listening on ADDR` / `debug listening on ADDR` on stdout, logs on
+        # stderr: read both.
+        self.child = procs.spawn("controller", args, env=env, stdin=False, merge=True)
+        seen = []
+        deadline = time.monotonic() + timeout
+        found = {}
+        while len(found) < 2:
+            seen.append(self.child.read_line(deadline - time.monotonic()))
+            found = parse_listen_addresses(seen)
+        self.xds_address = found["xds"]
+        self.debug_address = found["debug"]
+
+    def get(self, path, timeout=5.0):
+        url = f"http://{self.debug_address}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as e:
+            raise E2EError(f"GET {url}: {e}") from e
+
+    def get_json(self, path):
+        status, body = self.get(path)
+        if status != 200:
+            raise E2EError(f"GET {path}: {status} {body[:300]}")
+        return json.loads(body)
+
+    def metrics(self):
+        status, body = self.get("/metrics")
+        if status != 200:
+            raise E2EError(f"GET /metrics: {status}")
+        return parse_prometheus(body)
+
+    def wait_ready(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.get("/readyz", timeout=2)
+                if last[0] == 200:
+                    return
+            except E2EError as e:
+                last = str(e)
+            time.sleep(0.1)
+        raise E2EError(f"/readyz not 200 within {timeout}s: {last}")
+
+
+def parse_prometheus(text):
+    """Prometheus text format -> [(name, {label: value}, float)] (comments skipped)."""
+    samples = []
+    rx = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+    label_rx = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = rx.match(line)
+        if not m:
+            continue
+        labels = {k: bytes(v, "utf-8").decode("unicode_escape")
+                  for k, v in label_rx.findall(m.group(3) or "")}
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            continue
+        samples.append((m.group(1), labels, value))
+    return samples
+
+
+def metric_sum(samples, name_contains, **labels):
+    """Sum of the samples whose name contains `name_contains` (and not `_bucket`/`_sum`/
+    `_count` of a histogram) and whose labels contain each given label value as a substring."""
+    total = 0.0
+    for name, sample_labels, value in samples:
+        if name_contains not in name or name.endswith(("_bucket", "_sum", "_count")):
+            continue
+        if all(v in sample_labels.get(k, "") for k, v in labels.items()):
+            total += value
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# gRPC client processes
+
+
+def bootstrap(xds_address, node_id, ns, pod, zone="z"):
+    """gRPC's xDS bootstrap for a proxyless client `pod` in namespace `ns`."""
+    return {
+        "xds_servers": [{
+            "server_uri": xds_address,
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"],
+        }],
+        "node": {
+            "id": node_id,
+            "cluster": ns,
+            "metadata": {"NAMESPACE": ns, "POD_NAME": pod},
+            "locality": {"region": "r", "zone": zone},
+        },
+    }
+
+
+class Client:
+    """A client.py process with its own bootstrap (one xDS identity)."""
+
+    def __init__(self, procs, work_dir, xds_address, ns, pod, timeout=20.0):
+        self.node_id = f"{pod}.{ns}"
+        self.namespace = ns
+        path = os.path.join(work_dir, f"bootstrap-{pod}.{ns}.json")
+        with open(path, "w") as f:
+            json.dump(bootstrap(xds_address, self.node_id, ns, pod), f, indent=2)
+        env = dict(os.environ)
+        env["GRPC_XDS_BOOTSTRAP"] = path
+        env.setdefault("GRPC_VERBOSITY", "ERROR")
+        if os.environ.get("LANYARD_E2E_GRPC_TRACE"):
+            env["GRPC_TRACE"] = os.environ["LANYARD_E2E_GRPC_TRACE"]
+            env["GRPC_VERBOSITY"] = "DEBUG"
+        self.child = procs.spawn(f"client-{pod}.{ns}", [python(), os.path.join(HERE, "client.py")],
+                                 env=env)
+        self._expect(timeout, "hello")
+
+    def _expect(self, timeout, event=None):
+        doc = json.loads(self.child.read_line(timeout))
+        if "error" in doc:
+            raise E2EError(f"{self.child.name}: {doc['error']}")
+        if event and doc.get("event") != event:
+            raise E2EError(f"{self.child.name}: expected {event}, got {doc}")
+        return doc
+
+    def request(self, cmd, timeout):
+        self.child.send(json.dumps(cmd))
+        return self._expect(timeout)
+
+    def ready(self, target, method=CALL, timeout=20.0):
+        doc = self.request({"op": "ready", "target": target, "method": method,
+                            "timeout": timeout}, timeout + 5)
+        if not doc.get("ok"):
+            raise E2EError(f"{self.node_id}: {target} never answered within {timeout}s: "
+                           f"{doc.get('error')}")
+        return doc
+
+    def calls(self, target, n, method=CALL, metadata=(), timeout=60.0):
+        return self.request({"op": "calls", "target": target, "method": method, "n": n,
+                             "metadata": [list(m) for m in metadata], "timeout": 5},
+                            timeout)
+
+    def start_run(self, target, max_seconds, method=CALL, metadata=(), stop=None):
+        cmd = {"op": "run", "target": target, "method": method,
+               "metadata": [list(m) for m in metadata], "max_seconds": max_seconds}
+        if stop:
+            cmd["stop"] = stop
+        self._run_max = max_seconds
+        self.child.send(json.dumps(cmd))
+        return self._expect(10, "started")
+
+    def finish_run(self):
+        return self._expect(self._run_max + 15)["calls"]
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and timelines
+
+
+def binomial_band(n, p, k_sd=4.0):
+    """[lo, hi] for the count of a share `p` in `n` independent calls: mean ± k_sd standard
+    deviations, sqrt(n p (1-p)). At 4 sd a correct split fails once in ~16,000 checks (normal
+    approximation; two-sided tail 6.3e-5)."""
+    mean = n * p
+    sd = math.sqrt(n * p * (1 - p))
+    return max(0, math.floor(mean - k_sd * sd)), min(n, math.ceil(mean + k_sd * sd))
+
+
+def check_split(counts, weights, k_sd=4.0):
+    """Checks that `counts` ({backend: calls}) follow `weights` ({backend: weight}); returns a
+    printable summary, raises E2EError when a share falls outside its band or a call reached a
+    backend with no weight."""
+    n = sum(counts.values())
+    total = sum(weights.values())
+    lines, bad = [], []
+    for name in sorted(set(counts) | set(weights)):
+        got = counts.get(name, 0)
+        p = weights.get(name, 0) / total
+        if p == 0:
+            lo, hi = 0, 0
+        elif p == 1:
+            lo, hi = n, n
+        else:
+            lo, hi = binomial_band(n, p, k_sd)
+        ok = lo <= got <= hi
+        lines.append(f"{name}: {got}/{n} ({100 * got / max(n, 1):.1f}%, weight "
+                     f"{100 * p:.0f}%, accepted {lo}..{hi})")
+        if not ok:
+            bad.append(name)
+    summary = "; ".join(lines)
+    if bad:
+        raise E2EError(f"split off for {bad}: {summary}")
+    return summary
+
+
+def analyse_change(calls, t_change, old, new, streak=100):
+    """Convergence of a live change from a timeline [[t_sent, t_answered, label], ...].
+
+    Converged = the first call sent after the last call that still reached an `old` backend
+    (or failed); every later call reached `new`. Returns a dict: latency (seconds from the
+    change to convergence), counts before/after the change, errors, and whether the timeline
+    shows the change at all (old seen before it, a run of >= `streak` calls to `new` after)."""
+    old = set([old] if isinstance(old, str) else old)
+    before = [c for c in calls if c[0] < t_change]
+    after = [c for c in calls if c[0] >= t_change]
+    errors = [c for c in calls if c[2].startswith("ERR:")]
+    last_bad = None
+    for i, c in enumerate(calls):
+        if c[2] != new:
+            last_bad = i
+    if last_bad is None:
+        converged_at = calls[0][0] if calls else None
+        tail = len(calls)
+    else:
+        tail = len(calls) - last_bad - 1
+        converged_at = calls[last_bad + 1][0] if tail else None
+    count = lambda cs: {k: sum(1 for c in cs if c[2] == k) for k in sorted({c[2] for c in cs})}
+    return {
+        "latency": None if converged_at is None else converged_at - t_change,
+        "before": count(before),
+        "after": count(after),
+        "errors": len(errors),
+        "old_seen_before": any(c[2] in old for c in before),
+        "tail": tail,
+        "converged": converged_at is not None and tail >= streak,
+    }
+
+
+def proxy_sync(syncz, node_id):
+    """The newest stream of proxy `node_id` in /debug/syncz (`{"proxies": [{"stream": N,
+    "node_id": ..., "types": {"LDS": {"version_sent", "version_acked", "last_nack": {"version",
+    "message", ...}, "pushes", ...}, "RDS": ...}}]}`), or None when it is not connected."""
+    streams = [p for p in syncz.get("proxies", []) if p.get("node_id") == node_id]
+    return max(streams, key=lambda p: p.get("stream", 0)) if streams else None
+
+
+def type_sync(syncz, node_id, ty):
+    """`types[ty]` of proxy `node_id` ({} when absent)."""
+    proxy = proxy_sync(syncz, node_id) or {}
+    return (proxy.get("types") or {}).get(ty) or {}
+
+
+def epoch(rfc3339):
+    """`2024-02-29T12:34:56.789Z` (the debug endpoint's timestamps) -> seconds since the epoch."""
+    return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()

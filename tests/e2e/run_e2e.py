@@ -1,0 +1,550 @@
+#!/usr/bin/env python3
+"""Lanyard end to end against gRPC's own xDS client (grpcio, `xds:///` targets).
+
+Each scenario writes a config directory, starts `lanyard-controller --config-dir DIR` on
+loopback ports, starts gRPC backends (backend.py) and proxyless gRPC clients (client.py, one
+process per xDS identity), drives calls and checks where they land.
+
+    tests/e2e/setup.sh                        # once: .venv with grpcio
+    cargo build --bin lanyard-controller
+    .venv/bin/python tests/e2e/run_e2e.py     # all scenarios
+    .venv/bin/python tests/e2e/run_e2e.py -k live --keep
+
+Environment: LANYARD_CONTROLLER (binary; default target/debug/lanyard-controller),
+LANYARD_E2E_RUST_LOG (controller log filter, default info), LANYARD_E2E_GRPC_TRACE (GRPC_TRACE
+for the clients, e.g. xds_client). Ends with `N passed, N failed`; exit 0 only when all pass.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness as h  # noqa: E402
+from harness import CALL, OTHER, E2EError  # noqa: E402
+
+NS = "e2e"
+# gRPC picks a weighted cluster independently per call, so the count on a backend of weight
+# share p over n calls is binomial(n, p), sd = sqrt(n p (1-p)). Accepting mean ± 4 sd fails a
+# correct split about once in 16,000 checks (two-sided normal tail 6.3e-5), while n = 1000 keeps
+# the band narrow enough to tell the weights from their neighbours: for 80/20 the band is
+# 749..851 on the 80 side (a 70/30 or 90/10 route lands at 700 / 900, far outside), for 70/30
+# 642..758 (60/40 and 80/20 are outside). 1000 calls take about a second.
+SPLIT_CALLS = 1000
+SPLIT_SD = 4.0
+CHANGE_DEADLINE = 1.0  # seconds from the file write to the client following it
+NACK_WITHIN = 2.0  # seconds from the bad write to the NACK on /debug/syncz
+NACK_HOLD = 3.0  # seconds the NACK count must stay flat
+
+
+class Context:
+    """What one scenario has: a work dir, a config dir, its child processes, its figures."""
+
+    def __init__(self, name, work_root):
+        self.name = name
+        self.dir = os.path.join(work_root, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.config = h.ConfigDir(os.path.join(self.dir, "config"))
+        self.procs = h.Procs(self.dir)
+        self.figures = {}
+        self.controller = None
+
+    def log(self, msg):
+        print(f"    {msg}", flush=True)
+
+    def backends(self, names):
+        return h.Backends(self.procs, names)
+
+    def check_config(self):
+        """`lanyard-controller --once` on the config: the manifests translate without errors
+        (a broken manifest here is a harness bug, reported as such)."""
+        proc = subprocess.run(
+            [h.controller_path(), "--config-dir", self.config.path, "--once"],
+            capture_output=True, text=True, timeout=30,
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        bad = proc.returncode != 0 or any(
+            f"severity: {level}" in proc.stdout for level in ("error", "warning"))
+        if bad:
+            raise E2EError("the scenario's manifests do not translate cleanly (harness bug?):\n"
+                           + proc.stdout[-3000:] + proc.stderr[-3000:])
+
+    def start_controller(self):
+        self.controller = h.Controller(self.procs, self.config.path)
+        self.controller.wait_ready()
+        self.log(f"controller: xds {self.controller.xds_address}, "
+                 f"debug {self.controller.debug_address}")
+        return self.controller
+
+    def client(self, ns, pod):
+        return h.Client(self.procs, self.dir, self.controller.xds_address, ns, pod)
+
+    def failure_report(self):
+        parts = []
+        for child in self.procs.children:
+            parts.append(f"--- {child.name} ({child.log_path}), last lines:\n"
+                         f"{child.log_tail(40)}")
+        return "\n".join(parts)
+
+
+def expect_all(client, target, backend, n=20, method=CALL, metadata=()):
+    """n calls all reach `backend`."""
+    got = client.calls(target, n, method=method, metadata=metadata)
+    if got["errors"] or set(got["counts"]) != {backend}:
+        raise E2EError(f"{client.node_id}: {method} {list(metadata)} on {target}: expected all "
+                       f"{n} on {backend}, got {got['counts']} errors {got['errors']}")
+    return got
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Weighted splits
+
+
+def scenario_weighted(ctx):
+    b = ctx.backends(["weighted", "w80", "w20", "weighted-http", "h70", "h30"])
+    docs = []
+    for name in b.addresses:
+        docs += h.backend_service(NS, name, b[name])
+    ctx.config.write("services.yaml", docs)
+    ctx.config.write("routes.yaml", [
+        h.grpc_route(NS, "weighted", [h.parent(NS, "weighted")], [
+            {"backendRefs": [h.backend_ref("w80", 80), h.backend_ref("w20", 20)]},
+        ]),
+        h.http_route(NS, "weighted-http", [h.parent(NS, "weighted-http")], [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "backendRefs": [h.backend_ref("h70", 70), h.backend_ref("h30", 30)]},
+        ]),
+    ])
+    ctx.check_config()
+    ctx.start_controller()
+    client = ctx.client(NS, "client-1")
+    cases = [
+        ("GRPCRoute", f"xds:///{h.fqdn('weighted', NS)}", {"w80": 80, "w20": 20}),
+        ("HTTPRoute", f"xds:///weighted-http.{NS}:{h.GRPC_PORT}", {"h70": 70, "h30": 30}),
+    ]
+    for kind, target, weights in cases:
+        client.ready(target)
+        got = client.calls(target, SPLIT_CALLS)
+        if got["errors"]:
+            raise E2EError(f"{kind} {target}: errors {got['errors']}")
+        summary = h.check_split(got["counts"], weights, SPLIT_SD)
+        ctx.log(f"{kind} {target}: {summary}")
+        ctx.figures[f"{kind} split"] = got["counts"]
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Method, header and path matching
+
+
+def scenario_matching(ctx):
+    names = ["grpc-match", "m-default", "m-other", "m-gold", "m-admin",
+             "http-match", "h-default", "h-other", "h-admin", "h-jason", "h-versioned"]
+    b = ctx.backends(names)
+    docs = []
+    for name in names:
+        docs += h.backend_service(NS, name, b[name])
+    ctx.config.write("services.yaml", docs)
+    ctx.config.write("routes.yaml", [
+        h.grpc_route(NS, "grpc-match", [h.parent(NS, "grpc-match")], [
+            {"matches": [{"method": {"service": "lanyard.e2e.Echo", "method": "Other"}}],
+             "backendRefs": [h.backend_ref("m-other")]},
+            {"matches": [{"headers": [{"name": "x-tier", "value": "gold"}]}],
+             "backendRefs": [h.backend_ref("m-gold")]},
+            {"matches": [{"method": {"type": "RegularExpression",
+                                     "service": "lanyard\\.e2e\\.Adm.*"}}],
+             "backendRefs": [h.backend_ref("m-admin")]},
+            {"backendRefs": [h.backend_ref("m-default")]},
+        ]),
+        h.http_route(NS, "http-match", [h.parent(NS, "http-match")], [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/lanyard.e2e.Admin"}}],
+             "backendRefs": [h.backend_ref("h-admin")]},
+            {"matches": [{"path": {"type": "Exact", "value": OTHER}}],
+             "backendRefs": [h.backend_ref("h-other")]},
+            {"matches": [{"headers": [{"name": "x-user", "value": "jason"}]}],
+             "backendRefs": [h.backend_ref("h-jason")]},
+            {"matches": [{"headers": [{"name": "x-version", "type": "RegularExpression",
+                                       "value": "v[0-9]+"}]}],
+             "backendRefs": [h.backend_ref("h-versioned")]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "backendRefs": [h.backend_ref("h-default")]},
+        ]),
+    ])
+    ctx.check_config()
+    ctx.start_controller()
+    client = ctx.client(NS, "client-1")
+    grpc_target = f"xds:///grpc-match:{h.GRPC_PORT}"  # short name: the client's namespace
+    http_target = f"xds:///{h.fqdn('http-match', NS)}"
+    admin = "/lanyard.e2e.Admin/Call"
+    cases = [
+        # GRPCRoute: method, header and regex-service matches; method outranks headers.
+        (grpc_target, CALL, (), "m-default"),
+        (grpc_target, OTHER, (), "m-other"),
+        (grpc_target, CALL, (("x-tier", "gold"),), "m-gold"),
+        (grpc_target, CALL, (("x-tier", "silver"),), "m-default"),
+        (grpc_target, OTHER, (("x-tier", "gold"),), "m-other"),
+        (grpc_target, admin, (), "m-admin"),
+        # HTTPRoute on the gRPC path: exact, segment prefix, header (exact and regex).
+        (http_target, CALL, (), "h-default"),
+        (http_target, OTHER, (), "h-other"),
+        (http_target, admin, (), "h-admin"),
+        (http_target, "/lanyard.e2e.Administrator/Call", (), "h-default"),
+        (http_target, CALL, (("x-user", "jason"),), "h-jason"),
+        (http_target, CALL, (("x-user", "jasonx"),), "h-default"),
+        (http_target, CALL, (("x-version", "v12"),), "h-versioned"),
+        (http_target, CALL, (("x-version", "vx"),), "h-default"),
+        (http_target, OTHER, (("x-user", "jason"),), "h-other"),
+    ]
+    client.ready(grpc_target)
+    client.ready(http_target)
+    for target, method, metadata, want in cases:
+        got = expect_all(client, target, want, n=20, method=method, metadata=metadata)
+        seen = got["responses"][want]
+        if seen["method"] != method:
+            raise E2EError(f"{want} saw method {seen['method']}, sent {method}")
+        for k, v in metadata:
+            if seen["metadata"].get(k) != v:
+                raise E2EError(f"{want} did not see header {k}: {v}: {seen['metadata']}")
+        ctx.log(f"{method:34} {str(dict(metadata)):24} -> {want}")
+    ctx.figures["matching cases"] = len(cases)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Live change
+
+
+def live_route(w1, w2):
+    return [h.grpc_route(NS, "live", [h.parent(NS, "live")], [
+        {"backendRefs": [h.backend_ref("live-v1", w1), h.backend_ref("live-v2", w2)]},
+    ])]
+
+
+def scenario_live_change(ctx):
+    b = ctx.backends(["live", "live-v1", "live-v2"])
+    docs = []
+    for name in b.addresses:
+        docs += h.backend_service(NS, name, b[name])
+    ctx.config.write("services.yaml", docs)
+    ctx.config.write("routes.yaml", live_route(90, 10))
+    ctx.check_config()
+    ctx.start_controller()
+    client = ctx.client(NS, "client-1")
+    target = f"xds:///{h.fqdn('live', NS)}"
+    client.ready(target)
+    # Warm both clusters so the change measures routing, not first connections.
+    expect_some = client.calls(target, 200)
+    if set(expect_some["counts"]) != {"live-v1", "live-v2"}:
+        raise E2EError(f"90/10 should reach both: {expect_some}")
+
+    latencies, pushes = [], []
+    steps = [((0, 100), "live-v1", "live-v2"), ((100, 0), "live-v2", "live-v1"),
+             ((0, 100), "live-v1", "live-v2")]
+    for i, ((w1, w2), old, new) in enumerate(steps):
+        client.start_run(target, max_seconds=6.0, stop={"backend": new, "streak": 300})
+        time.sleep(0.5)
+        t_write = ctx.config.write("routes.yaml", live_route(w1, w2))
+        calls = client.finish_run()
+        r = h.analyse_change(calls, t_write, old, new, streak=300)
+        label = f"change {i + 1} -> {w1}/{w2}"
+        ctx.log(f"{label}: followed {r['latency'] * 1000:.0f} ms after the write "
+                f"({len(calls)} calls; before {r['before']}, after {r['after']}, "
+                f"errors {r['errors']})" if r["latency"] is not None else
+                f"{label}: never followed ({len(calls)} calls; after {r['after']})")
+        if not r["old_seen_before"]:
+            raise E2EError(f"{label}: {old} never reached before the write: {r}")
+        if not r["converged"]:
+            raise E2EError(f"{label}: the client did not move to {new} for good: {r}")
+        if r["errors"]:
+            raise E2EError(f"{label}: {r['errors']} failed calls during the change")
+        if i == 0:
+            n_before = sum(r["before"].values())
+            share = r["before"].get("live-v2", 0)
+            lo, hi = h.binomial_band(n_before, 0.1, SPLIT_SD)
+            ctx.log(f"before the first change: live-v2 {share}/{n_before} "
+                    f"(accepted {lo}..{hi} for 10%)")
+            if not lo <= share <= hi:
+                raise E2EError(f"90/10 before the change: live-v2 got {share}/{n_before}")
+        rds = h.type_sync(ctx.controller.get_json("/debug/syncz"), client.node_id, "RDS")
+        if not rds.get("version_sent") or rds.get("version_acked") != rds.get("version_sent"):
+            raise E2EError(f"{label}: RDS not ACKed: {rds}")
+        pushed = h.epoch(rds["last_push"]) - t_write
+        ctx.log(f"{label}: RDS pushed {pushed * 1000:.0f} ms after the write, and ACKed")
+        pushes.append(pushed)
+        latencies.append(r["latency"])
+        if r["latency"] > CHANGE_DEADLINE:
+            raise E2EError(f"{label}: took {r['latency']:.3f}s, over {CHANGE_DEADLINE}s")
+    ctx.figures["live change: client followed after write (ms)"] = [
+        round(x * 1000) for x in latencies]
+    ctx.figures["live change: RDS pushed after write (ms)"] = [round(x * 1000) for x in pushes]
+
+
+# --------------------------------------------------------------------------------------------
+# 4. A change the client NACKs
+
+# RE2 (gRPC's regex engine) rejects counted repetitions above 1000 ("bad repetition
+# operator"); Rust's `regex`, with which Lanyard validates routes, accepts them. So the
+# control plane publishes the route and the client must NACK it.
+NACK_REGEX = "a{1001}"
+
+
+def nack_route(backend, bad):
+    rules = []
+    if bad:
+        rules.append({"matches": [{"headers": [{"name": "x-bad", "type": "RegularExpression",
+                                                "value": NACK_REGEX}]}],
+                      "backendRefs": [h.backend_ref(backend)]})
+    rules.append({"backendRefs": [h.backend_ref(backend)]})
+    return [h.grpc_route(NS, "nack", [h.parent(NS, "nack")], rules)]
+
+
+def nack_count(controller):
+    """NACKs the server counted, all types (`lanyard_xds_nacks_total`)."""
+    return h.metric_sum(controller.metrics(), "lanyard_xds_nacks_total")
+
+
+def scenario_nack(ctx):
+    b = ctx.backends(["nack", "n-before", "n-after"])
+    docs = []
+    for name in b.addresses:
+        docs += h.backend_service(NS, name, b[name])
+    ctx.config.write("services.yaml", docs)
+    ctx.config.write("routes.yaml", nack_route("n-before", bad=False))
+    ctx.check_config()
+    c = ctx.start_controller()
+    client = ctx.client(NS, "client-1")
+    target = f"xds:///{h.fqdn('nack', NS)}"
+    client.ready(target)
+    expect_all(client, target, "n-before", n=50)
+    rds = h.type_sync(c.get_json("/debug/syncz"), client.node_id, "RDS")
+    good_version = rds.get("version_acked")
+    if not good_version or rds.get("version_sent") != good_version or rds.get("last_nack"):
+        raise E2EError(f"before the bad change RDS should be acked and NACK-free: {rds}")
+    base = nack_count(c)
+
+    client.start_run(target, max_seconds=0.5 + NACK_WITHIN + NACK_HOLD + 0.5)
+    time.sleep(0.5)
+    t_write = ctx.config.write("routes.yaml", nack_route("n-after", bad=True))
+    # The translator accepts the route: it is the client that must refuse it.
+    ctx.check_config()
+
+    deadline = time.monotonic() + NACK_WITHIN
+    while True:
+        rds = h.type_sync(c.get_json("/debug/syncz"), client.node_id, "RDS")
+        if rds.get("last_nack"):
+            break
+        if time.monotonic() > deadline:
+            raise E2EError(f"no NACK on /debug/syncz within {NACK_WITHIN}s of the bad change:\n"
+                           + json.dumps(c.get_json("/debug/syncz"), indent=1)[:3000])
+        time.sleep(0.05)
+    t_nack = time.time() - t_write
+    if t_nack > NACK_WITHIN:
+        raise E2EError(f"the NACK showed only {t_nack:.2f}s after the write (over {NACK_WITHIN}s)")
+    first = nack_count(c)
+    nack = rds["last_nack"]
+    ctx.log(f"RDS NACK on /debug/syncz {t_nack * 1000:.0f} ms after the write: version "
+            f"{nack.get('version')}, message: {nack.get('message')}")
+    if "regex" not in str(nack.get("message", "")).lower():
+        raise E2EError(f"the NACK does not carry the client's message: {nack}")
+    if nack.get("version") != rds.get("version_sent"):
+        raise E2EError(f"the NACKed version is not the one sent: {rds}")
+    if rds.get("version_acked") != good_version:
+        raise E2EError(f"the acked version moved ({good_version} -> {rds.get('version_acked')})")
+    pushes = rds.get("pushes")
+
+    time.sleep(NACK_HOLD)
+    held = nack_count(c)
+    rds_held = h.type_sync(c.get_json("/debug/syncz"), client.node_id, "RDS")
+    ctx.log(f"lanyard_xds_nacks_total: {base:g} before, {first:g} at the NACK, {held:g} "
+            f"{NACK_HOLD:g}s later; RDS pushes to the client {pushes} -> "
+            f"{rds_held.get('pushes')}")
+    if first <= base:
+        raise E2EError(f"/metrics does not count the NACK ({base} -> {first})")
+    if held != first or rds_held.get("pushes") != pushes:
+        raise E2EError(f"re-pushed in a loop: NACKs {first} -> {held}, RDS pushes {pushes} -> "
+                       f"{rds_held.get('pushes')} in {NACK_HOLD}s")
+
+    calls = client.finish_run()
+    labels = {}
+    for call in calls:
+        labels[call[2]] = labels.get(call[2], 0) + 1
+    ctx.log(f"calls from before the bad write to {NACK_HOLD:g}s after the NACK: {labels}")
+    if set(labels) != {"n-before"}:
+        raise E2EError(f"the client left its last good config: {labels}")
+    if calls[-1][0] < t_write + t_nack + NACK_HOLD:
+        raise E2EError("the calls stopped before the hold period ended")
+
+    # The next good change goes through, and is ACKed.
+    t_fix = ctx.config.write("routes.yaml", nack_route("n-after", bad=False))
+    client.start_run(target, max_seconds=5.0, stop={"backend": "n-after", "streak": 100})
+    calls = client.finish_run()
+    r = h.analyse_change(calls, t_fix, "n-before", "n-after", streak=100)
+    if not r["converged"] or r["errors"]:
+        raise E2EError(f"the client did not take the fixed route: {r}")
+    ctx.log(f"fixed route followed {r['latency'] * 1000:.0f} ms after the write")
+    rds = h.type_sync(c.get_json("/debug/syncz"), client.node_id, "RDS")
+    if rds.get("version_acked") != rds.get("version_sent") or nack_count(c) != held:
+        raise E2EError(f"the fixed route is not cleanly ACKed: {rds}, NACKs {nack_count(c)}")
+    ctx.figures["NACK on syncz after write (ms)"] = round(t_nack * 1000)
+    ctx.figures["lanyard_xds_nacks_total (before, at NACK, +3s)"] = [base, first, held]
+    ctx.figures["NACK message"] = nack.get("message")
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Consumer and producer routes
+
+
+def scenario_consumer_producer(ctx):
+    b = ctx.backends(["cart", "cart-v1", "cart-v2"])
+    docs = [h.namespace(ns) for ns in ("shop", "web", "other")]
+    for name in b.addresses:
+        docs += h.backend_service("shop", name, b[name])
+    ctx.config.write("services.yaml", docs)
+    ctx.config.write("routes.yaml", [
+        # Producer route: every client of shop/cart goes to v1...
+        h.grpc_route("shop", "cart-stable", [h.parent("shop", "cart")], [
+            {"backendRefs": [h.backend_ref("cart-v1")]},
+        ]),
+        # ...except clients in namespace web, whose own (consumer) route sends them to v2.
+        h.grpc_route("web", "cart-web", [h.parent("shop", "cart", namespace_="shop")], [
+            {"backendRefs": [h.backend_ref("cart-v2", ns="shop")]},
+        ]),
+        h.reference_grant("shop", "web-routes", "GRPCRoute", "web"),
+    ])
+    ctx.check_config()
+    ctx.start_controller()
+    target = f"xds:///{h.fqdn('cart', 'shop')}"
+    expected = [("web", "web-1", "cart-v2"), ("other", "other-1", "cart-v1"),
+                ("shop", "shop-1", "cart-v1")]
+    clients = [(ctx.client(ns, pod), want) for ns, pod, want in expected]
+    for client, want in clients:
+        client.ready(target)
+        expect_all(client, target, want, n=50)
+        ctx.log(f"client {client.node_id} (namespace {client.namespace}) -> {want}")
+    # The namespace-relative short form resolves for the consumer too.
+    web = clients[0][0]
+    expect_all(web, f"xds:///cart.shop:{h.GRPC_PORT}", "cart-v2", n=20)
+    # The debug endpoint's config dump shows each proxy its own variant of the route.
+    for client, want in clients:
+        routes = route_dump(ctx.controller, client.node_id)
+        other = {"cart-v1", "cart-v2"} - {want}
+        if h.outbound_cluster(want, "shop") not in routes or any(
+                h.outbound_cluster(o, "shop") in routes for o in other):
+            raise E2EError(f"config_dump of {client.node_id}: routes should use {want} only: "
+                           f"{routes[:2000]}")
+    ctx.figures["consumer/producer"] = {c.node_id: w for c, w in clients}
+
+
+def route_dump(controller, node_id):
+    """The RoutesConfigDump part of /debug/config_dump?proxy=node_id, as JSON text."""
+    dump = controller.get_json(f"/debug/config_dump?proxy={node_id}")
+    routes = [c for c in dump.get("configs", []) if "RoutesConfigDump" in c.get("@type", "")]
+    if not routes:
+        raise E2EError(f"no RoutesConfigDump for {node_id}: {json.dumps(dump)[:1000]}")
+    return json.dumps(routes)
+
+
+SCENARIOS = [
+    ("weighted", scenario_weighted),
+    ("matching", scenario_matching),
+    ("live_change", scenario_live_change),
+    ("nack", scenario_nack),
+    ("consumer_producer", scenario_consumer_producer),
+]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class Timeout(E2EError):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Timeout("scenario time limit reached")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Lanyard gRPC xDS end-to-end tests")
+    parser.add_argument("-k", dest="only", action="append",
+                        help="run scenarios whose name contains this (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--work-dir", help="where config dirs and logs go (default: a temp dir)")
+    parser.add_argument("--scenario-timeout", type=int, default=90)
+    args = parser.parse_args()
+
+    selected = [(n, f) for n, f in SCENARIOS
+                if not args.only or any(k in n for k in args.only)]
+    if not selected:
+        print(f"no scenario matches {args.only}; have {[n for n, _ in SCENARIOS]}")
+        return 2
+    try:
+        print(f"controller: {h.controller_path()}")
+    except E2EError as e:
+        print(f"error: {e}")
+        return 2
+    import grpc  # noqa: F401 - fail early, and say which interpreter lacks it
+    print(f"python {sys.version.split()[0]} ({sys.executable}), grpcio {grpc.__version__}")
+
+    work_root = args.work_dir or tempfile.mkdtemp(prefix="lanyard-e2e-")
+    os.makedirs(work_root, exist_ok=True)
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGTERM, _terminate)
+    results, figures = [], {}
+    suite_start = time.monotonic()
+    for name, fn in selected:
+        print(f"--- {name}", flush=True)
+        ctx = Context(name, work_root)
+        start = time.monotonic()
+        signal.alarm(args.scenario_timeout)
+        ok = False
+        try:
+            fn(ctx)
+            ok = True
+        except KeyboardInterrupt:
+            ctx.procs.kill_all()
+            raise
+        except Exception as e:  # noqa: BLE001 - report every failure the same way
+            signal.alarm(0)
+            print(f"    FAILED: {e}")
+            if not isinstance(e, E2EError):
+                traceback.print_exc()
+            print(ctx.failure_report())
+        finally:
+            signal.alarm(0)
+            ctx.procs.kill_all()
+        took = time.monotonic() - start
+        print(f"{'PASS' if ok else 'FAIL'} {name} ({took:.1f}s)", flush=True)
+        results.append((name, ok))
+        if ctx.figures:
+            figures[name] = ctx.figures
+
+    print(f"--- figures\n{json.dumps(figures, indent=2, default=str)}")
+    passed = sum(1 for _, ok in results if ok)
+    failed = len(results) - passed
+    keep = args.keep or failed or args.work_dir
+    print(f"work dir: {work_root}" + (" (kept: config dirs, bootstraps, logs)" if keep
+                                       else " (removed)"))
+    if not keep:
+        shutil.rmtree(work_root, ignore_errors=True)
+    print(f"suite took {time.monotonic() - suite_start:.1f}s")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); child processes stopped", flush=True)
+        sys.exit(130)

@@ -1,0 +1,162 @@
+//! Lanyard against gRPC's own xDS client: runs the Python suite `tests/e2e/run_e2e.py`
+//! (see its docstring) against the already-built `lanyard-controller` binary.
+//!
+//! Needs `.venv` at the repository root (`tests/e2e/setup.sh`) and the controller binary
+//! (`cargo build --bin lanyard-controller`; `cargo test --workspace` builds it too). Without
+//! the venv the test is skipped with a notice, unless `LANYARD_E2E` is set (CI sets
+//! `LANYARD_E2E=1`), when a missing venv is a failure. `LANYARD_CONTROLLER` overrides the
+//! binary's path; `LANYARD_E2E_ARGS` passes arguments to the suite (e.g. `-k live`).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The suite bounds each scenario itself (90 s); this is the backstop for the whole run.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The two tests run one after the other: their output stays readable, and the unit checks'
+/// processes do not compete with the timing of the live-change scenario.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `LANYARD_CONTROLLER`, else the binary beside this test's own target directory
+/// (`target/<profile>/deps/e2e_grpc-*` -> `target/<profile>/lanyard-controller`), else
+/// `<repo>/target/debug/lanyard-controller`.
+fn controller_binary(root: &Path) -> PathBuf {
+    if let Some(path) = env::var_os("LANYARD_CONTROLLER") {
+        return PathBuf::from(path);
+    }
+    let name = format!("lanyard-controller{}", env::consts::EXE_SUFFIX);
+    let beside_us = env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(&name)));
+    match beside_us {
+        Some(path) if path.is_file() => path,
+        _ => root.join("target").join("debug").join(name),
+    }
+}
+
+fn e2e_required() -> bool {
+    env::var("LANYARD_E2E").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// SIGTERM first so the suite kills its own children, SIGKILL if it does not go.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The venv's interpreter, or `None` (after the skip notice) when the test is to be skipped.
+fn venv_python(test: &str) -> Option<PathBuf> {
+    let python = repo_root().join(".venv").join("bin").join("python");
+    if python.exists() {
+        return Some(python);
+    }
+    if e2e_required() {
+        panic!(
+            "LANYARD_E2E is set but {} does not exist: run tests/e2e/setup.sh first",
+            python.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: no {} (run tests/e2e/setup.sh, or set LANYARD_E2E=1 to make this a \
+         failure)",
+        python.display()
+    );
+    None
+}
+
+/// Runs `command` with the terminal as its output, within `timeout`; panics unless it exits 0.
+fn run(mut command: Command, timeout: Duration, what: &str) {
+    eprintln!("running {command:?}");
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                stop(&mut child);
+                panic!("{what} did not finish within {timeout:?}");
+            }
+            Ok(None) => sleep(Duration::from_millis(200)),
+            Err(e) => panic!("wait for {what}: {e}"),
+        }
+    };
+    assert!(
+        status.success(),
+        "{what} failed ({status}); its output is above"
+    );
+}
+
+/// The harness's own unit checks (statistics, timelines, parsing, backends and the client
+/// process on plain targets): `python -m unittest tests/e2e/test_harness.py`.
+#[test]
+fn e2e_harness_unit_checks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(python) = venv_python("e2e_harness_unit_checks") else {
+        return;
+    };
+    let root = repo_root();
+    let mut command = Command::new(python);
+    command
+        .args(["-u", "-m", "unittest"])
+        .arg(root.join("tests").join("e2e").join("test_harness.py"))
+        .current_dir(&root)
+        .env("LANYARD_CONTROLLER", controller_binary(&root));
+    run(
+        command,
+        Duration::from_secs(120),
+        "the e2e harness unit checks",
+    );
+}
+
+/// The scenarios: weighted splits, method/header/path matches, a live change, a NACK, and
+/// consumer vs producer routes, each against real gRPC clients.
+#[test]
+fn grpc_xds_clients_end_to_end() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(python) = venv_python("grpc_xds_clients_end_to_end") else {
+        return;
+    };
+    let root = repo_root();
+    let controller = controller_binary(&root);
+    assert!(
+        controller.is_file(),
+        "no controller binary at {}: run `cargo build --bin lanyard-controller` first \
+         (or set LANYARD_CONTROLLER)",
+        controller.display()
+    );
+    let mut command = Command::new(python);
+    command
+        .arg("-u")
+        .arg(root.join("tests").join("e2e").join("run_e2e.py"))
+        .current_dir(&root)
+        .env("LANYARD_CONTROLLER", &controller);
+    if let Ok(extra) = env::var("LANYARD_E2E_ARGS") {
+        command.args(extra.split_whitespace());
+    }
+    // The suite's output goes straight to the terminal (not captured): its figures belong in
+    // the CI log.
+    run(command, SUITE_TIMEOUT, "the gRPC e2e suite");
+}

@@ -1,0 +1,369 @@
+//! The part of a stream both protocols share: who it is, the snapshot it serves, the
+//! per-type bookkeeping of nonces, ACKs and NACKs, and the loop that drives it.
+//!
+//! A stream runs as one task. It reads requests, takes new snapshots from a `watch`
+//! (only ever the latest one), and computes a response only when its outbound queue (one
+//! slot) has room: a slow or stuck client holds at most one response and one snapshot, and
+//! when it catches up it gets the latest state, not every state in between.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::rpc;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::ProxyRef;
+use crate::cache::MeshSnapshot;
+use crate::metrics::Metrics;
+use crate::node::ProxyIdentity;
+use crate::resource::ResourceType;
+use crate::server::Shared;
+use crate::status::{Held, Nack, Protocol, StreamStatus, timestamp};
+
+/// How many names of a subscription the status shows.
+const SHOWN_NAMES: usize = 20;
+/// How many distinct unknown type URLs a stream may ask for before it is refused.
+pub const MAX_UNKNOWN_TYPES: usize = 16;
+
+static NONCES: AtomicU64 = AtomicU64::new(0);
+
+/// A nonce no other response of this server has had.
+pub fn next_nonce() -> String {
+    NONCES
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(1)
+        .to_string()
+}
+
+/// One protocol's handling of a stream.
+pub trait Responder: Send + Sized + 'static {
+    /// DiscoveryRequest or DeltaDiscoveryRequest.
+    type Request: Send + 'static;
+    /// DiscoveryResponse or DeltaDiscoveryResponse.
+    type Response: Send + 'static;
+    /// Which protocol this is.
+    const PROTOCOL: Protocol;
+
+    /// The node of a request.
+    fn node(request: &Self::Request) -> Option<&Node>;
+    /// A responder for a stream.
+    fn new(core: StreamCore) -> Self;
+    /// The shared part.
+    fn core_mut(&mut self) -> &mut StreamCore;
+    /// Handles a request; an error ends the stream with that status.
+    fn on_request(&mut self, request: Self::Request) -> Result<(), Status>;
+    /// Marks every subscribed type for evaluation against a new snapshot.
+    fn on_snapshot(&mut self, seen: Instant);
+    /// Whether a type awaits evaluation.
+    fn has_pending(&self) -> bool;
+    /// The next response in push order, if any type has one to send.
+    fn next_response(&mut self) -> Option<Self::Response>;
+    /// What the stream holds, for a config dump.
+    fn held(&self) -> Vec<Held>;
+}
+
+/// What a request says about the last response of its type.
+#[derive(Debug, PartialEq)]
+pub enum Reply<'a> {
+    /// No nonce: a first request (or the client starting the type over).
+    Initial,
+    /// The latest response was applied.
+    Ack,
+    /// The latest response was rejected, with this message.
+    Nack(&'a str),
+    /// A nonce that is not the latest: neither ACK nor NACK.
+    Stale,
+}
+
+/// Bookkeeping of one type on one stream.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Evaluate at the next chance to send.
+    pub pending: bool,
+    /// Send even if nothing changed (a first request, a changed subscription).
+    pub force: bool,
+    /// When the change awaiting evaluation was first seen.
+    pub changed_at: Option<Instant>,
+    /// When the oldest change sent but not yet acknowledged was seen.
+    pub unacked_change: Option<Instant>,
+    /// Nonce of the latest response.
+    pub nonce: Option<String>,
+    /// Version of the latest response.
+    pub version: Option<String>,
+}
+
+impl Progress {
+    /// Classifies a request by its nonce and error detail.
+    pub fn reply<'a>(&self, nonce: &str, error: Option<&'a rpc::Status>) -> Reply<'a> {
+        if nonce.is_empty() {
+            Reply::Initial
+        } else if self.nonce.as_deref() != Some(nonce) {
+            Reply::Stale
+        } else {
+            match error {
+                Some(error) => Reply::Nack(&error.message),
+                None => Reply::Ack,
+            }
+        }
+    }
+
+    /// A new snapshot: evaluate, and time what goes out from `seen`.
+    pub fn on_snapshot(&mut self, seen: Instant) {
+        self.pending = true;
+        self.changed_at.get_or_insert(seen);
+    }
+
+    /// The client asked for something new: answer even if nothing changed.
+    pub fn answer(&mut self) {
+        self.pending = true;
+        self.force = true;
+    }
+}
+
+/// Who a stream is and what it serves.
+#[derive(Debug)]
+pub struct StreamCore {
+    /// The proxy.
+    pub identity: ProxyIdentity,
+    /// Its place in the registry.
+    pub status: Arc<StreamStatus>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The snapshot served, once there is one.
+    pub snapshot: Option<Arc<MeshSnapshot>>,
+    /// The proxy's view of `snapshot`.
+    pub proxy: ProxyRef,
+}
+
+impl StreamCore {
+    /// A stream of this proxy, before any snapshot.
+    pub fn new(identity: ProxyIdentity, status: Arc<StreamStatus>, metrics: Arc<Metrics>) -> Self {
+        let proxy = ProxyRef {
+            namespace: identity.namespace.clone(),
+            workload: None,
+        };
+        StreamCore {
+            identity,
+            status,
+            metrics,
+            snapshot: None,
+            proxy,
+        }
+    }
+
+    /// Serves a new snapshot.
+    pub fn set_snapshot(&mut self, snapshot: Arc<MeshSnapshot>) {
+        self.proxy = snapshot.proxy_ref(&self.identity);
+        self.status.set_generation(snapshot.generation());
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Records a response going out.
+    pub fn pushed(
+        &self,
+        ty: ResourceType,
+        progress: &mut Progress,
+        version: String,
+        nonce: String,
+        resources: usize,
+        removed: usize,
+    ) {
+        let metrics = self.metrics.of(ty);
+        metrics.pushes.fetch_add(1, Ordering::Relaxed);
+        if let Some(seen) = progress.changed_at.take() {
+            metrics.push_latency.observe(seen.elapsed());
+            progress.unacked_change.get_or_insert(seen);
+        }
+        progress.force = false;
+        debug!(r#type = %ty, %version, %nonce, resources, removed, "push");
+        self.status.update(ty.short_name(), |s| {
+            s.version_sent = Some(version.clone());
+            s.nonce_sent = Some(nonce.clone());
+            s.last_push = Some(timestamp(SystemTime::now()));
+            s.resources_sent = resources;
+            s.pushes += 1;
+        });
+        progress.version = Some(version);
+        progress.nonce = Some(nonce);
+    }
+
+    /// Records an ACK or NACK of the latest response (`reply` is neither Initial nor Stale).
+    pub fn replied(&self, ty: ResourceType, progress: &mut Progress, reply: &Reply<'_>) {
+        let version = progress.version.clone().unwrap_or_default();
+        let nonce = progress.nonce.clone().unwrap_or_default();
+        match reply {
+            Reply::Ack => {
+                if let Some(seen) = progress.unacked_change.take() {
+                    self.metrics.of(ty).convergence.observe(seen.elapsed());
+                }
+                debug!(r#type = %ty, %version, %nonce, "ack");
+                self.status
+                    .update(ty.short_name(), |s| s.version_acked = Some(version));
+            }
+            Reply::Nack(message) => {
+                progress.unacked_change = None;
+                self.metrics.of(ty).nacks.fetch_add(1, Ordering::Relaxed);
+                warn!(r#type = %ty, %version, %nonce, error = %message, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version");
+                self.status.update(ty.short_name(), |s| {
+                    s.last_nack = Some(Nack {
+                        version,
+                        nonce,
+                        message: message.to_string(),
+                        at: timestamp(SystemTime::now()),
+                    });
+                });
+            }
+            Reply::Initial | Reply::Stale => {}
+        }
+    }
+
+    /// Logs a stale nonce.
+    pub fn stale(&self, ty: &str, nonce: &str, latest: Option<&str>) {
+        debug!(
+            r#type = ty,
+            nonce,
+            latest = latest.unwrap_or(""),
+            "stale nonce: not an ACK or NACK"
+        );
+    }
+
+    /// Shows a subscription in the status.
+    pub fn subscribed(&self, ty: &str, subscription: &super::subscription::Subscription) {
+        let (shown, count) = subscription.summary(SHOWN_NAMES);
+        self.status.update(ty, |s| {
+            s.subscribed = shown;
+            s.subscribed_count = count;
+        });
+    }
+
+    /// Counts and logs a request for a type Lanyard does not serve.
+    pub fn unknown_type(&self, type_url: &str) {
+        self.metrics.unknown_types.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            r#type = type_url,
+            "request for a type Lanyard does not serve: answering with no resources"
+        );
+    }
+}
+
+/// Runs one stream: its first request names the proxy; then requests, snapshots and room
+/// in the outbound queue drive the responder until the client leaves or the server shuts
+/// down.
+pub async fn drive<R: Responder>(
+    shared: Arc<Shared>,
+    mut requests: Streaming<R::Request>,
+    tx: mpsc::Sender<Result<R::Response, Status>>,
+) {
+    let first = match requests.next().await {
+        Some(Ok(first)) => first,
+        Some(Err(status)) => {
+            debug!(%status, "stream failed before its first request");
+            return;
+        }
+        None => return,
+    };
+    let identity = match ProxyIdentity::from_node(R::node(&first)) {
+        Ok(identity) => identity,
+        Err(e) => {
+            warn!(error = %e, "refusing an ADS stream");
+            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+            return;
+        }
+    };
+    let span = info_span!("ads", node = %identity.node_id, protocol = ?R::PROTOCOL);
+    run::<R>(shared, identity, first, requests, tx)
+        .instrument(span)
+        .await;
+}
+
+async fn run<R: Responder>(
+    shared: Arc<Shared>,
+    identity: ProxyIdentity,
+    first: R::Request,
+    mut requests: Streaming<R::Request>,
+    tx: mpsc::Sender<Result<R::Response, Status>>,
+) {
+    let (registration, mut dumps) =
+        shared
+            .registry
+            .register(identity.clone(), R::PROTOCOL, shared.metrics.clone());
+    info!(namespace = %identity.namespace, pod = identity.pod.as_deref().unwrap_or(""), "connected");
+    let mut responder = R::new(StreamCore::new(
+        identity,
+        registration.status().clone(),
+        shared.metrics.clone(),
+    ));
+    let mut snapshots = shared.snapshots.clone();
+    let current = snapshots.borrow_and_update().clone();
+    if let Some(snapshot) = current {
+        responder.core_mut().set_snapshot(snapshot);
+    }
+    if let Err(status) = responder.on_request(first) {
+        warn!(%status, "ending the stream");
+        let _ = tx.send(Err(status)).await;
+        return;
+    }
+    let mut shutdown = shared.shutdown.clone();
+    if *shutdown.borrow_and_update() {
+        return;
+    }
+    let mut synced = 0;
+    loop {
+        if !responder.has_pending() {
+            let core = responder.core_mut();
+            if let Some(generation) = core.snapshot.as_ref().map(|s| s.generation())
+                && generation != synced
+            {
+                synced = generation;
+                core.status.set_synced(generation);
+            }
+        }
+        let ready = responder.has_pending() && responder.core_mut().snapshot.is_some();
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            request = requests.next() => match request {
+                Some(Ok(request)) => {
+                    if let Err(status) = responder.on_request(request) {
+                        warn!(%status, "ending the stream");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+                Some(Err(status)) => {
+                    debug!(%status, "the client's stream failed");
+                    break;
+                }
+                None => break,
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let latest = snapshots.borrow_and_update().clone();
+                if let Some(snapshot) = latest {
+                    let seen = snapshot.seen();
+                    responder.core_mut().set_snapshot(snapshot);
+                    responder.on_snapshot(seen);
+                }
+            }
+            Some(reply) = dumps.recv() => {
+                let _ = reply.send(responder.held());
+            }
+            permit = tx.reserve(), if ready => match permit {
+                Ok(permit) => {
+                    if let Some(response) = responder.next_response() {
+                        permit.send(Ok(response));
+                    }
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    info!("disconnected");
+}

@@ -1,0 +1,296 @@
+//! Incremental (`DeltaAggregatedResources`).
+//!
+//! - The stream remembers, per type, which version of each resource the client holds
+//!   (from what it was sent, and on reconnect from `initial_resource_versions`), and sends
+//!   only resources whose version differs; resources whose version already matches are
+//!   not re-sent.
+//! - A resource the client holds that no longer exists for it is listed in
+//!   `removed_resources`; so is a name subscribed to that does not exist (once).
+//! - Wildcard: `*`, or a first request that subscribes to nothing (legacy); naming resources
+//!   later without `*` ends a legacy wildcard. Unsubscribing a name under wildcard makes the
+//!   server send it again (the client dropped it).
+//! - Every request's subscription changes apply, whatever its nonce; a nonce that is not
+//!   the latest is neither an ACK nor a NACK. A NACK is recorded and logged; the rejected
+//!   versions are not re-sent.
+//! - A type Lanyard does not serve is answered with every subscribed name in
+//!   `removed_resources` (and an error log and metric).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
+};
+use tonic::Status;
+
+use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
+use super::sotw::served_types;
+use super::subscription::{Dropped, Subscription, WILDCARD, select};
+use crate::resource::{Resource, ResourceType};
+use crate::status::{Held, Protocol};
+use crate::version::Version;
+
+/// A delta stream.
+#[derive(Debug)]
+pub struct Delta {
+    core: StreamCore,
+    types: BTreeMap<ResourceType, DeltaType>,
+    unknown: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+struct DeltaType {
+    subscription: Subscription,
+    progress: Progress,
+    /// What the client holds.
+    held: BTreeMap<Arc<str>, Arc<Resource>>,
+    /// `initial_resource_versions`, until the first response.
+    initial: Option<HashMap<String, String>>,
+    /// Names subscribed to that do not exist and were reported removed.
+    absent: BTreeSet<String>,
+    /// The version of the selection `held` matches exactly, while nothing else changed.
+    synced: Option<Version>,
+}
+
+impl Responder for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Delta;
+
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn new(core: StreamCore) -> Self {
+        Delta {
+            core,
+            types: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+        }
+    }
+
+    fn core_mut(&mut self) -> &mut StreamCore {
+        &mut self.core
+    }
+
+    fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        if request.type_url.is_empty() {
+            return Err(Status::invalid_argument(
+                "type_url is required on an aggregated (ADS) stream",
+            ));
+        }
+        let Some(ty) = ResourceType::from_type_url(&request.type_url) else {
+            return self.on_unknown(request);
+        };
+        let Some(state) = self.types.get_mut(&ty) else {
+            let mut state = DeltaType {
+                subscription: Subscription::delta_initial(&request.resource_names_subscribe),
+                ..Default::default()
+            };
+            if !request.initial_resource_versions.is_empty() {
+                state.initial = Some(request.initial_resource_versions);
+            }
+            state.progress.answer();
+            self.core.subscribed(ty.short_name(), &state.subscription);
+            self.types.insert(ty, state);
+            return Ok(());
+        };
+        let reply = state
+            .progress
+            .reply(&request.response_nonce, request.error_detail.as_ref());
+        match reply {
+            Reply::Stale => self.core.stale(
+                ty.short_name(),
+                &request.response_nonce,
+                state.progress.nonce.as_deref(),
+            ),
+            Reply::Ack | Reply::Nack(_) => self.core.replied(ty, &mut state.progress, &reply),
+            Reply::Initial => {}
+        }
+        if request.resource_names_subscribe.is_empty()
+            && request.resource_names_unsubscribe.is_empty()
+        {
+            return Ok(());
+        }
+        match state.subscription.apply(
+            &request.resource_names_subscribe,
+            &request.resource_names_unsubscribe,
+        ) {
+            Dropped::Names(names) => {
+                for name in names {
+                    state.held.remove(name.as_str());
+                    state.absent.remove(&name);
+                }
+            }
+            Dropped::AllButNamed => {
+                let named = state.subscription.names();
+                state.held.retain(|name, _| named.contains(name.as_ref()));
+                state.absent.retain(|name| named.contains(name));
+            }
+        }
+        state.synced = None;
+        state.progress.pending = true;
+        self.core.subscribed(ty.short_name(), &state.subscription);
+        Ok(())
+    }
+
+    fn on_snapshot(&mut self, seen: Instant) {
+        for state in self.types.values_mut() {
+            state.progress.on_snapshot(seen);
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.types.values().any(|t| t.progress.pending) || !self.unknown.is_empty()
+    }
+
+    fn next_response(&mut self) -> Option<DeltaDiscoveryResponse> {
+        for ty in ResourceType::ALL {
+            if let Some(response) = self.respond(ty) {
+                return Some(response);
+            }
+        }
+        let type_url = self.unknown.keys().next()?.clone();
+        let names = self.unknown.remove(&type_url).unwrap_or_default();
+        Some(DeltaDiscoveryResponse {
+            system_version_info: Version::of_set([]).to_string(),
+            type_url,
+            removed_resources: names,
+            nonce: next_nonce(),
+            ..Default::default()
+        })
+    }
+
+    fn held(&self) -> Vec<Held> {
+        self.types
+            .iter()
+            .map(|(ty, state)| Held {
+                ty: *ty,
+                version: state.progress.version.clone(),
+                resources: state.held.values().cloned().collect(),
+            })
+            .collect()
+    }
+}
+
+impl Delta {
+    fn respond(&mut self, ty: ResourceType) -> Option<DeltaDiscoveryResponse> {
+        let state = self.types.get_mut(&ty)?;
+        if !state.progress.pending {
+            return None;
+        }
+        let snapshot = self.core.snapshot.clone()?;
+        state.progress.pending = false;
+        let selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
+        if !state.progress.force && state.synced == Some(selected.version) {
+            state.progress.changed_at = None;
+            return None;
+        }
+        let mut removed = Vec::new();
+        if let Some(initial) = state.initial.take() {
+            for (name, version) in initial {
+                match selected
+                    .resources
+                    .binary_search_by(|r| r.name().cmp(name.as_str()))
+                {
+                    Ok(i) if selected.resources[i].version().to_string() == version => {
+                        let resource = selected.resources[i].clone();
+                        state.held.insert(resource.shared_name().clone(), resource);
+                    }
+                    Ok(_) => {}
+                    // Held by the client, gone here.
+                    Err(_) => removed.push(name),
+                }
+            }
+        }
+        let updates: Vec<Arc<Resource>> = selected
+            .resources
+            .iter()
+            .filter(|r| state.held.get(r.name()).map(|h| h.version()) != Some(r.version()))
+            .cloned()
+            .collect();
+        let gone: Vec<Arc<str>> = state
+            .held
+            .keys()
+            .filter(|name| !selected.contains(name))
+            .cloned()
+            .collect();
+        for name in gone {
+            state.held.remove(&name);
+            removed.push(name.to_string());
+        }
+        for name in &selected.missing {
+            if state.absent.insert(name.clone()) && !removed.contains(name) {
+                removed.push(name.clone());
+            }
+        }
+        for resource in &updates {
+            state.absent.remove(resource.name());
+            state
+                .held
+                .insert(resource.shared_name().clone(), resource.clone());
+        }
+        state.synced = Some(selected.version);
+        if updates.is_empty() && removed.is_empty() && !state.progress.force {
+            state.progress.changed_at = None;
+            return None;
+        }
+        removed.sort();
+        let nonce = next_nonce();
+        let version =
+            Version::of_set(state.held.values().map(|r| (r.name(), r.version()))).to_string();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources: updates
+                .iter()
+                .map(|r| WireResource {
+                    name: r.name().to_string(),
+                    version: r.version().to_string(),
+                    resource: Some(r.body().clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: ty.type_url().to_string(),
+            removed_resources: removed,
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        self.core.pushed(
+            ty,
+            &mut state.progress,
+            version,
+            nonce,
+            response.resources.len(),
+            response.removed_resources.len(),
+        );
+        Some(response)
+    }
+
+    fn on_unknown(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        if !self.unknown.contains_key(&request.type_url) && self.unknown.len() >= MAX_UNKNOWN_TYPES
+        {
+            return Err(Status::invalid_argument(format!(
+                "too many type URLs Lanyard does not serve (more than {MAX_UNKNOWN_TYPES}); Lanyard serves {}",
+                served_types()
+            )));
+        }
+        let first = request.response_nonce.is_empty();
+        if !first && request.resource_names_subscribe.is_empty() {
+            // The reply to our answer: nothing new to say.
+            return Ok(());
+        }
+        self.core.unknown_type(&request.type_url);
+        let names: Vec<String> = request
+            .resource_names_subscribe
+            .into_iter()
+            .filter(|n| n != WILDCARD)
+            .collect();
+        self.unknown
+            .entry(request.type_url)
+            .or_default()
+            .extend(names);
+        Ok(())
+    }
+}

@@ -1,0 +1,309 @@
+//! State of the world (`StreamAggregatedResources`).
+//!
+//! - Each response of a type carries every resource the subscription selects: for LDS and
+//!   CDS that is the full set (a resource left out is removed); for RDS and EDS, the
+//!   subscribed names that exist (names that do not exist are left out).
+//! - `version_info` is the version of that set; a type is pushed only when it changes, or
+//!   when the client asked for something new (a first request, a changed subscription).
+//! - A request whose `response_nonce` is not the latest of its type is stale: it is not an
+//!   ACK or a NACK, but a changed subscription in it is answered (gRPC changes its EDS
+//!   names before ACKing).
+//! - A NACK is recorded and logged; the rejected version is not re-sent: the next push is
+//!   the next new version.
+//! - A type Lanyard does not serve is answered with an empty response (and an error log
+//!   and metric), never left unanswered; an empty `type_url` ends the stream with
+//!   `InvalidArgument`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tonic::Status;
+
+use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
+use super::subscription::{Selected, Subscription, select};
+use crate::resource::ResourceType;
+use crate::status::{Held, Protocol};
+use crate::version::Version;
+
+/// A SotW stream.
+#[derive(Debug)]
+pub struct Sotw {
+    core: StreamCore,
+    types: BTreeMap<ResourceType, SotwType>,
+    unknown: BTreeMap<String, UnknownType>,
+}
+
+#[derive(Debug, Default)]
+struct SotwType {
+    subscription: Subscription,
+    progress: Progress,
+    sent: Option<Selected>,
+}
+
+#[derive(Debug, Default)]
+struct UnknownType {
+    names: Vec<String>,
+    pending: bool,
+    nonce: Option<String>,
+}
+
+impl Responder for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Sotw;
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn new(core: StreamCore) -> Self {
+        Sotw {
+            core,
+            types: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+        }
+    }
+
+    fn core_mut(&mut self) -> &mut StreamCore {
+        &mut self.core
+    }
+
+    fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        if request.type_url.is_empty() {
+            return Err(Status::invalid_argument(
+                "type_url is required on an aggregated (ADS) stream",
+            ));
+        }
+        let Some(ty) = ResourceType::from_type_url(&request.type_url) else {
+            return self.on_unknown(request);
+        };
+        let state = self.types.entry(ty).or_default();
+        let subscription = Subscription::sotw(&request.resource_names, &state.subscription);
+        let changed = subscription != state.subscription;
+        let reply = state
+            .progress
+            .reply(&request.response_nonce, request.error_detail.as_ref());
+        match reply {
+            Reply::Initial => {
+                state.subscription = subscription;
+                state.progress.answer();
+                if !request.version_info.is_empty() {
+                    let version = request.version_info.clone();
+                    self.core
+                        .status
+                        .update(ty.short_name(), |s| s.version_acked = Some(version));
+                }
+            }
+            Reply::Stale => {
+                self.core.stale(
+                    ty.short_name(),
+                    &request.response_nonce,
+                    state.progress.nonce.as_deref(),
+                );
+                if changed {
+                    state.subscription = subscription;
+                    state.progress.answer();
+                }
+            }
+            Reply::Ack | Reply::Nack(_) => {
+                self.core.replied(ty, &mut state.progress, &reply);
+                if changed {
+                    state.subscription = subscription;
+                    state.progress.answer();
+                }
+            }
+        }
+        self.core.subscribed(ty.short_name(), &state.subscription);
+        Ok(())
+    }
+
+    fn on_snapshot(&mut self, seen: Instant) {
+        for state in self.types.values_mut() {
+            state.progress.on_snapshot(seen);
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.types.values().any(|t| t.progress.pending) || self.unknown.values().any(|u| u.pending)
+    }
+
+    fn next_response(&mut self) -> Option<DiscoveryResponse> {
+        for ty in ResourceType::ALL {
+            if let Some(response) = self.respond(ty) {
+                return Some(response);
+            }
+        }
+        let (type_url, state) = self.unknown.iter_mut().find(|(_, u)| u.pending)?;
+        state.pending = false;
+        let nonce = next_nonce();
+        state.nonce = Some(nonce.clone());
+        Some(DiscoveryResponse {
+            version_info: Version::of_set([]).to_string(),
+            type_url: type_url.clone(),
+            nonce,
+            ..Default::default()
+        })
+    }
+
+    fn held(&self) -> Vec<Held> {
+        self.types
+            .iter()
+            .map(|(ty, state)| Held {
+                ty: *ty,
+                version: state.progress.version.clone(),
+                resources: state
+                    .sent
+                    .as_ref()
+                    .map(|s| s.resources.to_vec())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+impl Sotw {
+    /// The response of a type, when it is pending and has something new (or must answer).
+    fn respond(&mut self, ty: ResourceType) -> Option<DiscoveryResponse> {
+        let state = self.types.get_mut(&ty)?;
+        if !state.progress.pending {
+            return None;
+        }
+        let snapshot = self.core.snapshot.clone()?;
+        state.progress.pending = false;
+        let selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
+        let unchanged = state
+            .sent
+            .as_ref()
+            .is_some_and(|sent| sent.version == selected.version);
+        if unchanged && !state.progress.force {
+            state.progress.changed_at = None;
+            return None;
+        }
+        let nonce = next_nonce();
+        let version = selected.version.to_string();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: selected
+                .resources
+                .iter()
+                .map(|r| r.body().clone())
+                .collect(),
+            type_url: ty.type_url().to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        self.core.pushed(
+            ty,
+            &mut state.progress,
+            version,
+            nonce,
+            selected.resources.len(),
+            0,
+        );
+        state.sent = Some(selected);
+        Some(response)
+    }
+
+    fn on_unknown(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        if !self.unknown.contains_key(&request.type_url) && self.unknown.len() >= MAX_UNKNOWN_TYPES
+        {
+            return Err(Status::invalid_argument(format!(
+                "too many type URLs Lanyard does not serve (more than {MAX_UNKNOWN_TYPES}); Lanyard serves {}",
+                served_types()
+            )));
+        }
+        let state = self.unknown.entry(request.type_url.clone()).or_default();
+        let first = state.nonce.is_none() && !state.pending;
+        if !first && !request.response_nonce.is_empty() && state.names == request.resource_names {
+            // The reply to our empty answer, or a stale request: nothing new to say.
+            return Ok(());
+        }
+        state.names = request.resource_names;
+        state.pending = true;
+        self.core.unknown_type(&request.type_url);
+        let names = state.names.len();
+        self.core.status.update(&request.type_url, |s| {
+            s.subscribed_count = names;
+        });
+        Ok(())
+    }
+}
+
+/// The type URLs Lanyard serves, for error messages.
+pub fn served_types() -> String {
+    ResourceType::ALL
+        .iter()
+        .map(|t| t.type_url())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Sotw {
+    /// For tests: the subscription of a type.
+    #[cfg(test)]
+    fn subscription(&self, ty: ResourceType) -> Option<&Subscription> {
+        self.types.get(&ty).map(|t| &t.subscription)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::MeshSnapshot;
+    use crate::fixtures::rich_model;
+    use crate::metrics::Metrics;
+    use crate::node::ProxyIdentity;
+    use crate::status::Registry;
+    use crate::{XdsOptions, translate};
+
+    fn mk_sotw() -> (Sotw, crate::status::Registration) {
+        let node = Node {
+            id: "cart-0.shop".into(),
+            ..Default::default()
+        };
+        let identity = ProxyIdentity::from_node(Some(&node)).unwrap();
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::default());
+        let (registration, _dumps) =
+            registry.register(identity.clone(), Protocol::Sotw, metrics.clone());
+        let mut core = StreamCore::new(identity, registration.status().clone(), metrics);
+        let snapshot = MeshSnapshot::build(
+            1,
+            Instant::now(),
+            translate(&rich_model(), &XdsOptions::default()),
+        )
+        .unwrap();
+        core.set_snapshot(Arc::new(snapshot));
+        (Sotw::new(core), registration)
+    }
+
+    fn request(ty: ResourceType, names: &[&str], nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: ty.type_url().into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_first_request_is_answered_and_an_ack_is_not() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        let response = sotw.next_response().unwrap();
+        assert!(!response.resources.is_empty());
+        sotw.on_request(request(ResourceType::Cluster, &[], &response.nonce))
+            .unwrap();
+        assert!(sotw.next_response().is_none());
+        assert!(
+            sotw.subscription(ResourceType::Cluster)
+                .unwrap()
+                .is_wildcard()
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! Snapshots of the translated mesh as the ADS server serves them: every resource encoded
+//! once, versioned by its content, and assembled into per-proxy views that proxies with the
+//! same view share.
+//!
+//! A [`MeshSnapshot`] is built from one [`MeshResources`] by [`MeshSnapshot::build`], which
+//! refuses an inconsistent mesh (see [`consistency`]). Views are computed on first use and
+//! kept for the snapshot's life: EDS is one view for every proxy, RDS one per namespace with
+//! consumer routes (plus one for all other namespaces), LDS and CDS one per distinct set of
+//! inbound ports.
+
+pub mod consistency;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lanyard_model::NamespaceName;
+
+use crate::node::ProxyIdentity;
+use crate::resource::{Resource, ResourceType};
+use crate::version::{CanonicalError, Version};
+use crate::{MeshResources, ProxyRef, ProxyResources};
+
+/// Why a snapshot was not built.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The resources reference each other wrongly; see [`consistency::problems`].
+    #[error("inconsistent snapshot ({} problem(s)): {}", .0.len(), summary(.0))]
+    Inconsistent(Vec<String>),
+    /// A resource could not be versioned (a Lanyard bug).
+    #[error("{0}")]
+    Encode(#[from] CanonicalError),
+}
+
+fn summary(problems: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = problems
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > SHOWN {
+        text.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    text
+}
+
+/// The resources of one type one proxy gets for a wildcard subscription, sorted by name,
+/// with the version of the whole set.
+#[derive(Debug)]
+pub struct TypeView {
+    resources: Arc<[Arc<Resource>]>,
+    version: Version,
+}
+
+impl TypeView {
+    fn new(resources: Vec<Arc<Resource>>) -> Self {
+        let version = Version::of_set(resources.iter().map(|r| (r.name(), r.version())));
+        TypeView {
+            resources: resources.into(),
+            version,
+        }
+    }
+
+    /// The resources, sorted by name.
+    pub fn resources(&self) -> &Arc<[Arc<Resource>]> {
+        &self.resources
+    }
+
+    /// The version of the set.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The resource with this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.resources
+            .binary_search_by(|r| r.name().cmp(name))
+            .ok()
+            .map(|i| &self.resources[i])
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ViewKey {
+    Listeners(usize),
+    Clusters(usize),
+    Routes(Option<NamespaceName>),
+    Endpoints,
+}
+
+/// Encoded resources by the address of the `Arc` `MeshResources` holds them in.
+#[derive(Default)]
+struct Encoded {
+    by_ptr: HashMap<usize, Arc<Resource>>,
+}
+
+impl Encoded {
+    fn add<M: prost::Message + prost::Name>(
+        &mut self,
+        name: &str,
+        message: &Arc<M>,
+    ) -> Result<(), CanonicalError> {
+        let ptr = Arc::as_ptr(message) as usize;
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.by_ptr.entry(ptr) {
+            slot.insert(Arc::new(Resource::encode(name, message.as_ref())?));
+        }
+        Ok(())
+    }
+
+    fn get<M: prost::Message + prost::Name>(&self, name: &str, message: &Arc<M>) -> Arc<Resource> {
+        match self.by_ptr.get(&(Arc::as_ptr(message) as usize)) {
+            Some(resource) => resource.clone(),
+            // Every resource of a view is among the distinct ones; encode anyway rather than
+            // fail a proxy.
+            None => {
+                tracing::error!(name, "resource missing from the snapshot's encoded set");
+                Arc::new(
+                    Resource::encode(name, message.as_ref())
+                        .expect("encoded once already when the snapshot was built"),
+                )
+            }
+        }
+    }
+}
+
+/// One published state of the mesh, as served.
+pub struct MeshSnapshot {
+    generation: u64,
+    seen: Instant,
+    mesh: Arc<MeshResources>,
+    encoded: Encoded,
+    counts: [usize; 4],
+    views: Mutex<HashMap<ViewKey, Arc<TypeView>>>,
+    api_listeners: Mutex<ApiListeners>,
+}
+
+/// API listeners built for a name asked in a namespace (`None`: nothing by that name).
+type ApiListeners = HashMap<(String, NamespaceName), Option<Arc<Resource>>>;
+
+impl std::fmt::Debug for MeshSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshSnapshot")
+            .field("generation", &self.generation)
+            .field("resources", &self.encoded.by_ptr.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshSnapshot {
+    /// Checks and encodes a mesh. `seen` is when the change that led to it was first seen
+    /// (push latency and convergence are measured from it).
+    pub fn build(
+        generation: u64,
+        seen: Instant,
+        mesh: MeshResources,
+    ) -> Result<MeshSnapshot, SnapshotError> {
+        let all = mesh.distinct();
+        let problems = consistency::problems(&all);
+        if !problems.is_empty() {
+            return Err(SnapshotError::Inconsistent(problems));
+        }
+        let mut encoded = Encoded::default();
+        let ProxyResources {
+            listeners,
+            routes,
+            clusters,
+            endpoints,
+        } = &all;
+        for l in listeners {
+            encoded.add(&l.name, l)?;
+        }
+        for r in routes {
+            encoded.add(&r.name, r)?;
+        }
+        for c in clusters {
+            encoded.add(&c.name, c)?;
+        }
+        for e in endpoints {
+            encoded.add(&e.cluster_name, e)?;
+        }
+        Ok(MeshSnapshot {
+            generation,
+            seen,
+            counts: [
+                clusters.len(),
+                endpoints.len(),
+                listeners.len(),
+                routes.len(),
+            ],
+            mesh: Arc::new(mesh),
+            encoded,
+            views: Mutex::default(),
+            api_listeners: Mutex::default(),
+        })
+    }
+
+    /// Counts snapshots published by one server, from 1.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When the change this snapshot carries was first seen.
+    pub fn seen(&self) -> Instant {
+        self.seen
+    }
+
+    /// The translated mesh.
+    pub fn mesh(&self) -> &MeshResources {
+        &self.mesh
+    }
+
+    /// How many distinct resources of a type the snapshot holds (route variants and inbound
+    /// listeners count once each).
+    pub fn distinct_count(&self, ty: ResourceType) -> usize {
+        self.counts[ty as usize]
+    }
+
+    /// Which view of the mesh a proxy gets: its namespace, and its workload when the model
+    /// knows the pod (else its namespace's view without inbound listeners).
+    pub fn proxy_ref(&self, identity: &ProxyIdentity) -> ProxyRef {
+        let workload = identity
+            .workload_key()
+            .filter(|key| self.mesh.has_workload(key));
+        ProxyRef {
+            namespace: identity.namespace.clone(),
+            workload,
+        }
+    }
+
+    /// What a wildcard subscription of this type gives the proxy.
+    pub fn view(&self, ty: ResourceType, proxy: &ProxyRef) -> Arc<TypeView> {
+        let key = match ty {
+            ResourceType::Listener => ViewKey::Listeners(self.mesh.inbound_key(proxy)),
+            ResourceType::Cluster => ViewKey::Clusters(self.mesh.inbound_key(proxy)),
+            ResourceType::Route => ViewKey::Routes(self.mesh.routes_key(&proxy.namespace)),
+            ResourceType::Endpoint => ViewKey::Endpoints,
+        };
+        if let Some(view) = lock(&self.views).get(&key) {
+            return view.clone();
+        }
+        let resources: Vec<Arc<Resource>> = match ty {
+            ResourceType::Listener => self
+                .mesh
+                .listeners_for(proxy)
+                .iter()
+                .map(|l| self.encoded.get(&l.name, l))
+                .collect(),
+            ResourceType::Cluster => self
+                .mesh
+                .clusters_for(proxy)
+                .iter()
+                .map(|c| self.encoded.get(&c.name, c))
+                .collect(),
+            ResourceType::Route => self
+                .mesh
+                .routes_for(&proxy.namespace)
+                .iter()
+                .map(|r| self.encoded.get(&r.name, r))
+                .collect(),
+            ResourceType::Endpoint => self
+                .mesh
+                .endpoints()
+                .iter()
+                .map(|e| self.encoded.get(&e.cluster_name, e))
+                .collect(),
+        };
+        let view = Arc::new(TypeView::new(resources));
+        lock(&self.views).entry(key).or_insert(view).clone()
+    }
+
+    /// The resource `name` of a type for a proxy that asks for it by name: from its view,
+    /// or for LDS a proxyless gRPC API listener (`xds:///NAME`) resolved in its namespace.
+    pub fn lookup(&self, ty: ResourceType, proxy: &ProxyRef, name: &str) -> Option<Arc<Resource>> {
+        if let Some(found) = self.view(ty, proxy).get(name) {
+            return Some(found.clone());
+        }
+        if ty != ResourceType::Listener {
+            return None;
+        }
+        let key = (name.to_string(), proxy.namespace.clone());
+        if let Some(found) = lock(&self.api_listeners).get(&key) {
+            return found.clone();
+        }
+        let built = self
+            .mesh
+            .api_listener(name, &proxy.namespace)
+            .and_then(|listener| match Resource::encode(name, &listener) {
+                Ok(resource) => Some(Arc::new(resource)),
+                Err(e) => {
+                    tracing::error!(error = %e, name, "cannot encode API listener");
+                    None
+                }
+            });
+        lock(&self.api_listeners)
+            .entry(key)
+            .or_insert(built)
+            .clone()
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (views are only ever
+/// inserted whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use lanyard_model::WorkloadKey;
+
+    use super::*;
+    use crate::fixtures::rich_model;
+    use crate::{XdsOptions, translate};
+
+    fn mk_snapshot() -> MeshSnapshot {
+        let mesh = translate(&rich_model(), &XdsOptions::default());
+        MeshSnapshot::build(1, Instant::now(), mesh).unwrap()
+    }
+
+    fn proxy(ns: &str, pod: Option<&str>) -> ProxyRef {
+        ProxyRef {
+            namespace: NamespaceName::new(ns),
+            workload: pod.map(|p| WorkloadKey::new(ns, p)),
+        }
+    }
+
+    #[test]
+    fn views_match_for_proxy_and_are_shared() {
+        let snapshot = mk_snapshot();
+        let cart0 = proxy("shop", Some("cart-0"));
+        let expected = snapshot.mesh().for_proxy(&cart0);
+        let names = |ty| -> Vec<String> {
+            snapshot
+                .view(ty, &cart0)
+                .resources()
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(ResourceType::Listener),
+            expected
+                .listeners
+                .iter()
+                .map(|l| l.name.clone())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            names(ResourceType::Cluster),
+            expected
+                .clusters
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        );
+        // Same inbound ports: the same view object; no workload: another.
+        let cart1 = proxy("shop", Some("cart-1"));
+        assert!(Arc::ptr_eq(
+            &snapshot.view(ResourceType::Cluster, &cart0),
+            &snapshot.view(ResourceType::Cluster, &cart1)
+        ));
+        assert!(!Arc::ptr_eq(
+            &snapshot.view(ResourceType::Cluster, &cart0),
+            &snapshot.view(ResourceType::Cluster, &proxy("shop", None))
+        ));
+        // Namespaces without consumer routes share RDS; `web` has its own.
+        let rds = |ns| snapshot.view(ResourceType::Route, &proxy(ns, None));
+        assert!(Arc::ptr_eq(&rds("a"), &rds("b")));
+        assert!(!Arc::ptr_eq(&rds("a"), &rds("web")));
+        assert_ne!(rds("a").version(), rds("web").version());
+        // Each shared resource is one encoded object.
+        let a = rds("a");
+        let web = rds("web");
+        let cart9090 = "cart.shop.svc.cluster.local:9090";
+        assert!(Arc::ptr_eq(
+            a.get(cart9090).unwrap(),
+            web.get(cart9090).unwrap()
+        ));
+    }
+
+    #[test]
+    fn versions_are_stable_across_builds_and_follow_content() {
+        let a = mk_snapshot();
+        let b = mk_snapshot();
+        let p = proxy("web", Some("nope"));
+        for ty in ResourceType::ALL {
+            let versions = |s: &MeshSnapshot| -> BTreeMap<String, Version> {
+                s.view(ty, &p)
+                    .resources()
+                    .iter()
+                    .map(|r| (r.name().to_string(), r.version()))
+                    .collect()
+            };
+            assert_eq!(versions(&a), versions(&b), "{ty}");
+            assert_eq!(a.view(ty, &p).version(), b.view(ty, &p).version());
+        }
+        let mut model = rich_model();
+        model.services.values_mut().next().unwrap().ports[0]
+            .endpoints
+            .pop();
+        let c = MeshSnapshot::build(2, Instant::now(), translate(&model, &XdsOptions::default()))
+            .unwrap();
+        assert_ne!(
+            a.view(ResourceType::Endpoint, &p).version(),
+            c.view(ResourceType::Endpoint, &p).version()
+        );
+        for ty in [
+            ResourceType::Cluster,
+            ResourceType::Listener,
+            ResourceType::Route,
+        ] {
+            assert_eq!(a.view(ty, &p).version(), c.view(ty, &p).version(), "{ty}");
+        }
+    }
+
+    #[test]
+    fn api_listeners_are_looked_up_by_name_in_the_proxy_namespace() {
+        let snapshot = mk_snapshot();
+        let client = proxy("shop", None);
+        let found = snapshot
+            .lookup(ResourceType::Listener, &client, "cart:9090")
+            .unwrap();
+        assert_eq!(found.name(), "cart:9090");
+        assert!(
+            snapshot
+                .lookup(ResourceType::Listener, &proxy("other", None), "cart:9090")
+                .is_none()
+        );
+        assert!(
+            snapshot
+                .lookup(ResourceType::Listener, &client, "virtualOutbound")
+                .is_some()
+        );
+        assert!(
+            snapshot
+                .lookup(ResourceType::Cluster, &client, "cart:9090")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_mesh_is_refused() {
+        let mut mesh = translate(&rich_model(), &XdsOptions::default());
+        mesh.drop_endpoints_for_tests();
+        let err = MeshSnapshot::build(1, Instant::now(), mesh).unwrap_err();
+        assert!(matches!(err, SnapshotError::Inconsistent(_)));
+        assert!(
+            err.to_string().contains("has no ClusterLoadAssignment"),
+            "{err}"
+        );
+    }
+}

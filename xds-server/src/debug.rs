@@ -1,0 +1,204 @@
+//! The debug HTTP endpoint (bind it to localhost: it shows every proxy's configuration).
+//!
+//! - `GET /debug/syncz`: per connected stream, the node, its namespace and pod, and per type
+//!   what was subscribed, sent (version, nonce, time, count), acknowledged, and the last
+//!   NACK with its message. JSON, sorted by node id.
+//! - `GET /debug/config_dump?proxy=<node id | namespace/pod>`: what the server holds as
+//!   sent to that proxy, in the shape of Envoy's `/config_dump` (`ConfigDump` of
+//!   `ClustersConfigDump`, `EndpointsConfigDump`, `ListenersConfigDump`,
+//!   `RoutesConfigDump`), rendered with [`crate::render`]: sorted and stable.
+//! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
+//! - `GET /healthz`: always 200; `GET /readyz`: 200 once a first snapshot is published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::render::{message_value, sorted};
+use crate::resource::ResourceType;
+use crate::server::Shared;
+use crate::status::{Held, StreamStatus};
+
+/// How long a stream has to answer a dump request.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The router of the debug endpoint.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/config_dump", get(config_dump))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.snapshots.borrow().as_ref() {
+        Some(s) => format!("ready: snapshot {}\n", s.generation()).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no snapshot published yet\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn syncz(State(shared): State<Arc<Shared>>) -> Response {
+    let mut streams = shared.registry.streams();
+    streams.sort_by(|a, b| (&a.identity.node_id, a.id).cmp(&(&b.identity.node_id, b.id)));
+    let proxies: Vec<Value> = streams
+        .iter()
+        .map(|s| {
+            json!({
+                "stream": s.id,
+                "node_id": s.identity.node_id,
+                "namespace": s.identity.namespace.as_str(),
+                "pod": s.identity.pod,
+                "protocol": s.protocol,
+                "connected_at": s.connected_at,
+                "snapshot_generation": s.generation(),
+                "synced_generation": s.synced_generation(),
+                "types": s.types(),
+            })
+        })
+        .collect();
+    let generation = shared.snapshots.borrow().as_ref().map(|s| s.generation());
+    axum::Json(sorted(json!({
+        "snapshot_generation": generation,
+        "proxies": proxies,
+    })))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct DumpQuery {
+    proxy: Option<String>,
+}
+
+async fn config_dump(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<DumpQuery>,
+) -> Response {
+    let Some(wanted) = query.proxy.filter(|p| !p.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "give ?proxy=<node id> or ?proxy=<namespace>/<pod>\n",
+        )
+            .into_response();
+    };
+    let streams = shared.registry.streams();
+    // The newest stream of that proxy (a reconnecting proxy may briefly have two).
+    let Some(stream) = streams
+        .iter()
+        .filter(|s| matches(s, &wanted))
+        .max_by_key(|s| s.id)
+    else {
+        let mut known: Vec<String> = streams
+            .iter()
+            .map(|s| format!("{} ({})", s.identity.node_id, s.identity.pod_ref()))
+            .collect();
+        known.sort();
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no connected proxy {wanted:?}; connected: {}\n",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(DUMP_TIMEOUT, stream.held()).await {
+        Ok(Some(held)) => axum::Json(dump(&held)).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("proxy {wanted:?} did not answer (disconnecting?)\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn matches(stream: &StreamStatus, wanted: &str) -> bool {
+    stream.identity.node_id == wanted
+        || stream
+            .identity
+            .pod
+            .as_ref()
+            .is_some_and(|_| stream.identity.pod_ref() == wanted)
+}
+
+/// Envoy's ConfigDump JSON of what a stream holds.
+pub fn dump(held: &[Held]) -> Value {
+    let by_type: BTreeMap<ResourceType, &Held> = held.iter().map(|h| (h.ty, h)).collect();
+    let mut configs = Vec::new();
+    for ty in ResourceType::ALL {
+        let Some(held) = by_type.get(&ty) else {
+            continue;
+        };
+        let version = held.version.clone().unwrap_or_default();
+        let entries: Vec<Value> = held
+            .resources
+            .iter()
+            .map(|r| {
+                let body = message_value(r.body());
+                let resource_version = r.version().to_string();
+                match ty {
+                    ResourceType::Cluster => {
+                        json!({"version_info": resource_version, "cluster": body})
+                    }
+                    ResourceType::Endpoint => {
+                        json!({"version_info": resource_version, "endpoint_config": body})
+                    }
+                    ResourceType::Listener => json!({
+                        "name": r.name(),
+                        "active_state": {"version_info": resource_version, "listener": body},
+                    }),
+                    ResourceType::Route => {
+                        json!({"version_info": resource_version, "route_config": body})
+                    }
+                }
+            })
+            .collect();
+        configs.push(match ty {
+            ResourceType::Cluster => json!({
+                "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+                "version_info": version,
+                "dynamic_active_clusters": entries,
+            }),
+            ResourceType::Endpoint => json!({
+                "@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+                "dynamic_endpoint_configs": entries,
+            }),
+            ResourceType::Listener => json!({
+                "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                "version_info": version,
+                "dynamic_listeners": entries,
+            }),
+            ResourceType::Route => json!({
+                "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+                "dynamic_route_configs": entries,
+            }),
+        });
+    }
+    sorted(json!({ "configs": configs }))
+}

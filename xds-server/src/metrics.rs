@@ -1,0 +1,214 @@
+//! The server's metrics, rendered in the Prometheus text format (version 0.0.4).
+//!
+//! - `lanyard_xds_connected_proxies`: open ADS streams;
+//! - `lanyard_xds_pushes_total{type}`, `lanyard_xds_nacks_total{type}`;
+//! - `lanyard_xds_push_latency_seconds{type}`: change seen → response handed to the stream;
+//! - `lanyard_xds_convergence_seconds{type}`: change seen → the proxy's ACK of it;
+//! - `lanyard_xds_snapshots_total`, `lanyard_xds_snapshots_rejected_total`,
+//!   `lanyard_xds_unknown_type_requests_total`, `lanyard_xds_snapshot_generation`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::resource::ResourceType;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How many observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Per-type series.
+#[derive(Debug, Default)]
+pub struct TypeMetrics {
+    /// Responses sent.
+    pub pushes: AtomicU64,
+    /// NACKs received.
+    pub nacks: AtomicU64,
+    /// Change seen → response sent.
+    pub push_latency: Histogram,
+    /// Change seen → ACK.
+    pub convergence: Histogram,
+}
+
+/// Everything the server counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open ADS streams.
+    pub connected: AtomicI64,
+    /// Snapshots published.
+    pub snapshots: AtomicU64,
+    /// Snapshots refused (inconsistent).
+    pub rejected: AtomicU64,
+    /// Generation of the snapshot being served.
+    pub generation: AtomicU64,
+    /// Requests for types Lanyard does not serve.
+    pub unknown_types: AtomicU64,
+    types: [TypeMetrics; 4],
+}
+
+impl Metrics {
+    /// The series of one type.
+    pub fn of(&self, ty: ResourceType) -> &TypeMetrics {
+        &self.types[ty as usize]
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        gauge(
+            &mut out,
+            "lanyard_xds_connected_proxies",
+            "Open ADS streams.",
+            "gauge",
+            self.connected.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "lanyard_xds_snapshot_generation",
+            "Generation of the snapshot being served (0: none yet).",
+            "gauge",
+            self.generation.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "lanyard_xds_snapshots_total",
+            "Snapshots published.",
+            "counter",
+            self.snapshots.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "lanyard_xds_snapshots_rejected_total",
+            "Snapshots not published because they were inconsistent.",
+            "counter",
+            self.rejected.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "lanyard_xds_unknown_type_requests_total",
+            "Requests for a type URL Lanyard does not serve.",
+            "counter",
+            self.unknown_types.load(Ordering::Relaxed).to_string(),
+        );
+        type Counter = fn(&TypeMetrics) -> &AtomicU64;
+        let counters: [(&str, &str, Counter); 2] = [
+            (
+                "lanyard_xds_pushes_total",
+                "Responses sent, by type.",
+                |m| &m.pushes,
+            ),
+            ("lanyard_xds_nacks_total", "NACKs received, by type.", |m| {
+                &m.nacks
+            }),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ty in ResourceType::ALL {
+                let value = get(self.of(ty)).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{type=\"{ty}\"}} {value}");
+            }
+        }
+        type Series = fn(&TypeMetrics) -> &Histogram;
+        let histograms: [(&str, &str, Series); 2] = [
+            (
+                "lanyard_xds_push_latency_seconds",
+                "From a change seen by the server to the response that carries it, by type.",
+                |m| &m.push_latency,
+            ),
+            (
+                "lanyard_xds_convergence_seconds",
+                "From a change seen by the server to the proxy's ACK of it, by type.",
+                |m| &m.convergence,
+            ),
+        ];
+        for (name, help, get) in histograms {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for ty in ResourceType::ALL {
+                get(self.of(ty)).render(&mut out, name, &format!("type=\"{ty}\""));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.connected.store(3, Ordering::Relaxed);
+        metrics
+            .of(ResourceType::Endpoint)
+            .pushes
+            .fetch_add(2, Ordering::Relaxed);
+        metrics
+            .of(ResourceType::Cluster)
+            .push_latency
+            .observe(Duration::from_millis(30));
+        let text = metrics.render();
+        assert!(text.contains("lanyard_xds_connected_proxies 3\n"), "{text}");
+        assert!(text.contains("lanyard_xds_pushes_total{type=\"EDS\"} 2\n"));
+        assert!(
+            text.contains("lanyard_xds_push_latency_seconds_bucket{type=\"CDS\",le=\"0.025\"} 0\n")
+        );
+        assert!(
+            text.contains("lanyard_xds_push_latency_seconds_bucket{type=\"CDS\",le=\"0.05\"} 1\n")
+        );
+        assert!(text.contains("lanyard_xds_push_latency_seconds_count{type=\"CDS\"} 1\n"));
+        assert!(text.contains("# TYPE lanyard_xds_convergence_seconds histogram\n"));
+    }
+}

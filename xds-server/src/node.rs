@@ -1,0 +1,299 @@
+//! Who is asking: a proxy's identity, read from the xDS `Node` of the first request on a
+//! stream.
+//!
+//! # Convention
+//!
+//! The injection webhook writes these into the proxy's bootstrap; a proxyless gRPC client's
+//! bootstrap (`GRPC_XDS_BOOTSTRAP`) sets them by hand. Like Istio, `node.metadata` (a
+//! `google.protobuf.Struct`) carries:
+//!
+//! | key               | value                                              |
+//! |-------------------|----------------------------------------------------|
+//! | `NAMESPACE`       | the pod's namespace (string)                       |
+//! | `POD_NAME`        | the pod's name (string)                            |
+//! | `SERVICE_ACCOUNT` | the pod's service account (string)                 |
+//! | `INSTANCE_IPS`    | the pod's IPs, comma-separated (string)            |
+//! | `LABELS`          | the pod's labels (a struct of strings)             |
+//!
+//! Without metadata, `node.id` names the pod: `<pod>.<namespace>` (namespaces have no dots,
+//! so the namespace is what follows the last dot), or Istio's
+//! `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>` (the `<ip>` is then an
+//! instance IP). Metadata wins where both say something.
+//!
+//! A node without a namespace is refused with `InvalidArgument`: which routes a proxy sees
+//! depends on it. A pod the model does not know (yet) gets its namespace's view without
+//! inbound listeners, and its own view once the pod shows up.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, value::Kind};
+use lanyard_model::{NamespaceName, WorkloadKey};
+
+/// Metadata key: the pod's namespace.
+pub const NAMESPACE: &str = "NAMESPACE";
+/// Metadata key: the pod's name.
+pub const POD_NAME: &str = "POD_NAME";
+/// Metadata key: the pod's service account.
+pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+/// Metadata key: the pod's IPs, comma-separated.
+pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
+/// Metadata key: the pod's labels, a struct of strings.
+pub const LABELS: &str = "LABELS";
+
+/// Why a node cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The first request of the stream has no `node`.
+    #[error(
+        "the first request on an ADS stream must carry `node` (set node.id, and node.metadata.NAMESPACE, in the bootstrap)"
+    )]
+    Missing,
+    /// Neither the metadata nor the id names a namespace.
+    #[error(
+        "node {0:?} has no namespace: set node.metadata.NAMESPACE in the bootstrap, or use a node id of the form <pod>.<namespace> (or sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local)"
+    )]
+    NoNamespace(String),
+    /// The namespace is not a valid Kubernetes namespace name.
+    #[error(
+        "node {node:?} names namespace {namespace:?}, which is not a valid namespace name (lower case letters, digits and '-', at most 63)"
+    )]
+    InvalidNamespace {
+        /// The node id.
+        node: String,
+        /// The namespace it gave.
+        namespace: String,
+    },
+}
+
+/// A proxy, as its node describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyIdentity {
+    /// `node.id`, as sent.
+    pub node_id: String,
+    /// The namespace: which route variants the proxy sees.
+    pub namespace: NamespaceName,
+    /// The pod, when named.
+    pub pod: Option<String>,
+    /// The service account, when given.
+    pub service_account: Option<String>,
+    /// Instance IPs, when given.
+    pub ips: Vec<IpAddr>,
+    /// Pod labels, when given.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ProxyIdentity {
+    /// Reads the identity from a node (see the [module docs](self) for the convention).
+    pub fn from_node(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
+        let node = node.ok_or(NodeError::Missing)?;
+        let metadata = node.metadata.as_ref();
+        let parsed = parse_id(&node.id);
+        let namespace = string_field(metadata, NAMESPACE)
+            .or_else(|| parsed.as_ref().map(|p| p.namespace.to_string()))
+            .ok_or_else(|| NodeError::NoNamespace(node.id.clone()))?;
+        if !is_dns_label(&namespace) {
+            return Err(NodeError::InvalidNamespace {
+                node: node.id.clone(),
+                namespace,
+            });
+        }
+        let pod = string_field(metadata, POD_NAME)
+            .or_else(|| parsed.as_ref().map(|p| p.pod.to_string()))
+            .filter(|p| !p.is_empty());
+        let mut ips: Vec<IpAddr> = string_field(metadata, INSTANCE_IPS)
+            .map(|ips| {
+                ips.split(',')
+                    .filter_map(|ip| ip.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ips.is_empty() {
+            ips.extend(parsed.as_ref().and_then(|p| p.ip));
+        }
+        Ok(ProxyIdentity {
+            node_id: node.id.clone(),
+            namespace: NamespaceName::new(namespace),
+            pod,
+            service_account: string_field(metadata, SERVICE_ACCOUNT),
+            ips,
+            labels: labels(metadata),
+        })
+    }
+
+    /// The pod, as a workload key, when the node names one.
+    pub fn workload_key(&self) -> Option<WorkloadKey> {
+        self.pod
+            .as_ref()
+            .map(|pod| WorkloadKey::new(self.namespace.as_str(), pod.as_str()))
+    }
+
+    /// `namespace/pod`, or the namespace alone for a client without a pod.
+    pub fn pod_ref(&self) -> String {
+        match &self.pod {
+            Some(pod) => format!("{}/{pod}", self.namespace),
+            None => self.namespace.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ProxyIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.node_id, self.pod_ref())
+    }
+}
+
+struct ParsedId<'a> {
+    pod: &'a str,
+    namespace: &'a str,
+    ip: Option<IpAddr>,
+}
+
+/// `<pod>.<namespace>` or `sidecar~<ip>~<pod>.<namespace>~<domain>`.
+fn parse_id(id: &str) -> Option<ParsedId<'_>> {
+    let parts: Vec<&str> = id.split('~').collect();
+    let (name, ip) = match parts.as_slice() {
+        [_kind, ip, name, _domain] => (*name, ip.parse().ok()),
+        [name] => (*name, None),
+        _ => return None,
+    };
+    let (pod, namespace) = name.rsplit_once('.')?;
+    (!namespace.is_empty()).then_some(ParsedId { pod, namespace, ip })
+}
+
+fn string_field(metadata: Option<&Struct>, key: &str) -> Option<String> {
+    match metadata?.fields.get(key)?.kind.as_ref()? {
+        Kind::StringValue(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn labels(metadata: Option<&Struct>) -> BTreeMap<String, String> {
+    let Some(Kind::StructValue(labels)) = metadata
+        .and_then(|m| m.fields.get(LABELS))
+        .and_then(|v| v.kind.as_ref())
+    else {
+        return BTreeMap::new();
+    };
+    labels
+        .fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// RFC 1123 label: what a namespace name must be.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use envoy_types::pb::google::protobuf::Value;
+
+    use super::*;
+
+    fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.to_string())),
+        }
+    }
+
+    fn mk_node(id: &str, metadata: &[(&str, Value)]) -> Node {
+        Node {
+            id: id.to_string(),
+            metadata: (!metadata.is_empty()).then(|| Struct {
+                fields: metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn metadata_gives_everything() {
+        let labels = Value {
+            kind: Some(Kind::StructValue(Struct {
+                fields: HashMap::from([("app".to_string(), string("cart"))]),
+            })),
+        };
+        let node = mk_node(
+            "anything",
+            &[
+                (NAMESPACE, string("shop")),
+                (POD_NAME, string("cart-0")),
+                (SERVICE_ACCOUNT, string("cart")),
+                (INSTANCE_IPS, string("10.1.0.5, fd00::5,junk")),
+                (LABELS, labels),
+            ],
+        );
+        let id = ProxyIdentity::from_node(Some(&node)).unwrap();
+        assert_eq!(id.namespace, NamespaceName::new("shop"));
+        assert_eq!(id.pod.as_deref(), Some("cart-0"));
+        assert_eq!(id.service_account.as_deref(), Some("cart"));
+        assert_eq!(
+            id.ips,
+            vec![
+                "10.1.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(id.labels["app"], "cart");
+        assert_eq!(id.workload_key(), Some(WorkloadKey::new("shop", "cart-0")));
+        assert_eq!(id.pod_ref(), "shop/cart-0");
+    }
+
+    #[test]
+    fn the_node_id_is_the_fallback() {
+        let id = ProxyIdentity::from_node(Some(&mk_node("cart-0.shop", &[]))).unwrap();
+        assert_eq!(id.namespace.as_str(), "shop");
+        assert_eq!(id.pod.as_deref(), Some("cart-0"));
+        // Pod names may have dots; namespaces may not.
+        let id = ProxyIdentity::from_node(Some(&mk_node("a.b.shop", &[]))).unwrap();
+        assert_eq!(id.pod.as_deref(), Some("a.b"));
+        assert_eq!(id.namespace.as_str(), "shop");
+        let istio = mk_node("sidecar~10.1.0.7~web-1.front~front.svc.cluster.local", &[]);
+        let id = ProxyIdentity::from_node(Some(&istio)).unwrap();
+        assert_eq!(id.pod_ref(), "front/web-1");
+        assert_eq!(id.ips, vec!["10.1.0.7".parse::<IpAddr>().unwrap()]);
+        // Metadata wins; a namespace alone is a client without a pod.
+        let node = mk_node("cart-0.shop", &[(NAMESPACE, string("other"))]);
+        assert_eq!(
+            ProxyIdentity::from_node(Some(&node)).unwrap().pod_ref(),
+            "other/cart-0"
+        );
+        let node = mk_node("client", &[(NAMESPACE, string("web"))]);
+        let id = ProxyIdentity::from_node(Some(&node)).unwrap();
+        assert_eq!((id.pod_ref().as_str(), id.workload_key()), ("web", None));
+    }
+
+    #[test]
+    fn no_namespace_is_refused_with_a_hint() {
+        for id in ["client", "", "pod.", "a~b~c"] {
+            let err = ProxyIdentity::from_node(Some(&mk_node(id, &[]))).unwrap_err();
+            assert_eq!(err, NodeError::NoNamespace(id.to_string()), "{id}");
+            assert!(err.to_string().contains("node.metadata.NAMESPACE"), "{err}");
+            assert!(err.to_string().contains("<pod>.<namespace>"), "{err}");
+        }
+        assert_eq!(ProxyIdentity::from_node(None), Err(NodeError::Missing));
+        let bad = mk_node("x", &[(NAMESPACE, string("Not_A_Namespace"))]);
+        assert!(matches!(
+            ProxyIdentity::from_node(Some(&bad)),
+            Err(NodeError::InvalidNamespace { .. })
+        ));
+    }
+}

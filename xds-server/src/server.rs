@@ -1,0 +1,377 @@
+//! The xDS server: takes translated meshes, publishes them as snapshots after a bounded
+//! debounce, serves ADS and the debug endpoint, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, info};
+
+use crate::MeshResources;
+use crate::ads::AdsService;
+use crate::cache::MeshSnapshot;
+use crate::metrics::Metrics;
+use crate::status::Registry;
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("ADS server on {address}: {source}")]
+    Ads {
+        /// Where it listened.
+        address: String,
+        /// What tonic said.
+        source: tonic::transport::Error,
+    },
+    /// The debug HTTP server failed.
+    #[error("debug server on {address}: {source}")]
+    Debug {
+        /// Where it listened.
+        address: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// How changes are batched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// A snapshot is built once no new mesh has come for this long...
+    pub debounce: Duration,
+    /// ...or this long after the first change of a burst, whichever comes first.
+    pub max_delay: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            debounce: Duration::from_millis(50),
+            max_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What every stream and the debug endpoint share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The latest published snapshot (`None` before the first).
+    pub snapshots: watch::Receiver<Option<Arc<MeshSnapshot>>>,
+    /// Connected streams.
+    pub registry: Arc<Registry>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A mesh waiting to become a snapshot, with when its burst started.
+struct Pending {
+    mesh: MeshResources,
+    first_seen: Instant,
+}
+
+struct Input {
+    pending: Mutex<Option<Pending>>,
+    notify: Notify,
+}
+
+/// The xDS server. Cheap to clone; every clone is the same server.
+#[derive(Clone)]
+pub struct XdsServer {
+    shared: Arc<Shared>,
+    input: Arc<Input>,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for XdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsServer").finish_non_exhaustive()
+    }
+}
+
+impl XdsServer {
+    /// Starts the server's publishing task (on the current tokio runtime). Nothing is
+    /// served until [`XdsServer::serve_ads`] / [`XdsServer::serve_debug`].
+    pub fn start(config: ServerConfig) -> XdsServer {
+        let (snapshot_tx, snapshots) = watch::channel(None);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            snapshots,
+            registry: Arc::default(),
+            metrics: Arc::default(),
+            shutdown,
+        });
+        let input = Arc::new(Input {
+            pending: Mutex::new(None),
+            notify: Notify::new(),
+        });
+        tokio::spawn(publish_loop(
+            input.clone(),
+            config,
+            snapshot_tx,
+            shared.metrics.clone(),
+            shared.shutdown.clone(),
+        ));
+        XdsServer {
+            shared,
+            input,
+            shutdown: Arc::new(shutdown_tx),
+        }
+    }
+
+    /// Hands over a new translation of the mesh. Bursts are batched (see [`ServerConfig`]);
+    /// only the latest mesh of a burst becomes a snapshot. Push latency and convergence are
+    /// measured from the first call of a burst.
+    pub fn publish(&self, mesh: MeshResources) {
+        let mut pending = lock(&self.input.pending);
+        let first_seen = pending
+            .as_ref()
+            .map(|p| p.first_seen)
+            .unwrap_or_else(Instant::now);
+        *pending = Some(Pending { mesh, first_seen });
+        drop(pending);
+        self.input.notify.notify_one();
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Option<Arc<MeshSnapshot>> {
+        self.shared.snapshots.borrow().clone()
+    }
+
+    /// Follows the snapshots being served.
+    pub fn snapshots(&self) -> watch::Receiver<Option<Arc<MeshSnapshot>>> {
+        self.shared.snapshots.clone()
+    }
+
+    /// Whether a first snapshot has been published.
+    pub fn is_ready(&self) -> bool {
+        self.shared.snapshots.borrow().is_some()
+    }
+
+    /// The ADS gRPC service, for a tonic server of the caller's.
+    pub fn ads_service(&self) -> AggregatedDiscoveryServiceServer<AdsService> {
+        AggregatedDiscoveryServiceServer::new(AdsService::new(self.shared.clone()))
+            .max_decoding_message_size(16 << 20)
+    }
+
+    /// The debug HTTP endpoint (`/debug/syncz`, `/debug/config_dump`, `/metrics`, `/healthz`,
+    /// `/readyz`), for an axum server of the caller's.
+    pub fn debug_router(&self) -> axum::Router {
+        crate::debug::router(self.shared.clone())
+    }
+
+    /// Every connected stream, with its sync status.
+    pub fn streams(&self) -> Vec<Arc<crate::status::StreamStatus>> {
+        self.shared.registry.streams()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Serves ADS on `listener` until [`XdsServer::shutdown`]; then ends every stream (with
+    /// status OK; clients reconnect elsewhere) and returns.
+    pub async fn serve_ads(&self, listener: TcpListener) -> Result<(), ServeError> {
+        let address = local_address(&listener);
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(self.ads_service())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), self.stopped())
+            .await
+            .map_err(|source| ServeError::Ads { address, source })
+    }
+
+    /// Serves the debug endpoint on `listener` until [`XdsServer::shutdown`].
+    pub async fn serve_debug(&self, listener: TcpListener) -> Result<(), ServeError> {
+        let address = local_address(&listener);
+        axum::serve(listener, self.debug_router())
+            .with_graceful_shutdown(self.stopped())
+            .await
+            .map_err(|source| ServeError::Debug { address, source })
+    }
+
+    /// Stops publishing, ends every stream and lets the serve calls return.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`XdsServer::shutdown`] was called.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.shared.shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|stopped| *stopped).await;
+        }
+    }
+}
+
+fn local_address(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a: SocketAddr| a.to_string())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// Waits for a change, lets the burst settle (bounded), builds and publishes its snapshot.
+async fn publish_loop(
+    input: Arc<Input>,
+    config: ServerConfig,
+    snapshots: watch::Sender<Option<Arc<MeshSnapshot>>>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut generation = 0;
+    loop {
+        tokio::select! {
+            () = input.notify.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(first_seen) = lock(&input.pending).as_ref().map(|p| p.first_seen) else {
+            continue;
+        };
+        let latest = first_seen + config.max_delay;
+        loop {
+            let quiet = (Instant::now() + config.debounce).min(latest);
+            tokio::select! {
+                () = tokio::time::sleep_until(quiet) => break,
+                () = input.notify.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        let Some(pending) = lock(&input.pending).take() else {
+            continue;
+        };
+        let next = generation + 1;
+        let seen = pending.first_seen.into_std();
+        let built = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            MeshSnapshot::build(next, seen, pending.mesh).map(|s| (s, started.elapsed()))
+        })
+        .await;
+        match built {
+            Ok(Ok((snapshot, took))) => {
+                generation = next;
+                info!(
+                    generation,
+                    clusters = snapshot.distinct_count(crate::resource::ResourceType::Cluster),
+                    build_ms = took.as_millis() as u64,
+                    "publishing snapshot"
+                );
+                metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                metrics.generation.store(generation, Ordering::Relaxed);
+                snapshots.send_replace(Some(Arc::new(snapshot)));
+            }
+            Ok(Err(e)) => {
+                metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "not publishing this snapshot: proxies keep the previous one");
+            }
+            Err(e) => {
+                metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "building a snapshot panicked: proxies keep the previous one");
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::rich_model;
+    use crate::{XdsOptions, translate};
+
+    fn mesh() -> MeshResources {
+        translate(&rich_model(), &XdsOptions::default())
+    }
+
+    async fn next_generation(rx: &mut watch::Receiver<Option<Arc<MeshSnapshot>>>) -> u64 {
+        rx.changed().await.unwrap();
+        rx.borrow_and_update().as_ref().unwrap().generation()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_gives_one_snapshot_within_the_max_delay() {
+        let config = ServerConfig::default();
+        let server = XdsServer::start(config.clone());
+        let mut rx = server.snapshots();
+        let start = Instant::now();
+        // A change every 20 ms for 400 ms: never quiet for 50 ms.
+        let publisher = {
+            let server = server.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    server.publish(mesh());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        assert_eq!(next_generation(&mut rx).await, 1);
+        let waited = start.elapsed();
+        assert!(waited >= config.max_delay, "{waited:?}");
+        // Paused time may jump to the publisher's next timer while the snapshot builds.
+        assert!(
+            waited < config.max_delay + Duration::from_millis(100),
+            "{waited:?}"
+        );
+        publisher.await.unwrap();
+        // The rest of the burst: one more snapshot, 50 ms after its last change.
+        assert_eq!(next_generation(&mut rx).await, 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!rx.has_changed().unwrap());
+        server.shutdown();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_change_waits_only_the_debounce() {
+        let server = XdsServer::start(ServerConfig::default());
+        let mut rx = server.snapshots();
+        assert!(!server.is_ready());
+        let start = Instant::now();
+        server.publish(mesh());
+        assert_eq!(next_generation(&mut rx).await, 1);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(50) && waited < Duration::from_millis(80),
+            "{waited:?}"
+        );
+        assert!(server.is_ready());
+    }
+
+    #[tokio::test]
+    async fn an_inconsistent_mesh_is_not_published_and_the_previous_stays() {
+        let server = XdsServer::start(ServerConfig {
+            debounce: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        });
+        let mut rx = server.snapshots();
+        server.publish(mesh());
+        assert_eq!(next_generation(&mut rx).await, 1);
+        let mut broken = mesh();
+        broken.drop_endpoints_for_tests();
+        server.publish(broken);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while server.metrics().rejected.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the broken mesh was not rejected");
+        assert_eq!(server.snapshot().unwrap().generation(), 1);
+        assert!(!rx.has_changed().unwrap());
+        // The next good mesh is published as generation 2.
+        server.publish(mesh());
+        assert_eq!(next_generation(&mut rx).await, 2);
+    }
+}

@@ -1,0 +1,268 @@
+//! What each connected proxy has been sent and has acknowledged, per type: the data of
+//! `/debug/syncz`, and the way to ask a stream for what it holds (`/debug/config_dump`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::node::ProxyIdentity;
+use crate::resource::{Resource, ResourceType};
+
+/// Which ADS variant a stream speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// State of the world (`StreamAggregatedResources`).
+    Sotw,
+    /// Incremental (`DeltaAggregatedResources`).
+    Delta,
+}
+
+/// A rejected response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Nack {
+    /// The version the proxy rejected.
+    pub version: String,
+    /// The nonce of the rejected response.
+    pub nonce: String,
+    /// The proxy's `error_detail.message`.
+    pub message: String,
+    /// When it came.
+    pub at: String,
+}
+
+/// The sync state of one type on one stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TypeSync {
+    /// `*` for a wildcard subscription, then the names asked for (at most 20 shown).
+    pub subscribed: Vec<String>,
+    /// How many names are subscribed.
+    pub subscribed_count: usize,
+    /// Version of the last response (SotW: of the set; delta: of the set the proxy holds).
+    pub version_sent: Option<String>,
+    /// Nonce of the last response.
+    pub nonce_sent: Option<String>,
+    /// The last version the proxy acknowledged.
+    pub version_acked: Option<String>,
+    /// The last NACK.
+    pub last_nack: Option<Nack>,
+    /// When the last response went out (RFC 3339).
+    pub last_push: Option<String>,
+    /// Resources in the last response.
+    pub resources_sent: usize,
+    /// Responses sent.
+    pub pushes: u64,
+}
+
+/// What a stream holds of one type, for a config dump: resources sorted by name.
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// The type.
+    pub ty: ResourceType,
+    /// The version of the set, as last sent.
+    pub version: Option<String>,
+    /// The resources the proxy was last sent and has not been told to drop.
+    pub resources: Vec<Arc<Resource>>,
+}
+
+/// A request to a stream for what it holds.
+pub type DumpRequest = oneshot::Sender<Vec<Held>>;
+
+/// One connected stream.
+#[derive(Debug)]
+pub struct StreamStatus {
+    /// Server-wide stream number.
+    pub id: u64,
+    /// Who is connected.
+    pub identity: ProxyIdentity,
+    /// Which protocol.
+    pub protocol: Protocol,
+    /// When it connected (RFC 3339).
+    pub connected_at: String,
+    inner: Mutex<StatusInner>,
+    dump: mpsc::Sender<DumpRequest>,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    generation: u64,
+    synced: u64,
+    types: BTreeMap<String, TypeSync>,
+}
+
+impl StreamStatus {
+    /// Updates the sync state of a type (`CDS`..., or an unknown type URL).
+    pub fn update(&self, ty: &str, f: impl FnOnce(&mut TypeSync)) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(inner.types.entry(ty.to_string()).or_default());
+    }
+
+    /// Records which snapshot the stream serves.
+    pub fn set_generation(&self, generation: u64) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation = generation;
+    }
+
+    /// Records that every response the stream owes for snapshot `generation` has been
+    /// queued.
+    pub fn set_synced(&self, generation: u64) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).synced = generation;
+    }
+
+    /// The last snapshot whose responses the stream has all queued (0: none).
+    pub fn synced_generation(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).synced
+    }
+
+    /// The sync state of one type (`CDS`..., or an unknown type URL).
+    pub fn type_sync(&self, ty: &str) -> Option<TypeSync> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .types
+            .get(ty)
+            .cloned()
+    }
+
+    /// The sync state of every type.
+    pub fn types(&self) -> BTreeMap<String, TypeSync> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .types
+            .clone()
+    }
+
+    /// The generation of the snapshot the stream serves.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+    }
+
+    /// Asks the stream for what it holds; `None` when it has ended.
+    pub async fn held(&self) -> Option<Vec<Held>> {
+        let (tx, rx) = oneshot::channel();
+        self.dump.send(tx).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Every connected stream.
+#[derive(Debug, Default)]
+pub struct Registry {
+    streams: Mutex<BTreeMap<u64, Arc<StreamStatus>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Registers a stream; it stays listed until the returned registration is dropped.
+    /// The receiver gets the dump requests the stream must answer.
+    pub fn register(
+        self: &Arc<Self>,
+        identity: ProxyIdentity,
+        protocol: Protocol,
+        metrics: Arc<Metrics>,
+    ) -> (Registration, mpsc::Receiver<DumpRequest>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (dump, requests) = mpsc::channel(4);
+        let status = Arc::new(StreamStatus {
+            id,
+            identity,
+            protocol,
+            connected_at: timestamp(SystemTime::now()),
+            inner: Mutex::default(),
+            dump,
+        });
+        self.lock().insert(id, status.clone());
+        metrics.connected.fetch_add(1, Ordering::Relaxed);
+        let registration = Registration {
+            registry: self.clone(),
+            status,
+            metrics,
+        };
+        (registration, requests)
+    }
+
+    /// Every connected stream, by id.
+    pub fn streams(&self) -> Vec<Arc<StreamStatus>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<StreamStatus>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A stream's place in the registry, removed on drop.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    status: Arc<StreamStatus>,
+    metrics: Arc<Metrics>,
+}
+
+impl Registration {
+    /// The stream's status.
+    pub fn status(&self) -> &Arc<StreamStatus> {
+        &self.status
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.status.id);
+        self.metrics.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, as protobuf's JSON writes a Timestamp.
+pub fn timestamp(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's days-to-civil: (year, month, day) of a count of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(timestamp(t), "2024-02-29T12:34:56.789Z");
+    }
+}
