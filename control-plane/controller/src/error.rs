@@ -71,6 +71,10 @@ pub enum Error {
     #[error("cannot set up logging: {0}")]
     LogFilter(String),
 
+    /// The Kubernetes API server cannot be reached or configured.
+    #[error("{0} (check --kubeconfig, $KUBECONFIG or the pod's service account)")]
+    Kubernetes(String),
+
     /// The report could not be rendered.
     #[error("cannot render the report: {0}")]
     Render(String),

@@ -3,6 +3,7 @@
 //!
 //! - [`files`]: manifests on disk, loaded ([`files::FileSource`]) and watched
 //!   ([`files::FileWatcher`]), with [`diagnostics`] about them;
+//! - [`k8s`]: the objects on a Kubernetes API server, watched ([`k8s::KubeWatcher`]);
 //! - [`snapshot`]: the objects of a load with their translation, as the ADS server and
 //!   status reporting consume them;
 //! - [`report`]: route status, diagnostics, model and a proxy's xDS resources as YAML/JSON;
@@ -15,6 +16,7 @@ pub mod ctl;
 pub mod diagnostics;
 pub mod error;
 pub mod files;
+pub mod k8s;
 pub mod logs;
 pub mod proxy;
 pub mod report;

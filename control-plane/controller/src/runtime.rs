@@ -1,19 +1,23 @@
 //! The `lanyard-controller` process: flags, logging, and the run loop.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
 use lanyard_index::status::DEFAULT_CONTROLLER_NAME;
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::files::{FileSource, FileWatcher};
+use crate::k8s::KubeWatcher;
+use crate::k8s::lease::{DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME, LeaseSettings};
 use crate::logs::log_snapshot;
 use crate::report::{Format, Report, Show};
-use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, Settings, Snapshot};
+use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, Settings, Snapshot};
 use crate::xds::Serving;
 
 /// Where ADS is served by default (Istio's plain-text xDS port).
@@ -24,7 +28,7 @@ pub const DEFAULT_DEBUG_ADDRESS: &str = "127.0.0.1:15014";
 /// The Lanyard mesh controller: Gateway API (GAMMA) routes in, Envoy configuration out.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "lanyard-controller", version, about)]
-#[command(group(ArgGroup::new("source").required(true).args(["config_dir"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["config_dir", "kubeconfig", "kubernetes"])))]
 pub struct Args {
     /// Read manifests from this directory (recursively, *.yaml and *.yml) and watch it.
     #[arg(
@@ -34,6 +38,25 @@ pub struct Args {
         help_heading = "Sources"
     )]
     pub config_dir: Option<PathBuf>,
+
+    /// Watch the Kubernetes API server this kubeconfig names (its current context).
+    #[arg(long, value_name = "PATH", help_heading = "Sources")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch the Kubernetes API server found as kubectl and in-cluster clients find it: the
+    /// kubeconfig named by $KUBECONFIG or ~/.kube/config, else the pod's service account.
+    #[arg(long, help_heading = "Sources")]
+    pub kubernetes: bool,
+
+    /// With --kubeconfig or --kubernetes: watch only this namespace (repeatable); all
+    /// namespaces when not given.
+    #[arg(
+        long = "namespace",
+        value_name = "NS",
+        conflicts_with = "config_dir",
+        help_heading = "Sources"
+    )]
+    pub namespaces: Vec<String>,
 
     /// Serve ADS (xDS, state of the world and delta) on this address; port 0 picks a free
     /// port. The address is printed as `xds listening on ADDR`.
@@ -53,9 +76,37 @@ pub struct Args {
     #[arg(long, env = "LANYARD_CONTROLLER_NAME", default_value = DEFAULT_CONTROLLER_NAME)]
     pub controller_name: String,
 
+    /// With --kubeconfig or --kubernetes: the namespace of the coordination.k8s.io/v1 Lease
+    /// that elects the replica writing route status.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "default",
+        help_heading = "Leader election"
+    )]
+    pub lease_namespace: String,
+
+    /// The name of that Lease.
+    #[arg(long, default_value = DEFAULT_LEASE_NAME, help_heading = "Leader election")]
+    pub lease_name: String,
+
+    /// How long, in seconds, after its holder last renewed it another replica may take the
+    /// Lease over.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LEASE_DURATION.as_secs(), value_parser = clap::value_parser!(u64).range(1..), help_heading = "Leader election")]
+    pub lease_duration: u64,
+
+    /// This replica's identity in the Lease (unique among replicas); default: host name and
+    /// process id.
+    #[arg(long, env = "POD_NAME", help_heading = "Leader election")]
+    pub identity: Option<String>,
+
+    /// The SPIFFE trust domain of workload identities.
+    #[arg(long, env = "LANYARD_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+
     /// Translate once, print the route status report (YAML) and exit: non-zero when the
-    /// input has errors.
-    #[arg(long)]
+    /// input has errors (with --config-dir only).
+    #[arg(long, conflicts_with_all = ["kubeconfig", "kubernetes"])]
     pub once: bool,
 
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -69,6 +120,28 @@ impl Args {
         Settings {
             controller_name: self.controller_name.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            trust_domain: self.trust_domain.clone(),
+        }
+    }
+}
+
+impl Args {
+    /// The leader election settings the flags give.
+    pub fn lease_settings(&self) -> LeaseSettings {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "lanyard-controller".to_string());
+            format!("{host}-{}", std::process::id())
+        });
+        LeaseSettings {
+            namespace: self.lease_namespace.clone(),
+            name: self.lease_name.clone(),
+            identity,
+            duration: Duration::from_secs(self.lease_duration),
         }
     }
 }
@@ -94,14 +167,25 @@ pub fn init_tracing(default_filter: &str) -> Result<()> {
 /// Runs the controller, serving xDS, until Ctrl-C or SIGTERM (or once, with `--once`).
 pub async fn run(args: Args) -> Result<ExitCode> {
     let settings = args.settings();
-    let Some(dir) = args.config_dir else {
-        return Err(Error::NoPaths);
+    let watcher = match (&args.config_dir, &args.kubeconfig, args.kubernetes) {
+        (Some(dir), _, _) => {
+            let source = FileSource::new([dir])?;
+            if args.once {
+                return run_once(source, &settings);
+            }
+            Source::Files(FileWatcher::start(source, settings.clone())?)
+        }
+        (None, kubeconfig, kubernetes) if kubeconfig.is_some() || kubernetes => {
+            let client = kube_client(kubeconfig.as_deref()).await?;
+            Source::Kubernetes(KubeWatcher::start(
+                client,
+                &args.namespaces,
+                settings.clone(),
+                args.lease_settings(),
+            ))
+        }
+        (None, _, _) => return Err(Error::NoPaths),
     };
-    let source = FileSource::new([dir])?;
-    if args.once {
-        return run_once(source, &settings);
-    }
-    let watcher = FileWatcher::start(source, settings.clone())?;
     let mut snapshots = watcher.subscribe();
     let mut serving = Serving::start(
         args.xds_address,
@@ -111,7 +195,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     )
     .await?;
     let mut previous: Arc<Snapshot> = snapshots.borrow_and_update().clone();
-    log_snapshot(&previous, None);
+    if !previous.is_placeholder() {
+        log_snapshot(&previous, None);
+    }
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -142,6 +228,53 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Where snapshots come from.
+enum Source {
+    Files(FileWatcher),
+    Kubernetes(KubeWatcher),
+}
+
+impl Source {
+    fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        match self {
+            Source::Files(w) => w.subscribe(),
+            Source::Kubernetes(w) => w.subscribe(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Source::Files(w) => w.stop(),
+            Source::Kubernetes(w) => w.stop(),
+        }
+    }
+}
+
+/// A client for the API server a kubeconfig names, or (`None`) the one `kube::Config::infer`
+/// finds.
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                Error::Kubernetes(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| Error::Kubernetes(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Kubernetes(format!(
+                "no Kubernetes configuration found ($KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+            ))
+        })?,
+    };
+    let server = config.cluster_url.clone();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| Error::Kubernetes(format!("cannot create a client for {server}: {e}")))?;
+    info!(%server, "watching the Kubernetes API server");
+    Ok(client)
 }
 
 fn run_once(mut source: FileSource, settings: &Settings) -> Result<ExitCode> {
@@ -212,6 +345,62 @@ mod tests {
         .unwrap();
         assert_eq!(args.xds_address.port(), 0);
         assert!(args.debug_address.is_ipv6());
+    }
+
+    #[test]
+    fn kubernetes_is_a_source_with_namespaces_and_a_trust_domain() {
+        let args = Args::try_parse_from([
+            "lanyard-controller",
+            "--kubeconfig",
+            "/k",
+            "--namespace",
+            "a",
+            "--namespace",
+            "b",
+            "--trust-domain",
+            "example.org",
+        ])
+        .unwrap();
+        assert_eq!(args.kubeconfig.as_deref(), Some(Path::new("/k")));
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert_eq!(args.settings().trust_domain, "example.org");
+        let lease = args.lease_settings();
+        assert_eq!(lease.name, DEFAULT_LEASE_NAME);
+        assert_eq!(lease.duration, DEFAULT_LEASE_DURATION);
+        assert!(!lease.identity.is_empty());
+        let args = Args::try_parse_from([
+            "lanyard-controller",
+            "--kubernetes",
+            "--identity",
+            "pod-a",
+            "--lease-duration",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(args.lease_settings().identity, "pod-a");
+        assert_eq!(args.lease_settings().duration, Duration::from_secs(3));
+        let args = Args::try_parse_from(["lanyard-controller", "--kubernetes"]).unwrap();
+        assert!(args.kubernetes && args.namespaces.is_empty());
+        assert_eq!(args.settings().trust_domain, DEFAULT_TRUST_DOMAIN);
+        // One source at a time, and --once only for files.
+        for conflicting in [
+            &["--config-dir", "/x", "--kubeconfig", "/k"][..],
+            &["--kubernetes", "--kubeconfig", "/k"],
+            &["--kubernetes", "--once"],
+            &["--config-dir", "/x", "--namespace", "a"],
+        ] {
+            let argv = std::iter::once("lanyard-controller").chain(conflicting.iter().copied());
+            assert!(Args::try_parse_from(argv).is_err(), "{conflicting:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_kubeconfig_is_an_error_naming_it() {
+        let Err(err) = kube_client(Some(Path::new("/nonexistent/kubeconfig"))).await else {
+            panic!("a missing kubeconfig gave a client");
+        };
+        let err = err.to_string();
+        assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
     }
 
     #[test]

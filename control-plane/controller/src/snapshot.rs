@@ -13,6 +13,8 @@ use crate::files::Loaded;
 
 /// The default DNS domain of the cluster.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// The default SPIFFE trust domain of workload identities.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// Settings shared by every translation the controller and `lanyardctl` run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,9 @@ pub struct Settings {
     pub controller_name: String,
     /// The cluster's DNS domain (`svc.<domain>` names).
     pub cluster_domain: String,
+    /// The SPIFFE trust domain of workload identities (`spiffe://<domain>/ns/…/sa/…`); kept
+    /// for the certificate authority, nothing reads it yet.
+    pub trust_domain: String,
 }
 
 impl Default for Settings {
@@ -28,6 +33,7 @@ impl Default for Settings {
         Self {
             controller_name: DEFAULT_CONTROLLER_NAME.to_string(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
         }
     }
 }
@@ -53,7 +59,8 @@ impl Settings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// Counts published snapshots, from 1. A new snapshot is published only when the
-    /// objects or the diagnostics changed.
+    /// objects or the diagnostics changed. 0 is a placeholder a source publishes before its
+    /// first full load ([`Snapshot::placeholder`]); it is never served.
     pub generation: u64,
     /// Every object served (see [`crate::files`] for which ones).
     pub objects: Objects,
@@ -81,6 +88,17 @@ pub struct Summary {
 }
 
 impl Snapshot {
+    /// What a source publishes before its first full load: generation 0, no objects.
+    pub fn placeholder() -> Self {
+        let loaded = Loaded::default();
+        Self::with_translation(0, loaded, Translation::default())
+    }
+
+    /// Whether this is [`Snapshot::placeholder`]: nothing loaded yet, not to be served.
+    pub fn is_placeholder(&self) -> bool {
+        self.generation == 0
+    }
+
     /// Translates loaded objects.
     pub fn translate(generation: u64, loaded: Loaded, settings: &Settings) -> Self {
         let translation = lanyard_index::translate(&loaded.objects, &settings.index_options());

@@ -104,7 +104,8 @@ impl Serving {
 }
 
 /// Hands the server the xDS translation of every snapshot whose model changed (a snapshot
-/// with only new diagnostics keeps the previous translation), until the server stops.
+/// with only new diagnostics keeps the previous translation), until the server stops. A
+/// placeholder snapshot is not served, so `/readyz` waits for the source's first full load.
 async fn feed(
     server: XdsServer,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -115,9 +116,10 @@ async fn feed(
     let mut served: Option<Arc<Snapshot>> = None;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        let same = served
-            .as_ref()
-            .is_some_and(|s| s.translation.model == snapshot.translation.model);
+        let same = snapshot.is_placeholder()
+            || served
+                .as_ref()
+                .is_some_and(|s| s.translation.model == snapshot.translation.model);
         if !same {
             let (snap, opts) = (snapshot.clone(), options.clone());
             match tokio::task::spawn_blocking(move || {

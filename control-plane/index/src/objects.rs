@@ -399,6 +399,20 @@ impl Objects {
         }
     }
 
+    /// Keeps, of one kind, only the objects whose key satisfies `keep` (a watch's relist
+    /// replaces exactly the objects it covers).
+    pub fn retain(&mut self, kind: Kind, mut keep: impl FnMut(&ObjectKey) -> bool) {
+        match kind {
+            Kind::Namespace => self.namespaces.retain(|k, _| keep(k)),
+            Kind::Service => self.services.retain(|k, _| keep(k)),
+            Kind::EndpointSlice => self.endpoint_slices.retain(|k, _| keep(k)),
+            Kind::Pod => self.pods.retain(|k, _| keep(k)),
+            Kind::HttpRoute => self.http_routes.retain(|k, _| keep(k)),
+            Kind::GrpcRoute => self.grpc_routes.retain(|k, _| keep(k)),
+            Kind::ReferenceGrant => self.reference_grants.retain(|k, _| keep(k)),
+        }
+    }
+
     /// Whether an object of this kind and key is stored.
     pub fn contains(&self, object: &ObjectRef) -> bool {
         let key = &object.key;
@@ -542,5 +556,11 @@ mod tests {
         objects.delete(&r);
         objects.delete(&r);
         assert!(!objects.contains(&r));
+
+        objects.apply(ns("a"));
+        objects.apply(ns("b"));
+        objects.retain(Kind::Namespace, |k| k.name == "b");
+        assert!(!objects.contains(&r));
+        assert!(objects.contains(&ns("b").object_ref()));
     }
 }

@@ -88,6 +88,7 @@ fn translate(args: TranslateArgs) -> anyhow::Result<ExitCode> {
         settings: Settings {
             controller_name: args.controller_name,
             cluster_domain: args.cluster_domain,
+            ..Default::default()
         },
     })?;
     print!("{}", output.text);

@@ -1,0 +1,445 @@
+//! The Kubernetes source: watches on the API server in, [`Snapshot`]s out.
+//!
+//! [`KubeWatcher`] runs one kube-runtime watcher per kind Lanyard reads (per kind and
+//! namespace when namespaces are given), each in its own tracing span. Every object goes
+//! through [`lanyard_index::parse_value`], as in file mode, into one [`Objects`] store (see
+//! [`store`]). Changes are collected for [`DEBOUNCE`] after the first one, then translated and
+//! published on the same kind of `watch` channel the [`FileWatcher`](crate::FileWatcher) uses,
+//! so everything after it (ADS, the debug endpoint, logs) is shared.
+//!
+//! - Until every watch has listed once, the channel holds a placeholder snapshot
+//!   (generation 0, [`Snapshot::is_placeholder`]) that is not served: `/readyz` turns ready
+//!   with the first complete snapshot.
+//! - A watch that fails, or gets `410 Gone`, relists with backoff; the relist replaces that
+//!   watch's objects only once complete, so proxies keep their configuration meanwhile.
+//! - Route status is written back by [`status`], from every snapshot, by the replica that
+//!   holds the Lease ([`lease`]).
+//! - A kind the server does not serve (404: the Gateway API CRDs are not installed) is
+//!   logged as a warning, counts as listed with no objects, and keeps being retried with
+//!   backoff.
+
+pub mod lease;
+pub mod status;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use lanyard_index::{Kind, Object, Objects, Parsed, parse_value};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::files::Loaded;
+use crate::snapshot::{Settings, Snapshot};
+use lease::LeaseSettings;
+use store::{Change, Store, Watched};
+
+/// How long to collect watch events after the first one before translating.
+pub const DEBOUNCE: Duration = crate::files::DEBOUNCE;
+
+/// Every kind Lanyard reads, in the order the watches start.
+pub const KINDS: [Kind; 7] = [
+    Kind::Namespace,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Pod,
+    Kind::HttpRoute,
+    Kind::GrpcRoute,
+    Kind::ReferenceGrant,
+];
+
+/// Where the API server serves a kind: group, version and plural.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    let (group, version, plural) = match kind {
+        Kind::Namespace => ("", "v1", "namespaces"),
+        Kind::Service => ("", "v1", "services"),
+        Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
+        Kind::Pod => ("", "v1", "pods"),
+        Kind::HttpRoute => ("gateway.networking.k8s.io", "v1", "httproutes"),
+        Kind::GrpcRoute => ("gateway.networking.k8s.io", "v1", "grpcroutes"),
+        // v1beta1 is served by every Gateway API release that has ReferenceGrant.
+        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
+    };
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind.as_str()),
+        plural,
+    )
+}
+
+/// The watches for these namespaces (empty: all namespaces), one per kind and namespace.
+pub fn watches(namespaces: &[String]) -> Vec<Watched> {
+    KINDS
+        .iter()
+        .flat_map(|&kind| {
+            if namespaces.is_empty() {
+                vec![Watched {
+                    kind,
+                    namespace: None,
+                }]
+            } else {
+                namespaces
+                    .iter()
+                    .map(|ns| Watched {
+                        kind,
+                        namespace: Some(ns.clone()),
+                    })
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+/// Parses an object from a watch with the same parser as file mode. `Err` says why it
+/// cannot be read.
+pub fn to_object(resource: &ApiResource, object: DynamicObject) -> Result<Object, String> {
+    let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    if let Some(map) = value.as_object_mut() {
+        // List items may come without them.
+        map.insert("apiVersion".into(), resource.api_version.clone().into());
+        map.insert("kind".into(), resource.kind.clone().into());
+        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+    }
+    match parse_value(value, "").into_iter().next() {
+        Some(Ok(Parsed::Object { object, .. })) => Ok(*object),
+        Some(Ok(Parsed::Unused { kind, .. })) => Err(format!("unexpected kind {kind}")),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("empty object".to_string()),
+    }
+}
+
+/// Whether a watcher error means the kind is not served (its CRD is not installed).
+pub fn is_not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
+        _ => false,
+    }
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn apply(&self, watch: usize, change: Change) {
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(watch, change);
+        self.changed.notify_one();
+    }
+}
+
+/// Publishes a [`Snapshot`] of the objects on an API server, and a new one whenever they
+/// change (see the module docs). Dropping it stops the watches.
+#[derive(Debug)]
+pub struct KubeWatcher {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl KubeWatcher {
+    /// Starts the watches (`namespaces` empty: all namespaces), the publisher, and the route
+    /// status writer with the leader election it waits for.
+    pub fn start(
+        client: Client,
+        namespaces: &[String],
+        settings: Settings,
+        lease: LeaseSettings,
+    ) -> Self {
+        let watches = watches(namespaces);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(watches.clone())),
+            changed: Notify::new(),
+        });
+        let (sender, snapshots) = watch::channel(Arc::new(Snapshot::placeholder()));
+        let mut tasks: Vec<JoinHandle<()>> = watches
+            .into_iter()
+            .enumerate()
+            .map(|(index, watched)| {
+                let span = info_span!(
+                    "watch",
+                    kind = %watched.kind,
+                    namespace = watched.namespace.as_deref().unwrap_or("*"),
+                );
+                let resource = api_resource(watched.kind);
+                tokio::spawn(
+                    run_watch(client.clone(), index, watched, resource, shared.clone())
+                        .instrument(span),
+                )
+            })
+            .collect();
+        let (leading, leader) = watch::channel(false);
+        tasks.push(tokio::spawn(
+            lease::run(client.clone(), lease, leading).instrument(info_span!("lease")),
+        ));
+        tasks.push(tokio::spawn(
+            status::run(
+                client,
+                settings.controller_name.clone(),
+                snapshots.clone(),
+                leader,
+            )
+            .instrument(info_span!("status")),
+        ));
+        tasks.push(tokio::spawn(
+            publish(shared, sender, settings).instrument(info_span!("publish")),
+        ));
+        Self { snapshots, tasks }
+    }
+
+    /// A receiver of every snapshot published from now on; it holds the current one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// The latest snapshot (a placeholder until the first full sync).
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// Stops the watches and the publisher.
+    pub fn stop(mut self) {
+        self.abort();
+    }
+
+    fn abort(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for KubeWatcher {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Runs one watch of `resource` (where the server serves the watched kind) until aborted,
+/// feeding its changes into the store.
+async fn run_watch(
+    client: Client,
+    index: usize,
+    watched: Watched,
+    resource: ApiResource,
+    shared: Arc<Shared>,
+) {
+    let mut config = watcher::Config::default();
+    let api: Api<DynamicObject> = match (&watched.namespace, watched.kind) {
+        (Some(ns), Kind::Namespace) => {
+            config = config.fields(&format!("metadata.name={ns}"));
+            Api::all_with(client, &resource)
+        }
+        (Some(ns), _) => Api::namespaced_with(client, ns, &resource),
+        (None, _) => Api::all_with(client, &resource),
+    };
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut missing = false;
+    while let Some(event) = events.next().await {
+        let change = match event {
+            Ok(watcher::Event::Init) => Change::Init,
+            Ok(watcher::Event::InitDone) => {
+                if std::mem::take(&mut missing) {
+                    info!("the kind is served now");
+                }
+                debug!("listed");
+                Change::InitDone
+            }
+            Ok(watcher::Event::InitApply(object)) => match to_object(&resource, object) {
+                Ok(object) => Change::InitApply(object),
+                Err(e) => {
+                    warn!(error = %e, "skipping an object that cannot be read");
+                    continue;
+                }
+            },
+            Ok(watcher::Event::Apply(object)) => match to_object(&resource, object) {
+                Ok(object) => Change::Apply(object),
+                Err(e) => {
+                    warn!(error = %e, "skipping an object that cannot be read");
+                    continue;
+                }
+            },
+            Ok(watcher::Event::Delete(object)) => match to_object(&resource, object) {
+                Ok(object) => Change::Delete(object.object_ref()),
+                Err(e) => {
+                    warn!(error = %e, "skipping the deletion of an object that cannot be read");
+                    continue;
+                }
+            },
+            Err(e) if is_not_found(&e) => {
+                if !missing {
+                    warn!(
+                        api_version = %resource.api_version,
+                        "the API server does not serve this kind (are the Gateway API CRDs installed?): treating it as empty, retrying with backoff"
+                    );
+                    missing = true;
+                }
+                Change::Missing
+            }
+            Err(e) => {
+                // The watcher relists (or resumes) by itself after a backoff.
+                warn!(error = %e, "watch failed, retrying with backoff");
+                continue;
+            }
+        };
+        shared.apply(index, change);
+    }
+}
+
+/// Translates and publishes the store whenever it changed and every watch has listed,
+/// collecting changes for [`DEBOUNCE`] first.
+async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, settings: Settings) {
+    loop {
+        shared.changed.notified().await;
+        tokio::time::sleep(DEBOUNCE).await;
+        let objects: Option<Objects> = {
+            let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+            if store.all_synced() {
+                store.take_changed()
+            } else {
+                None
+            }
+        };
+        let Some(objects) = objects else { continue };
+        let current = sender.borrow().clone();
+        if !current.is_placeholder() && current.objects == objects {
+            debug!("no change");
+            continue;
+        }
+        let generation = current.generation + 1;
+        let settings = settings.clone();
+        let translated = tokio::task::spawn_blocking(move || {
+            let loaded = Loaded {
+                objects,
+                ..Default::default()
+            };
+            Snapshot::translate(generation, loaded, &settings)
+        })
+        .instrument(info_span!("translate", generation))
+        .await;
+        match translated {
+            Ok(snapshot) => {
+                info!(
+                    generation,
+                    services = snapshot.objects.services.len(),
+                    routes = snapshot.summary().routes,
+                    "translated"
+                );
+                sender.send_replace(Arc::new(snapshot));
+            }
+            Err(e) => error!(error = %e, "translation panicked: keeping the previous snapshot"),
+        }
+        if sender.is_closed() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_watch_per_namespace() {
+        assert_eq!(watches(&[]).len(), KINDS.len());
+        let two = watches(&["a".into(), "b".into()]);
+        assert_eq!(two.len(), 2 * KINDS.len());
+        assert!(two.iter().all(|w| w.namespace.is_some()));
+    }
+
+    #[test]
+    fn objects_from_the_api_server_go_through_the_file_parser() {
+        let resource = api_resource(Kind::HttpRoute);
+        let route = DynamicObject {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("r".into()),
+                namespace: Some("shop".into()),
+                managed_fields: Some(vec![Default::default()]),
+                ..Default::default()
+            },
+            data: json!({"spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "cart"}]}}),
+        };
+        let object = to_object(&resource, route).unwrap();
+        assert_eq!(object.object_ref().to_string(), "HTTPRoute shop/r");
+        assert!(object.metadata().managed_fields.is_none());
+
+        let broken = DynamicObject {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            data: json!({"spec": {"ports": "eighty"}}),
+        };
+        assert!(to_object(&api_resource(Kind::Service), broken).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_kind_the_server_does_not_serve_counts_as_empty_and_is_retried() {
+        let server = lanyard_test_apiserver::ApiServer::start(Default::default())
+            .await
+            .unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig_path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let watched = Watched {
+            kind: Kind::HttpRoute,
+            namespace: None,
+        };
+        // As if the Gateway API CRDs were not installed.
+        let unserved = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v9", "HTTPRoute"),
+            "httproutes",
+        );
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(vec![watched.clone()])),
+            changed: Notify::new(),
+        });
+        let task = tokio::spawn(run_watch(client, 0, watched, unserved, shared.clone()));
+        let synced = async {
+            while !shared.store.lock().unwrap().all_synced() {
+                shared.changed.notified().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), synced)
+            .await
+            .expect("the missing kind was reported");
+        assert!(!task.is_finished(), "the watch gave up");
+        task.abort();
+    }
+
+    #[test]
+    fn a_404_means_the_kind_is_not_served() {
+        let status = |code| {
+            Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            })
+        };
+        assert!(is_not_found(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(404))
+        )));
+        assert!(!is_not_found(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(500))
+        )));
+        assert!(!is_not_found(&watcher::Error::WatchError(status(410))));
+    }
+}

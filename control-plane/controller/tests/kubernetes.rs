@@ -1,0 +1,490 @@
+//! `lanyard-controller --kubeconfig PATH` against the loopback API server
+//! (`lanyard-test-apiserver`): objects applied with the real kubectl reach a gRPC xDS client,
+//! and the controller rides out `410 Gone` and dropped watches without the proxies losing their
+//! configuration.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use lanyard_test_apiserver::{ApiServer, Config};
+use lanyard_xds::testing::client::{SotwClient, find, names, node};
+use lanyard_xds::testing::{WAIT, http_get};
+use lanyard_xds::type_url;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+const ROUTE_CONFIG: &str = "cart.shop.svc.cluster.local:80";
+
+fn cluster(service: &str) -> String {
+    format!("outbound|80||{service}.shop.svc.cluster.local")
+}
+
+fn mk_service(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n"
+    )
+}
+
+fn mk_endpoint_slice(service: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: shop, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]\n"
+    )
+}
+
+/// An HTTPRoute on Service `cart` that sends everything to `backend`.
+fn mk_route(backend: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: cart, port: 80}}]\n  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+    )
+}
+
+/// Runs kubectl off the async threads (the API server runs on them); its stdout.
+async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(&args)
+            .output()
+            .expect("kubectl runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `kubectl apply -f` of these documents.
+async fn kubectl_apply(kubeconfig: &Path, documents: &[String]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, documents.join("---\n")).unwrap();
+    kubectl(kubeconfig, &["apply", "-f", file.to_str().unwrap()]).await;
+}
+
+struct Controller {
+    child: Child,
+    xds: SocketAddr,
+    debug: SocketAddr,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on free ports against the kubeconfig and reads the addresses it prints.
+fn start(kubeconfig: &Path) -> Controller {
+    start_with(kubeconfig, &[])
+}
+
+/// [`start`] with more flags.
+fn start_with(kubeconfig: &Path, flags: &[&str]) -> Controller {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lanyard-controller"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(flags)
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the controller starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut xds, mut debug) = (None, None);
+    let deadline = Instant::now() + WAIT;
+    while xds.is_none() || debug.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the controller printed its addresses in time");
+        if let Some(address) = line.strip_prefix("xds listening on ") {
+            xds = Some(address.parse().unwrap());
+        } else if let Some(address) = line.strip_prefix("debug listening on ") {
+            debug = Some(address.parse().unwrap());
+        }
+    }
+    Controller {
+        child,
+        xds: xds.unwrap(),
+        debug: debug.unwrap(),
+    }
+}
+
+/// Waits (boundedly) for `/readyz` to answer 200.
+async fn wait_ready(debug: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get(debug, "/readyz").await;
+        if status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The clusters the route configuration of `cart:80` sends to.
+fn route_clusters(response: &DiscoveryResponse) -> String {
+    let config: RouteConfiguration = find(response, ROUTE_CONFIG)
+        .unwrap_or_else(|| panic!("no {ROUTE_CONFIG} in {:?}", names(response)));
+    format!("{config:?}")
+}
+
+/// Receives responses (acking each) until a route configuration satisfies `f`.
+async fn wait_for_routes(client: &mut SotwClient, what: &str, f: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = client.recv().await;
+        client.ack(&response);
+        if response.type_url == type_url::ROUTE && f(&route_clusters(&response)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no route configuration with {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_applied_routes_reach_proxies_and_survive_gone_and_dropped_watches() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    let controller = start(&kubeconfig);
+    // Nothing in the cluster is still a complete sync.
+    wait_ready(controller.debug).await;
+    assert_eq!(http_get(controller.debug, "/healthz").await.0, 200);
+
+    kubectl_apply(
+        &kubeconfig,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_service("cart"),
+            mk_service("cart-v2"),
+            mk_endpoint_slice("cart-v2", "10.1.0.2"),
+            mk_route("cart-v2"),
+        ],
+    )
+    .await;
+
+    let mut client = SotwClient::connect(controller.xds, node("client.shop")).await;
+    client.subscribe(type_url::CLUSTER, &[]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let clusters = client.recv_type(type_url::CLUSTER).await;
+        client.ack(&clusters);
+        if names(&clusters).contains(&cluster("cart-v2")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cart-v2 cluster: {:?}",
+            names(&clusters)
+        );
+    }
+    client.subscribe(type_url::ROUTE, &[ROUTE_CONFIG]);
+    wait_for_routes(&mut client, "cart-v2", |routes| {
+        routes.contains(&cluster("cart-v2"))
+    })
+    .await;
+
+    // Every watch fails or drops; the watchers relist or resume.
+    let lists = |server: &lanyard_test_apiserver::Running| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "list")
+            .count()
+    };
+    let lists_before = lists(&server);
+    for kind in [
+        "Namespace",
+        "Service",
+        "EndpointSlice",
+        "Pod",
+        "HTTPRoute",
+        "GRPCRoute",
+        "ReferenceGrant",
+    ] {
+        server.inject_gone(kind);
+    }
+    server.drop_watches();
+    let deadline = Instant::now() + WAIT;
+    while lists(&server) < lists_before + 7 || server.open_watches() < 7 {
+        assert!(Instant::now() < deadline, "the watches did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The same objects relisted give no new configuration.
+    let pushed = tokio::time::timeout(Duration::from_millis(500), client.next_untimed()).await;
+    assert!(
+        pushed.is_err(),
+        "a relist of unchanged objects pushed {pushed:?}"
+    );
+    assert_eq!(http_get(controller.debug, "/readyz").await.0, 200);
+
+    // And changes are followed after it.
+    kubectl_apply(&kubeconfig, &[mk_service("cart-v3"), mk_route("cart-v3")]).await;
+    wait_for_routes(&mut client, "cart-v3", |routes| {
+        routes.contains(&cluster("cart-v3")) && !routes.contains(&cluster("cart-v2"))
+    })
+    .await;
+}
+
+/// Waits (boundedly) for the controllers' Lease to be held by `identity`.
+async fn wait_for_holder(server: &lanyard_test_apiserver::Running, identity: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lease = server.object(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("default"),
+            "lanyard-controller",
+        );
+        let holder = lease
+            .as_ref()
+            .and_then(|l| l.pointer("/spec/holderIdentity"))
+            .and_then(|h| h.as_str());
+        if holder == Some(identity) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Lease is not held by {identity}: {lease:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const OTHER_CONTROLLER: &str = "example.com/gateway-controller";
+
+/// `status.parents` of HTTPRoute shop/cart, as `kubectl get -o yaml` shows it.
+async fn route_parents(kubeconfig: &Path) -> Vec<serde_yaml::Value> {
+    let yaml = kubectl(
+        kubeconfig,
+        &["get", "httproute", "cart", "-n", "shop", "-o", "yaml"],
+    )
+    .await;
+    let route: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    route["status"]["parents"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// This controller's condition of a type in `parents`, if any.
+fn our_condition(parents: &[serde_yaml::Value], type_: &str) -> Option<serde_yaml::Value> {
+    parents
+        .iter()
+        .filter(|p| {
+            p["controllerName"].as_str() == Some(lanyard_index::status::DEFAULT_CONTROLLER_NAME)
+        })
+        .flat_map(|p| p["conditions"].as_sequence().cloned().unwrap_or_default())
+        .find(|c| c["type"].as_str() == Some(type_))
+}
+
+/// Polls the route's status until `f` holds.
+async fn wait_for_status(
+    kubeconfig: &Path,
+    what: &str,
+    f: impl Fn(&[serde_yaml::Value]) -> bool,
+) -> Vec<serde_yaml::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let parents = route_parents(kubeconfig).await;
+        if f(&parents) {
+            return parents;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status with {what}: {parents:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn route_status_is_written_beside_other_controllers_and_follows_the_backend() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    kubectl_apply(
+        &kubeconfig,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_service("cart"),
+            mk_service("cart-v2"),
+            mk_route("cart-v2"),
+        ],
+    )
+    .await;
+    // Another controller's entry, there before this one starts.
+    let other = format!(
+        r#"{{"status":{{"parents":[{{"parentRef":{{"name":"gw"}},"controllerName":"{OTHER_CONTROLLER}","conditions":[]}}]}}}}"#
+    );
+    kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "httproute",
+            "cart",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &other,
+        ],
+    )
+    .await;
+
+    let controller = start_with(
+        &kubeconfig,
+        &["--identity", "first", "--lease-duration", "2"],
+    );
+    let accepted = wait_for_status(&kubeconfig, "Accepted and ResolvedRefs", |parents| {
+        our_condition(parents, "Accepted").is_some_and(|c| c["status"].as_str() == Some("True"))
+            && our_condition(parents, "ResolvedRefs")
+                .is_some_and(|c| c["status"].as_str() == Some("True"))
+    })
+    .await;
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    assert!(
+        accepted
+            .iter()
+            .any(|p| p["controllerName"].as_str() == Some(OTHER_CONTROLLER))
+    );
+    let accepted_since =
+        our_condition(&accepted, "Accepted").unwrap()["lastTransitionTime"].clone();
+    assert!(
+        accepted_since.as_str().is_some_and(|t| t.ends_with('Z')),
+        "{accepted_since:?}"
+    );
+
+    kubectl(&kubeconfig, &["delete", "service", "cart-v2", "-n", "shop"]).await;
+    let broken = wait_for_status(&kubeconfig, "BackendNotFound", |parents| {
+        our_condition(parents, "ResolvedRefs").is_some_and(|c| {
+            c["status"].as_str() == Some("False") && c["reason"].as_str() == Some("BackendNotFound")
+        })
+    })
+    .await;
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    // Accepted did not change, so neither did its time.
+    assert_eq!(
+        our_condition(&broken, "Accepted").unwrap()["lastTransitionTime"],
+        accepted_since
+    );
+
+    // The backend comes back: the route resolves again.
+    kubectl_apply(&kubeconfig, &[mk_service("cart-v2")]).await;
+    wait_for_status(&kubeconfig, "ResolvedRefs again", |parents| {
+        our_condition(parents, "ResolvedRefs").is_some_and(|c| c["status"].as_str() == Some("True"))
+    })
+    .await;
+
+    // Written by server-side apply on /status, as this controller, forced.
+    let status_path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/cart/status";
+    let applies = || {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.verb == "patch"
+                    && r.path == status_path
+                    && !r.query.contains("fieldManager=kubectl")
+            })
+            .collect::<Vec<_>>()
+    };
+    let written = applies();
+    assert!(!written.is_empty());
+    for request in &written {
+        assert!(request.query.contains("force=true"), "{request:?}");
+        assert!(
+            request.query.contains("fieldManager=lanyard.dev"),
+            "{request:?}"
+        );
+    }
+
+    // A restart finds the status up to date and writes nothing.
+    drop(controller);
+    let controller = start_with(
+        &kubeconfig,
+        &["--identity", "second", "--lease-duration", "2"],
+    );
+    wait_ready(controller.debug).await;
+    wait_for_holder(&server, "second").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        applies().len(),
+        written.len(),
+        "a restart rewrote the status"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_replica_takes_over_status_when_the_leader_dies() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    kubectl_apply(
+        &kubeconfig,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_service("cart"),
+            mk_service("cart-v2"),
+            mk_route("cart-v2"),
+        ],
+    )
+    .await;
+    let leader = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "2"]);
+    wait_for_holder(&server, "a").await;
+    let follower = start_with(&kubeconfig, &["--identity", "b", "--lease-duration", "2"]);
+    wait_ready(follower.debug).await;
+    wait_for_status(&kubeconfig, "ResolvedRefs", |parents| {
+        our_condition(parents, "ResolvedRefs").is_some_and(|c| c["status"].as_str() == Some("True"))
+    })
+    .await;
+    // The follower serves xDS too, and does not take the Lease from a live leader.
+    let mut client = SotwClient::connect(follower.xds, node("client.shop")).await;
+    client.subscribe(type_url::CLUSTER, &[]);
+    let clusters = client.recv_type(type_url::CLUSTER).await;
+    assert!(names(&clusters).contains(&cluster("cart-v2")));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_holder(&server, "a").await;
+
+    drop(leader);
+    wait_for_holder(&server, "b").await;
+    kubectl(&kubeconfig, &["delete", "service", "cart-v2", "-n", "shop"]).await;
+    wait_for_status(
+        &kubeconfig,
+        "BackendNotFound from the new leader",
+        |parents| {
+            our_condition(parents, "ResolvedRefs")
+                .is_some_and(|c| c["reason"].as_str() == Some("BackendNotFound"))
+        },
+    )
+    .await;
+}
