@@ -435,13 +435,15 @@ def controller_path():
 
 
 class Controller:
-    """`lanyard-controller --config-dir DIR` on loopback ports it picks itself."""
+    """`lanyard-controller --config-dir DIR` (or, given `kubeconfig`, `--kubeconfig PATH`) on
+    loopback ports it picks itself."""
 
-    def __init__(self, procs, config_dir, timeout=30.0, extra_args=()):
+    def __init__(self, procs, config_dir, timeout=30.0, extra_args=(), kubeconfig=None):
         env = dict(os.environ)
         env["RUST_LOG"] = os.environ.get("LANYARD_E2E_RUST_LOG", "info")
         env.pop("LANYARD_CONFIG_DIR", None)
-        args = [controller_path(), "--config-dir", config_dir,
+        source = ["--kubeconfig", kubeconfig] if kubeconfig else ["--config-dir", config_dir]
+        args = [controller_path(), *source,
                 "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0",
                 *extra_args]
         # It prints `xds listening on ADDR` / `debug listening on ADDR` on stdout, logs on
@@ -490,6 +492,57 @@ class Controller:
                 last = str(e)
             time.sleep(0.1)
         raise E2EError(f"/readyz not 200 within {timeout}s: {last}")
+
+
+# --------------------------------------------------------------------------------------------
+# The loopback Kubernetes API server (tests/apiserver) and kubectl
+
+KUBECTL = os.environ.get("LANYARD_KUBECTL", "/usr/bin/kubectl")
+# The controller that writes route status (lanyard_index::status::DEFAULT_CONTROLLER_NAME).
+CONTROLLER_NAME = "lanyard.dev/mesh-controller"
+
+
+def apiserver_path():
+    path = os.environ.get("LANYARD_TEST_APISERVER") or os.path.join(
+        os.path.dirname(controller_path()), "lanyard-test-apiserver")
+    if not os.access(path, os.X_OK):
+        raise E2EError(f"no loopback API server binary at {path}: run `cargo build --bin "
+                       "lanyard-test-apiserver` first (or set LANYARD_TEST_APISERVER)")
+    return path
+
+
+class ApiServer:
+    """`lanyard-test-apiserver` (the loopback Kubernetes API server test fixture) on a port it
+    picks itself; `kubeconfig` is the path it prints."""
+
+    def __init__(self, procs, timeout=20.0):
+        self.child = procs.spawn("apiserver", [apiserver_path()], stdin=False)
+        self.kubeconfig = self.child.read_line(timeout).strip()
+        if not os.path.isfile(self.kubeconfig):
+            raise E2EError(f"the API server printed {self.kubeconfig!r}, not a kubeconfig; "
+                           f"log: {self.child.log_tail()}")
+
+    def kubectl(self, *args, input=None, timeout=30.0):
+        """Runs the real kubectl against this server; its stdout (raises on failure)."""
+        proc = subprocess.run([KUBECTL, "--kubeconfig", self.kubeconfig, *args], input=input,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise E2EError(f"kubectl {' '.join(args)} failed ({proc.returncode}): "
+                           f"{proc.stderr.strip()[-2000:]}")
+        return proc.stdout
+
+    def apply(self, docs):
+        return self.kubectl("apply", "-f", "-", input=to_yaml(docs))
+
+
+def route_conditions(obj, controller_name=CONTROLLER_NAME):
+    """{type: condition} of `controller_name`'s entries in a route's `status.parents`."""
+    found = {}
+    for p in (obj.get("status") or {}).get("parents") or []:
+        if p.get("controllerName") == controller_name:
+            for c in p.get("conditions") or []:
+                found[c.get("type")] = c
+    return found
 
 
 def parse_prometheus(text):

@@ -3,14 +3,18 @@
 
 Each scenario writes a config directory, starts `lanyard-controller --config-dir DIR` on
 loopback ports, starts gRPC backends (backend.py) and proxyless gRPC clients (client.py, one
-process per xDS identity), drives calls and checks where they land.
+process per xDS identity), drives calls and checks where they land. The `kubernetes` scenario instead starts the loopback
+Kubernetes API server (`lanyard-test-apiserver`), runs `lanyard-controller --kubeconfig` against
+it and drives it with the real kubectl.
 
     tests/e2e/setup.sh                        # once: .venv with grpcio
-    cargo build --bin lanyard-controller
+    cargo build --bin lanyard-controller --bin lanyard-test-apiserver
     .venv/bin/python tests/e2e/run_e2e.py     # all scenarios
     .venv/bin/python tests/e2e/run_e2e.py -k live --keep
 
 Environment: LANYARD_CONTROLLER (binary; default target/debug/lanyard-controller),
+LANYARD_TEST_APISERVER (default: lanyard-test-apiserver beside the controller), LANYARD_KUBECTL
+(default /usr/bin/kubectl),
 LANYARD_E2E_RUST_LOG (controller log filter, default info), LANYARD_E2E_GRPC_TRACE (GRPC_TRACE
 for the clients, e.g. xds_client). Ends with `N passed, N failed`; exit 0 only when all pass.
 """
@@ -56,6 +60,7 @@ class Context:
         self.procs = h.Procs(self.dir)
         self.figures = {}
         self.controller = None
+        self.api = None
 
     def log(self, msg):
         print(f"    {msg}", flush=True)
@@ -77,11 +82,18 @@ class Context:
             raise E2EError("the scenario's manifests do not translate cleanly (harness bug?):\n"
                            + proc.stdout[-3000:] + proc.stderr[-3000:])
 
-    def start_controller(self):
-        self.controller = h.Controller(self.procs, self.config.path)
+    def start_controller(self, kubernetes=False):
+        """`lanyard-controller --config-dir` on the config dir; with `kubernetes`, instead the
+        loopback API server (`self.api`) and `lanyard-controller --kubeconfig` against it."""
+        if kubernetes:
+            self.api = h.ApiServer(self.procs)
+            self.log(f"loopback API server, kubeconfig {self.api.kubeconfig}")
+            self.controller = h.Controller(self.procs, None, kubeconfig=self.api.kubeconfig)
+        else:
+            self.controller = h.Controller(self.procs, self.config.path)
         self.controller.wait_ready()
-        self.log(f"controller: xds {self.controller.xds_address}, "
-                 f"debug {self.controller.debug_address}")
+        self.log(f"controller{' --kubeconfig' if kubernetes else ''}: xds "
+                 f"{self.controller.xds_address}, debug {self.controller.debug_address}")
         return self.controller
 
     def client(self, ns, pod):
@@ -450,12 +462,142 @@ def route_dump(controller, node_id):
     return json.dumps(routes)
 
 
+# --------------------------------------------------------------------------------------------
+# 6. Kubernetes mode: kubectl against the loopback API server
+
+K8S_NS = "k8s"
+K8S_WEIGHTS = {"k-v1": 70, "k-v2": 30}  # k-v2 is the share that breaks
+STATUS_WITHIN = 10.0  # seconds for route status (and the client) to follow a kubectl change
+
+
+def k8s_route(backends=("k-v1", "k-v2")):
+    return h.http_route(K8S_NS, "k-cart", [h.parent(K8S_NS, "k-cart")], [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+         "backendRefs": [h.backend_ref(b, K8S_WEIGHTS[b]) for b in backends]},
+    ])
+
+
+def wait_route_status(ctx, api, what, ok):
+    """Polls `kubectl get httproute k-cart -o json` until `ok(conditions)`; returns them."""
+    deadline = time.monotonic() + STATUS_WITHIN
+    while True:
+        obj = json.loads(api.kubectl("get", "httproute", "k-cart", "-n", K8S_NS, "-o", "json"))
+        conds = h.route_conditions(obj)
+        if ok(conds):
+            return conds
+        if time.monotonic() > deadline:
+            raise E2EError(f"route status never showed {what} within {STATUS_WITHIN}s: "
+                           f"{json.dumps(obj.get('status'))[:2000]}")
+        time.sleep(0.1)
+
+
+def cond_is(conds, type_, status, reason=None):
+    c = conds.get(type_) or {}
+    return c.get("status") == status and (reason is None or c.get("reason") == reason)
+
+
+def wait_calls(client, target, what, ok, n=50):
+    """Batches of `n` calls until `ok(result)`, within STATUS_WITHIN; returns when it holds."""
+    deadline = time.monotonic() + STATUS_WITHIN
+    while True:
+        got = client.calls(target, n)
+        if ok(got):
+            return got
+        if time.monotonic() > deadline:
+            raise E2EError(f"{client.node_id}: {what} not seen within {STATUS_WITHIN}s: {got}")
+
+
+def scenario_kubernetes(ctx):
+    b = ctx.backends(["k-cart", "k-v1", "k-v2"])
+    docs = [h.namespace(K8S_NS)]
+    for name in b.addresses:
+        docs += h.backend_service(K8S_NS, name, b[name])
+    docs.append(k8s_route())
+    # The same manifests through the file source first: they translate cleanly.
+    ctx.config.write("k8s.yaml", docs)
+    ctx.check_config()
+    ctx.start_controller(kubernetes=True)
+    api = ctx.api
+    api.apply(docs)
+    wait_route_status(ctx, api, "Accepted and ResolvedRefs", lambda c: cond_is(
+        c, "Accepted", "True") and cond_is(c, "ResolvedRefs", "True"))
+    shown = api.kubectl("get", "httproute", "k-cart", "-n", K8S_NS, "-o", "yaml")
+    for needle in ("type: Accepted", "type: ResolvedRefs", h.CONTROLLER_NAME):
+        if needle not in shown:
+            raise E2EError(f"`kubectl get httproute -o yaml` lacks {needle!r}:\n{shown}")
+    ctx.log("kubectl get httproute -o yaml: Accepted=True, ResolvedRefs=True")
+
+    client = ctx.client(K8S_NS, "client-1")
+    target = f"xds:///{h.fqdn('k-cart', K8S_NS)}"
+    client.ready(target)
+    got = client.calls(target, SPLIT_CALLS)
+    if got["errors"]:
+        raise E2EError(f"healthy route: errors {got['errors']}")
+    summary = h.check_split(got["counts"], K8S_WEIGHTS, SPLIT_SD)
+    ctx.log(f"healthy: {summary}")
+    ctx.figures["healthy split"] = got["counts"]
+
+    # Break the reference: the backend Service k-v2 goes away.
+    t_break = time.monotonic()
+    api.kubectl("delete", "service", "k-v2", "-n", K8S_NS)
+    conds = wait_route_status(ctx, api, "ResolvedRefs=False/BackendNotFound", lambda c: cond_is(
+        c, "ResolvedRefs", "False", "BackendNotFound"))
+    t_status = time.monotonic() - t_break
+    if not cond_is(conds, "Accepted", "True"):
+        raise E2EError(f"a missing backend must leave the route Accepted: {conds}")
+    shown = api.kubectl("get", "httproute", "k-cart", "-n", K8S_NS, "-o", "yaml")
+    if "BackendNotFound" not in shown:
+        raise E2EError(f"`kubectl get httproute -o yaml` lacks BackendNotFound:\n{shown}")
+    ctx.log(f"service k-v2 deleted: ResolvedRefs=False/BackendNotFound after "
+            f"{t_status * 1000:.0f} ms ({conds['ResolvedRefs'].get('message')})")
+    # The client follows once a batch reaches k-v1 only, some calls failing.
+    wait_calls(client, target, "the broken share failing",
+               lambda g: g["errors"] and set(g["counts"]) == {"k-v1"})
+    t_client = time.monotonic() - t_break
+    got = client.calls(target, SPLIT_CALLS, timeout=120.0)
+    failed = sum(got["errors"].values())
+    n = failed + sum(got["counts"].values())
+    lo, hi = h.binomial_band(n, K8S_WEIGHTS["k-v2"] / sum(K8S_WEIGHTS.values()), SPLIT_SD)
+    ctx.log(f"broken: {failed}/{n} failed ({100 * failed / n:.1f}%, broken share 30%, "
+            f"accepted {lo}..{hi}); succeeded {got['counts']}; errors {got['errors']}")
+    if set(got["counts"]) != {"k-v1"}:
+        raise E2EError(f"the healthy share should all reach k-v1: {got['counts']}")
+    if not lo <= failed <= hi:
+        raise E2EError(f"failed fraction {failed}/{n} outside {lo}..{hi} for a 30% share")
+    if not all("UNAVAILABLE" in e for e in got["errors"]):
+        raise E2EError(f"the broken share should fail UNAVAILABLE: {got['errors']}")
+    ctx.figures["broken: failed/calls"] = [failed, n]
+    ctx.figures["broken: succeeded"] = got["counts"]
+    ctx.figures["broken: status after delete (ms)"] = round(t_status * 1000)
+    ctx.figures["broken: client following after delete (ms)"] = round(t_client * 1000)
+
+    # Fix it: the Service comes back.
+    t_fix = time.monotonic()
+    api.apply(h.backend_service(K8S_NS, "k-v2", b["k-v2"]))
+    wait_route_status(ctx, api, "ResolvedRefs=True again", lambda c: cond_is(
+        c, "ResolvedRefs", "True") and cond_is(c, "Accepted", "True"))
+    t_status = time.monotonic() - t_fix
+    wait_calls(client, target, "recovery",
+               lambda g: not g["errors"] and set(g["counts"]) == set(K8S_WEIGHTS), n=100)
+    t_client = time.monotonic() - t_fix
+    got = client.calls(target, SPLIT_CALLS)
+    if got["errors"]:
+        raise E2EError(f"recovered route: errors {got['errors']}")
+    summary = h.check_split(got["counts"], K8S_WEIGHTS, SPLIT_SD)
+    ctx.log(f"fixed: ResolvedRefs=True after {t_status * 1000:.0f} ms, client recovered "
+            f"after {t_client * 1000:.0f} ms; {summary}")
+    ctx.figures["recovered split"] = got["counts"]
+    ctx.figures["fixed: status / client after apply (ms)"] = [round(t_status * 1000),
+                                                               round(t_client * 1000)]
+
+
 SCENARIOS = [
     ("weighted", scenario_weighted),
     ("matching", scenario_matching),
     ("live_change", scenario_live_change),
     ("nack", scenario_nack),
     ("consumer_producer", scenario_consumer_producer),
+    ("kubernetes", scenario_kubernetes),
 ]
 
 

@@ -149,6 +149,22 @@ class ParseTest(unittest.TestCase):
 
 
 @unittest.skipUnless(HAVE_GRPC, "grpcio not installed (run tests/e2e/setup.sh)")
+class RouteStatusTest(unittest.TestCase):
+    def test_only_this_controllers_conditions(self):
+        route = {"status": {"parents": [
+            {"controllerName": "example.com/other",
+             "conditions": [{"type": "Accepted", "status": "False"}]},
+            {"controllerName": h.CONTROLLER_NAME,
+             "conditions": [{"type": "Accepted", "status": "True"},
+                            {"type": "ResolvedRefs", "status": "False",
+                             "reason": "BackendNotFound"}]},
+        ]}}
+        conds = h.route_conditions(route)
+        self.assertEqual(conds["Accepted"]["status"], "True")
+        self.assertEqual(conds["ResolvedRefs"]["reason"], "BackendNotFound")
+        self.assertEqual(h.route_conditions({}), {})
+
+
 class ProcessesTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="lanyard-e2e-unit-")
@@ -230,7 +246,7 @@ class ManifestsTest(unittest.TestCase):
                     ctx = run_e2e.Context(name, work)
                     ctx.backends = FakeBackends
 
-                    def stop():
+                    def stop(**_source):
                         ctx.check_config()
                         raise Stop()
 

@@ -1,11 +1,12 @@
 //! Lanyard against gRPC's own xDS client: runs the Python suite `tests/e2e/run_e2e.py`
 //! (see its docstring) against the already-built `lanyard-controller` binary.
 //!
-//! Needs `.venv` at the repository root (`tests/e2e/setup.sh`) and the controller binary
-//! (`cargo build --bin lanyard-controller`; `cargo test --workspace` builds it too). Without
-//! the venv the test is skipped with a notice, unless `LANYARD_E2E` is set (CI sets
-//! `LANYARD_E2E=1`), when a missing venv is a failure. `LANYARD_CONTROLLER` overrides the
-//! binary's path; `LANYARD_E2E_ARGS` passes arguments to the suite (e.g. `-k live`).
+//! Needs `.venv` at the repository root (`tests/e2e/setup.sh`), the controller and the
+//! loopback API server binaries (`cargo build --bin lanyard-controller --bin
+//! lanyard-test-apiserver`) and `/usr/bin/kubectl`. Without the venv the test is skipped with a
+//! notice, unless `LANYARD_E2E` is set (CI sets `LANYARD_E2E=1`), when a missing venv is a
+//! failure. `LANYARD_CONTROLLER` and `LANYARD_TEST_APISERVER` override the binaries' paths;
+//! `LANYARD_E2E_ARGS` passes arguments to the suite (e.g. `-k live`).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -32,10 +33,20 @@ fn repo_root() -> PathBuf {
 /// (`target/<profile>/deps/e2e_grpc-*` -> `target/<profile>/lanyard-controller`), else
 /// `<repo>/target/debug/lanyard-controller`.
 fn controller_binary(root: &Path) -> PathBuf {
-    if let Some(path) = env::var_os("LANYARD_CONTROLLER") {
+    binary(root, "LANYARD_CONTROLLER", "lanyard-controller")
+}
+
+/// The loopback Kubernetes API server the `kubernetes` scenario starts, found like the
+/// controller (`LANYARD_TEST_APISERVER` overriding).
+fn apiserver_binary(root: &Path) -> PathBuf {
+    binary(root, "LANYARD_TEST_APISERVER", "lanyard-test-apiserver")
+}
+
+fn binary(root: &Path, var: &str, name: &str) -> PathBuf {
+    if let Some(path) = env::var_os(var) {
         return PathBuf::from(path);
     }
-    let name = format!("lanyard-controller{}", env::consts::EXE_SUFFIX);
+    let name = format!("{name}{}", env::consts::EXE_SUFFIX);
     let beside_us = env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join(&name)));
@@ -131,8 +142,9 @@ fn e2e_harness_unit_checks() {
     );
 }
 
-/// The scenarios: weighted splits, method/header/path matches, a live change, a NACK, and
-/// consumer vs producer routes, each against real gRPC clients.
+/// The scenarios: weighted splits, method/header/path matches, a live change, a NACK,
+/// consumer vs producer routes, and Kubernetes mode (kubectl against the loopback API server,
+/// route status, a broken and fixed backend), each against real gRPC clients.
 #[test]
 fn grpc_xds_clients_end_to_end() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,12 +159,20 @@ fn grpc_xds_clients_end_to_end() {
          (or set LANYARD_CONTROLLER)",
         controller.display()
     );
+    let apiserver = apiserver_binary(&root);
+    assert!(
+        apiserver.is_file(),
+        "no loopback API server binary at {}: run `cargo build --bin lanyard-test-apiserver` \
+         first (or set LANYARD_TEST_APISERVER)",
+        apiserver.display()
+    );
     let mut command = Command::new(python);
     command
         .arg("-u")
         .arg(root.join("tests").join("e2e").join("run_e2e.py"))
         .current_dir(&root)
-        .env("LANYARD_CONTROLLER", &controller);
+        .env("LANYARD_CONTROLLER", &controller)
+        .env("LANYARD_TEST_APISERVER", &apiserver);
     if let Ok(extra) = env::var("LANYARD_E2E_ARGS") {
         command.args(extra.split_whitespace());
     }
