@@ -234,14 +234,94 @@ fn pod() -> impl Strategy<Value = Value> {
     })
 }
 
+/// SMI weights: integers, quantities, negative, malformed or missing.
+fn smi_weight() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (0i64..200).prop_map(|w| json!(w)),
+        Just(json!(0)),
+        Just(json!(-3)),
+        Just(json!(1.5)),
+        Just(json!("500m")),
+        Just(json!("1")),
+        Just(json!("lots")),
+        Just(json!(u64::MAX)),
+        Just(Value::Null),
+    ]
+}
+
+fn traffic_split() -> impl Strategy<Value = Value> {
+    (
+        any_of(&["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"]),
+        any_of(NAMESPACES),
+        any_of(&["t1", "t2", "t3"]),
+        any_of(NAMES),
+        prop::collection::vec((any_of(NAMES), smi_weight()), 0..4),
+        prop::collection::vec(any_of(&["g1", "g2", "missing"]), 0..2),
+        any_of(&["", "2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z"]),
+    )
+        .prop_map(|(version, ns, name, root, backends, groups, created)| {
+            let backends: Vec<Value> = backends
+                .into_iter()
+                .map(|(s, w)| json!({"service": s, "weight": w}))
+                .collect();
+            let mut split = json!({"apiVersion": format!("split.smi-spec.io/{version}"),
+                   "kind": "TrafficSplit", "metadata": {"name": name, "namespace": ns},
+                   "spec": {"service": root, "backends": backends}});
+            if !created.is_empty() {
+                split["metadata"]["creationTimestamp"] = json!(created);
+            }
+            if !groups.is_empty() && matches!(version, "v1alpha3" | "v1alpha4") {
+                split["spec"]["matches"] = groups
+                    .into_iter()
+                    .map(|g| json!({"kind": "HTTPRouteGroup", "name": g}))
+                    .collect();
+            }
+            split
+        })
+}
+
+fn http_route_group() -> impl Strategy<Value = Value> {
+    (
+        any_of(NAMESPACES),
+        any_of(&["g1", "g2"]),
+        prop::collection::vec((text(), any_of(&["", "GET", "*"]), text()), 0..3),
+    )
+        .prop_map(|(ns, name, matches)| {
+            let matches: Vec<Value> = matches
+                .into_iter()
+                .enumerate()
+                .map(|(i, (path, method, header))| {
+                    let mut m = json!({"name": format!("m{i}"), "pathRegex": path,
+                                       "headers": [{"x-h": header}]});
+                    if !method.is_empty() {
+                        m["methods"] = json!([method]);
+                    }
+                    m
+                })
+                .collect();
+            json!({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
+                   "metadata": {"name": name, "namespace": ns}, "spec": {"matches": matches}})
+        })
+}
+
 fn manifests() -> impl Strategy<Value = Vec<Value>> {
     (
         prop::collection::vec(service(), 0..6),
         prop::collection::vec(endpoint_slice(), 0..4),
         prop::collection::vec(route(), 0..6),
         prop::collection::vec(pod(), 0..3),
+        prop::collection::vec(traffic_split(), 0..3),
+        prop::collection::vec(http_route_group(), 0..2),
     )
-        .prop_map(|(a, b, c, d)| a.into_iter().chain(b).chain(c).chain(d).collect())
+        .prop_map(|(a, b, c, d, e, f)| {
+            a.into_iter()
+                .chain(b)
+                .chain(c)
+                .chain(d)
+                .chain(e)
+                .chain(f)
+                .collect()
+        })
 }
 
 proptest! {
@@ -258,6 +338,11 @@ proptest! {
             }
         }
         let translation = lanyard_index::translate(&objects, &Options::default());
+
+        // Every TrafficSplit is reported exactly once, in order.
+        let reported: Vec<_> = translation.smi.iter().map(|r| r.split.key.clone()).collect();
+        let stored: Vec<_> = objects.traffic_splits.keys().cloned().collect();
+        prop_assert_eq!(reported, stored);
 
         // Every status has exactly Accepted and ResolvedRefs, for every Service parent.
         for status in &translation.statuses {

@@ -9,13 +9,14 @@
 //!   status: {parents: [...]}
 //! diagnostics: [...]     # what the loader found in the files, in file order
 //! warnings: [...]        # the translator's warnings about objects other than routes
+//! smi: [...]             # what became of each SMI TrafficSplit (left out when there is none)
 //! model: {...}           # the intermediate model
 //! xds: {...}             # the Envoy resources of one proxy
 //! ```
 //!
 //! Everything is sorted, so a report is stable and can be diffed or kept as a golden file.
 
-use lanyard_index::RouteStatus;
+use lanyard_index::{RouteStatus, SmiOutcome, SmiReport};
 use lanyard_model::Model;
 use serde::Serialize;
 
@@ -77,6 +78,43 @@ pub struct RouteStatusEntry {
     pub status: serde_json::Value,
 }
 
+/// What became of one SMI TrafficSplit (SMI objects have no status field).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SmiEntry {
+    pub namespace: String,
+    /// The TrafficSplit's name.
+    pub name: String,
+    /// The root Service, `namespace/name`.
+    pub service: String,
+    /// `Applied`, `Ignored` or `Invalid`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub message: String,
+}
+
+/// SMI entries in the translation's order (sorted by split).
+pub fn smi_entries(reports: &[SmiReport]) -> Vec<SmiEntry> {
+    reports
+        .iter()
+        .map(|r| {
+            let (outcome, reason) = match &r.outcome {
+                SmiOutcome::Applied => ("Applied", None),
+                SmiOutcome::Ignored { reason } => ("Ignored", Some(reason.clone())),
+                SmiOutcome::Invalid { reason } => ("Invalid", Some(reason.clone())),
+            };
+            SmiEntry {
+                namespace: r.split.key.namespace.clone(),
+                name: r.split.key.name.clone(),
+                service: r.service.clone(),
+                outcome: outcome.to_string(),
+                reason,
+                message: r.message.clone(),
+            }
+        })
+        .collect()
+}
+
 /// The whole report. Fields are serialized in this order; absent parts are left out.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -87,6 +125,9 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// The translator's warnings about objects other than routes, sorted.
     pub warnings: Vec<String>,
+    /// What became of each SMI TrafficSplit, sorted; left out when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub smi: Vec<SmiEntry>,
     /// The intermediate model (see [`model_value`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<serde_json::Value>,
@@ -107,6 +148,7 @@ impl Report {
                 .then(|| status_entries(&snapshot.translation.statuses)),
             diagnostics: snapshot.diagnostics.clone(),
             warnings,
+            smi: smi_entries(&snapshot.translation.smi),
             model: show
                 .model()
                 .then(|| model_value(&snapshot.translation.model))
@@ -311,6 +353,7 @@ mod tests {
                     mk_status(Kind::HttpRoute, "ns", "a"),
                 ],
                 warnings: vec!["w2".into(), "w1".into()],
+                smi: Vec::new(),
             },
             diagnostics: vec![Diagnostic::warning(PathBuf::from("f.yaml"), "careful")],
             unused_kinds: BTreeMap::new(),
@@ -354,6 +397,40 @@ mod tests {
             report.status.unwrap()[0].status["parents"][0]["conditions"][0]["type"],
             "Accepted"
         );
+    }
+
+    #[test]
+    fn smi_reports_are_shown_and_left_out_when_there_is_none() {
+        let yaml = Report::new(&mk_snapshot(), Show::All, None)
+            .unwrap()
+            .render(Format::Yaml)
+            .unwrap();
+        assert!(!yaml.contains("smi:"), "{yaml}");
+        let mut snapshot = mk_snapshot();
+        snapshot.translation.smi = vec![SmiReport {
+            split: ObjectRef {
+                kind: Kind::TrafficSplit,
+                key: ObjectKey::new("ns", "canary"),
+            },
+            service: "ns/web".into(),
+            outcome: SmiOutcome::Ignored {
+                reason: "GatewayAPIRoute".into(),
+            },
+            message: "an HTTPRoute wins".into(),
+        }];
+        let report = Report::new(&snapshot, Show::Status, None).unwrap();
+        assert_eq!(
+            report.smi,
+            vec![SmiEntry {
+                namespace: "ns".into(),
+                name: "canary".into(),
+                service: "ns/web".into(),
+                outcome: "Ignored".into(),
+                reason: Some("GatewayAPIRoute".into()),
+                message: "an HTTPRoute wins".into(),
+            }]
+        );
+        assert!(report.render(Format::Yaml).unwrap().contains("smi:"));
     }
 
     #[test]

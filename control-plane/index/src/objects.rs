@@ -12,7 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 
-use crate::api::{GrpcRoute, HttpRoute, ReferenceGrant};
+use crate::api::{GrpcRoute, HttpRoute, HttpRouteGroup, ReferenceGrant, TcpRoute, TrafficSplit};
 
 /// The kinds Lanyard reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,6 +24,9 @@ pub enum Kind {
     HttpRoute,
     GrpcRoute,
     ReferenceGrant,
+    TrafficSplit,
+    HttpRouteGroup,
+    TcpRoute,
 }
 
 impl Kind {
@@ -37,6 +40,9 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::TrafficSplit => "TrafficSplit",
+            Kind::HttpRouteGroup => "HTTPRouteGroup",
+            Kind::TcpRoute => "TCPRoute",
         }
     }
 
@@ -58,6 +64,21 @@ impl Kind {
             ("gateway.networking.k8s.io", "v1" | "v1beta1" | "v1alpha2", "ReferenceGrant") => {
                 Kind::ReferenceGrant
             }
+            (
+                "split.smi-spec.io",
+                "v1alpha1" | "v1alpha2" | "v1alpha3" | "v1alpha4",
+                "TrafficSplit",
+            ) => Kind::TrafficSplit,
+            (
+                "specs.smi-spec.io",
+                "v1alpha1" | "v1alpha2" | "v1alpha3" | "v1alpha4",
+                "HTTPRouteGroup",
+            ) => Kind::HttpRouteGroup,
+            (
+                "specs.smi-spec.io",
+                "v1alpha1" | "v1alpha2" | "v1alpha3" | "v1alpha4",
+                "TCPRoute",
+            ) => Kind::TcpRoute,
             _ => return None,
         })
     }
@@ -146,6 +167,9 @@ pub enum Object {
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
     ReferenceGrant(ReferenceGrant),
+    TrafficSplit(TrafficSplit),
+    HttpRouteGroup(HttpRouteGroup),
+    TcpRoute(TcpRoute),
 }
 
 impl Object {
@@ -158,6 +182,9 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::TrafficSplit(_) => Kind::TrafficSplit,
+            Object::HttpRouteGroup(_) => Kind::HttpRouteGroup,
+            Object::TcpRoute(_) => Kind::TcpRoute,
         }
     }
 
@@ -170,6 +197,9 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::TrafficSplit(o) => &o.metadata,
+            Object::HttpRouteGroup(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
         }
     }
 
@@ -182,6 +212,9 @@ impl Object {
             Object::HttpRoute(o) => &mut o.metadata,
             Object::GrpcRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::TrafficSplit(o) => &mut o.metadata,
+            Object::HttpRouteGroup(o) => &mut o.metadata,
+            Object::TcpRoute(o) => &mut o.metadata,
         }
     }
 
@@ -270,11 +303,16 @@ pub fn parse_value(
             kind: kind.to_string(),
         })];
     };
-    vec![parse_kind(k, value, default_namespace)]
+    let version = api_version
+        .rsplit_once('/')
+        .map_or(api_version, |(_, v)| v)
+        .to_string();
+    vec![parse_kind(k, &version, value, default_namespace)]
 }
 
 fn parse_kind(
     kind: Kind,
+    version: &str,
     value: serde_json::Value,
     default_namespace: &str,
 ) -> Result<Parsed, ParseError> {
@@ -297,6 +335,15 @@ fn parse_kind(
         Kind::ReferenceGrant => {
             Object::ReferenceGrant(decode(kind, &name, value, &mut unknown_fields)?)
         }
+        Kind::TrafficSplit => {
+            let mut split: TrafficSplit = decode(kind, &name, value, &mut unknown_fields)?;
+            split.version = version.to_string();
+            Object::TrafficSplit(split)
+        }
+        Kind::HttpRouteGroup => {
+            Object::HttpRouteGroup(decode(kind, &name, value, &mut unknown_fields)?)
+        }
+        Kind::TcpRoute => Object::TcpRoute(decode(kind, &name, value, &mut unknown_fields)?),
     };
     let meta = object.metadata_mut();
     if kind.is_namespaced() {
@@ -354,6 +401,9 @@ pub struct Objects {
     pub http_routes: BTreeMap<ObjectKey, HttpRoute>,
     pub grpc_routes: BTreeMap<ObjectKey, GrpcRoute>,
     pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
+    pub traffic_splits: BTreeMap<ObjectKey, TrafficSplit>,
+    pub http_route_groups: BTreeMap<ObjectKey, HttpRouteGroup>,
+    pub tcp_routes: BTreeMap<ObjectKey, TcpRoute>,
 }
 
 impl Objects {
@@ -382,6 +432,15 @@ impl Objects {
             Object::ReferenceGrant(o) => {
                 self.reference_grants.insert(key, o);
             }
+            Object::TrafficSplit(o) => {
+                self.traffic_splits.insert(key, o);
+            }
+            Object::HttpRouteGroup(o) => {
+                self.http_route_groups.insert(key, o);
+            }
+            Object::TcpRoute(o) => {
+                self.tcp_routes.insert(key, o);
+            }
         }
     }
 
@@ -396,6 +455,9 @@ impl Objects {
             Kind::HttpRoute => drop(self.http_routes.remove(key)),
             Kind::GrpcRoute => drop(self.grpc_routes.remove(key)),
             Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
+            Kind::TrafficSplit => drop(self.traffic_splits.remove(key)),
+            Kind::HttpRouteGroup => drop(self.http_route_groups.remove(key)),
+            Kind::TcpRoute => drop(self.tcp_routes.remove(key)),
         }
     }
 
@@ -410,6 +472,9 @@ impl Objects {
             Kind::HttpRoute => self.http_routes.retain(|k, _| keep(k)),
             Kind::GrpcRoute => self.grpc_routes.retain(|k, _| keep(k)),
             Kind::ReferenceGrant => self.reference_grants.retain(|k, _| keep(k)),
+            Kind::TrafficSplit => self.traffic_splits.retain(|k, _| keep(k)),
+            Kind::HttpRouteGroup => self.http_route_groups.retain(|k, _| keep(k)),
+            Kind::TcpRoute => self.tcp_routes.retain(|k, _| keep(k)),
         }
     }
 
@@ -424,6 +489,9 @@ impl Objects {
             Kind::HttpRoute => self.http_routes.contains_key(key),
             Kind::GrpcRoute => self.grpc_routes.contains_key(key),
             Kind::ReferenceGrant => self.reference_grants.contains_key(key),
+            Kind::TrafficSplit => self.traffic_splits.contains_key(key),
+            Kind::HttpRouteGroup => self.http_route_groups.contains_key(key),
+            Kind::TcpRoute => self.tcp_routes.contains_key(key),
         }
     }
 }
@@ -562,5 +630,168 @@ mod tests {
         objects.retain(Kind::Namespace, |k| k.name == "b");
         assert!(!objects.contains(&r));
         assert!(objects.contains(&ns("b").object_ref()));
+    }
+
+    fn parsed_object(value: serde_json::Value) -> (Object, Vec<String>) {
+        match parse_one(value).unwrap() {
+            Parsed::Object {
+                object,
+                unknown_fields,
+            } => (*object, unknown_fields),
+            other => panic!("expected an object, got {other:?}"),
+        }
+    }
+
+    fn split_weights(version: &str, weights: serde_json::Value) -> Vec<Result<u64, String>> {
+        let (object, unknown) = parsed_object(json!({
+            "apiVersion": format!("split.smi-spec.io/{version}"), "kind": "TrafficSplit",
+            "metadata": {"name": "t", "namespace": "shop"},
+            "spec": {"service": "web", "backends": [
+                {"service": "web-v1", "weight": weights[0]},
+                {"service": "web-v2", "weight": weights[1]}
+            ]}
+        }));
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let Object::TrafficSplit(split) = object else {
+            panic!("expected a TrafficSplit")
+        };
+        assert_eq!(split.version, version);
+        assert_eq!(split.spec.service, "web");
+        assert_eq!(split.spec.backends[1].service, "web-v2");
+        split.weights()
+    }
+
+    #[test]
+    fn traffic_split_v1alpha1_weights_are_quantities() {
+        assert_eq!(
+            split_weights("v1alpha1", json!(["500m", "1"])),
+            vec![Ok(500), Ok(1000)]
+        );
+        assert_eq!(
+            split_weights("v1alpha1", json!(["10m", "990m"])),
+            vec![Ok(10), Ok(990)]
+        );
+        // A bare number is a quantity too.
+        assert_eq!(
+            split_weights("v1alpha1", json!([1, "0"])),
+            vec![Ok(1000), Ok(0)]
+        );
+        let bad = split_weights("v1alpha1", json!(["-100m", "lots"]));
+        assert!(bad.iter().all(Result::is_err), "{bad:?}");
+    }
+
+    #[test]
+    fn traffic_split_v1alpha2_to_v1alpha4_weights_are_integers() {
+        for version in ["v1alpha2", "v1alpha3", "v1alpha4"] {
+            assert_eq!(
+                split_weights(version, json!([90, 10])),
+                vec![Ok(90), Ok(10)]
+            );
+            let bad = split_weights(version, json!([-1, "10m"]));
+            assert!(bad.iter().all(Result::is_err), "{version}: {bad:?}");
+        }
+    }
+
+    #[test]
+    fn traffic_split_matches_from_v1alpha3() {
+        for version in ["v1alpha3", "v1alpha4"] {
+            let (object, unknown) = parsed_object(json!({
+                "apiVersion": format!("split.smi-spec.io/{version}"), "kind": "TrafficSplit",
+                "metadata": {"name": "t"},
+                "spec": {"service": "web",
+                    "matches": [{"kind": "HTTPRouteGroup", "name": "beta", "apiGroup": "specs.smi-spec.io"}],
+                    "backends": [{"service": "web-v2", "weight": 100}]}
+            }));
+            assert!(unknown.is_empty(), "{unknown:?}");
+            let Object::TrafficSplit(split) = object else {
+                panic!("expected a TrafficSplit")
+            };
+            assert_eq!(split.metadata.namespace.as_deref(), Some("default"));
+            assert_eq!(split.spec.matches.len(), 1);
+            assert_eq!(split.spec.matches[0].name, "beta");
+            assert_eq!(
+                split.spec.matches[0].kind.as_deref(),
+                Some("HTTPRouteGroup")
+            );
+        }
+        assert!(matches!(
+            parse_one(
+                json!({"apiVersion": "split.smi-spec.io/v1beta1", "kind": "TrafficSplit",
+                "metadata": {"name": "t"}})
+            ),
+            Err(ParseError::UnknownKind { .. })
+        ));
+    }
+
+    #[test]
+    fn http_route_group_every_version() {
+        for version in ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"] {
+            let matches = json!([
+                {"name": "get-api", "pathRegex": "^/api$", "methods": ["GET"]},
+                {"name": "beta", "headers": [{"cookie": "version=beta"}]},
+                {"name": "map", "headers": {"x-canary": "true"}}
+            ]);
+            let mut value = json!({
+                "apiVersion": format!("specs.smi-spec.io/{version}"), "kind": "HTTPRouteGroup",
+                "metadata": {"name": "g", "namespace": "shop"}
+            });
+            // v1alpha1 and v1alpha2 keep matches at the top level, later versions in spec.
+            if matches!(version, "v1alpha1" | "v1alpha2") {
+                value["matches"] = matches;
+            } else {
+                value["spec"] = json!({"matches": matches});
+            }
+            let (object, unknown) = parsed_object(value);
+            assert!(unknown.is_empty(), "{version}: {unknown:?}");
+            let Object::HttpRouteGroup(group) = object else {
+                panic!("expected an HTTPRouteGroup")
+            };
+            let m = &group.spec.matches;
+            assert_eq!(m.len(), 3, "{version}");
+            assert_eq!(m[0].path_regex.as_deref(), Some("^/api$"));
+            assert_eq!(m[0].methods, vec!["GET"]);
+            assert_eq!(
+                m[1].headers(),
+                vec![("cookie".into(), "version=beta".into())]
+            );
+            assert_eq!(m[2].headers(), vec![("x-canary".into(), "true".into())]);
+        }
+    }
+
+    #[test]
+    fn tcp_route_ports() {
+        let (object, unknown) = parsed_object(json!({
+            "apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute",
+            "metadata": {"name": "db"},
+            "spec": {"matches": {"name": "pg", "ports": [5432]}}
+        }));
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let Object::TcpRoute(route) = object else {
+            panic!("expected a TCPRoute")
+        };
+        assert_eq!(route.spec.matches.ports, vec![5432]);
+        for version in ["v1alpha1", "v1alpha2", "v1alpha3"] {
+            let (object, _) = parsed_object(json!({
+                "apiVersion": format!("specs.smi-spec.io/{version}"), "kind": "TCPRoute",
+                "metadata": {"name": "db"}
+            }));
+            assert_eq!(object.kind(), Kind::TcpRoute);
+        }
+    }
+
+    #[test]
+    fn smi_objects_are_stored_and_deleted() {
+        let mut objects = Objects::default();
+        let (object, _) = parsed_object(json!({
+            "apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+            "metadata": {"name": "t", "namespace": "shop"},
+            "spec": {"service": "web", "backends": []}
+        }));
+        let r = object.object_ref();
+        assert_eq!(r.to_string(), "TrafficSplit shop/t");
+        objects.apply(object);
+        assert!(objects.contains(&r));
+        objects.delete(&r);
+        assert!(objects.traffic_splits.is_empty());
     }
 }

@@ -161,6 +161,9 @@ fn object_count(snapshot: &Snapshot) -> usize {
         + o.http_routes.len()
         + o.grpc_routes.len()
         + o.reference_grants.len()
+        + o.traffic_splits.len()
+        + o.http_route_groups.len()
+        + o.tcp_routes.len()
 }
 
 struct Reloader {

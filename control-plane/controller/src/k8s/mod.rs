@@ -64,6 +64,11 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::GrpcRoute => ("gateway.networking.k8s.io", "v1", "grpcroutes"),
         // v1beta1 is served by every Gateway API release that has ReferenceGrant.
         Kind::ReferenceGrant => ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
+        // Not watched yet (not in KINDS): the SMI watches and CRDs come with SMI's
+        // Kubernetes support; these are the newest versions of the SMI CRDs.
+        Kind::TrafficSplit => ("split.smi-spec.io", "v1alpha4", "trafficsplits"),
+        Kind::HttpRouteGroup => ("specs.smi-spec.io", "v1alpha4", "httproutegroups"),
+        Kind::TcpRoute => ("specs.smi-spec.io", "v1alpha4", "tcproutes"),
     };
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(group, version, kind.as_str()),

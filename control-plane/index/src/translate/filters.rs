@@ -443,7 +443,7 @@ pub(super) fn check_path(path: &str) -> Result<(), String> {
 }
 
 /// RFC 7230 token characters.
-fn is_header_name(name: &str) -> bool {
+pub(super) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

@@ -8,7 +8,8 @@
 //! - [`filters`]: filters and the CRDs' validation rules;
 //! - [`backends`]: backendRefs resolved (or not) against Services and ReferenceGrants;
 //! - [`precedence`]: the Gateway API ordering of matches merged from several routes;
-//! - [`tables`]: producer/consumer tables per Service port, conflicts, and status.
+//! - [`tables`]: producer/consumer tables per Service port, conflicts, and status;
+//! - [`smi`]: SMI TrafficSplits on ports no Gateway API producer route claims.
 
 mod backends;
 mod durations;
@@ -18,7 +19,10 @@ mod http;
 mod parents;
 mod precedence;
 mod services;
+mod smi;
 mod tables;
+
+pub use smi::{SmiOutcome, SmiReport};
 
 use lanyard_model::{Model, Protocol};
 
@@ -50,13 +54,21 @@ pub struct Translation {
     /// Problems with objects other than routes (routes report through their status), each
     /// naming the object.
     pub warnings: Vec<String>,
+    /// What became of every SMI TrafficSplit (SMI has no status field), sorted by split.
+    pub smi: Vec<SmiReport>,
 }
 
 /// Translates every object into the model and the routes' status.
 pub fn translate(objects: &Objects, options: &Options) -> Translation {
     let mut warnings = Vec::new();
     let (services, workloads) = services::build(objects, &mut warnings);
-    let tables = tables::build(objects, &services, options);
+    let mut tables = tables::build(objects, &services, options);
+    let smi = smi::apply(
+        objects,
+        &services,
+        &mut tables.routing,
+        &mut tables.routed_protocols,
+    );
     let mut services = services.services;
     // A port that declared no protocol is served with the protocol of the routes on it.
     for (port, protocol) in tables.routed_protocols {
@@ -77,8 +89,11 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
         },
         statuses: tables.statuses,
         warnings,
+        smi,
     }
 }
 
+#[cfg(test)]
+mod smi_tests;
 #[cfg(test)]
 mod tests;
