@@ -3,10 +3,10 @@
 //! and the controller rides out `410 Gone` and dropped watches without the proxies losing their
 //! configuration.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -15,6 +15,10 @@ use lanyard_test_apiserver::{ApiServer, Config};
 use lanyard_xds::testing::client::{SotwClient, find, names, node};
 use lanyard_xds::testing::{WAIT, http_get};
 use lanyard_xds::type_url;
+
+mod process;
+
+use process::Controller;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 const ROUTE_CONFIG: &str = "cart.shop.svc.cluster.local:80";
@@ -72,68 +76,16 @@ async fn kubectl_apply(kubeconfig: &Path, documents: &[String]) {
     kubectl(kubeconfig, &["apply", "-f", file.to_str().unwrap()]).await;
 }
 
-struct Controller {
-    child: Child,
-    xds: SocketAddr,
-    debug: SocketAddr,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on free ports against the kubeconfig and reads the addresses it prints.
+/// Starts the binary on free ports against the kubeconfig.
 fn start(kubeconfig: &Path) -> Controller {
     start_with(kubeconfig, &[])
 }
 
 /// [`start`] with more flags.
 fn start_with(kubeconfig: &Path, flags: &[&str]) -> Controller {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lanyard-controller"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(flags)
-        .args([
-            "--xds-address",
-            "127.0.0.1:0",
-            "--debug-address",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the controller starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut xds, mut debug) = (None, None);
-    let deadline = Instant::now() + WAIT;
-    while xds.is_none() || debug.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the controller printed its addresses in time");
-        if let Some(address) = line.strip_prefix("xds listening on ") {
-            xds = Some(address.parse().unwrap());
-        } else if let Some(address) = line.strip_prefix("debug listening on ") {
-            debug = Some(address.parse().unwrap());
-        }
-    }
-    Controller {
-        child,
-        xds: xds.unwrap(),
-        debug: debug.unwrap(),
-    }
+    let mut args = vec![OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
+    args.extend(flags.iter().map(OsStr::new));
+    process::start(&args)
 }
 
 /// Waits (boundedly) for `/readyz` to answer 200.

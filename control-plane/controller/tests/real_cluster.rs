@@ -17,9 +17,7 @@
 
 use std::env;
 use std::io::Write;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -27,6 +25,10 @@ use lanyard_index::status::DEFAULT_CONTROLLER_NAME;
 use lanyard_xds::testing::client::{SotwClient, find, names, node};
 use lanyard_xds::testing::http_get;
 use lanyard_xds::type_url;
+
+mod process;
+
+use process::Controller;
 
 /// A real cluster's watches, status writes and Lease take longer than loopback's.
 const WAIT: Duration = Duration::from_secs(60);
@@ -120,62 +122,17 @@ impl Drop for Namespace {
     }
 }
 
-struct Controller {
-    child: Child,
-    xds: SocketAddr,
-    debug: SocketAddr,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `lanyard-controller --kubernetes --namespace NS` on free loopback ports.
 fn start_controller(ns: &str) -> Controller {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lanyard-controller"))
-        .args(["--kubernetes", "--namespace", ns, "--lease-namespace", ns])
-        .args(["--identity", "lanyard-real-cluster-test"])
-        .args([
-            "--xds-address",
-            "127.0.0.1:0",
-            "--debug-address",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the controller starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut xds, mut debug) = (None, None);
-    let deadline = Instant::now() + WAIT;
-    while xds.is_none() || debug.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the controller printed its addresses in time");
-        if let Some(address) = line.strip_prefix("xds listening on ") {
-            xds = Some(address.parse().unwrap());
-        } else if let Some(address) = line.strip_prefix("debug listening on ") {
-            debug = Some(address.parse().unwrap());
-        }
-    }
-    Controller {
-        child,
-        xds: xds.unwrap(),
-        debug: debug.unwrap(),
-    }
+    process::start(&[
+        "--kubernetes",
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--identity",
+        "lanyard-real-cluster-test",
+    ])
 }
 
 /// This controller's conditions of HTTPRoute `ns/cart`, by type.

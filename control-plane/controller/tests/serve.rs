@@ -1,15 +1,19 @@
 //! `lanyard-controller --config-dir DIR` serves ADS and the debug endpoint on the addresses
 //! it prints, follows edits of DIR live, and shuts down cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lanyard_xds::testing::client::{SotwClient, names, node};
 use lanyard_xds::testing::{WAIT, http_get};
 use lanyard_xds::type_url;
+
+mod process;
+
+use process::Controller;
 
 fn service(name: &str, ip: &str) -> String {
     format!(
@@ -24,62 +28,9 @@ fn replace(file: &Path, text: &str) {
     std::fs::rename(&aside, file).unwrap();
 }
 
-struct Controller {
-    child: Child,
-    xds: SocketAddr,
-    debug: SocketAddr,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on free ports and reads the addresses it prints.
+/// Starts the binary on `dir`.
 fn start(dir: &Path) -> Controller {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lanyard-controller"))
-        .args(["--config-dir"])
-        .arg(dir)
-        .args([
-            "--xds-address",
-            "127.0.0.1:0",
-            "--debug-address",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the controller starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut xds, mut debug) = (None, None);
-    let deadline = Instant::now() + WAIT;
-    while xds.is_none() || debug.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the controller printed its addresses in time");
-        if let Some(address) = line.strip_prefix("xds listening on ") {
-            xds = Some(address.parse().unwrap());
-        } else if let Some(address) = line.strip_prefix("debug listening on ") {
-            debug = Some(address.parse().unwrap());
-        }
-    }
-    Controller {
-        child,
-        xds: xds.unwrap(),
-        debug: debug.unwrap(),
-    }
+    process::start(&[OsStr::new("--config-dir"), dir.as_os_str()])
 }
 
 #[tokio::test]
