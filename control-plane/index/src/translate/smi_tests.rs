@@ -1,33 +1,15 @@
 //! TrafficSplit lowering: objects built with `mk_*` helpers, assertions on tables and reports.
 
 use lanyard_model::{
-    Action, BackendTarget, HeaderMatch, NamespaceName, PathMatch, RequestMatch, RouteTable,
-    ServiceKey, ServicePortKey, StringMatch,
+    BackendTarget, HeaderMatch, NamespaceName, PathMatch, RequestMatch, RouteTable, ServiceKey,
+    ServicePortKey, StringMatch,
 };
 use serde_json::{Value, json};
 
-use crate::objects::{Object, Objects, Parsed, parse_value};
+use crate::objects::Object;
 use crate::translate::smi::reasons;
-use crate::translate::{Options, SmiOutcome, SmiReport, Translation, translate};
-
-fn mk_object(value: Value) -> Object {
-    match parse_value(value, "default").remove(0) {
-        Ok(Parsed::Object { object, .. }) => *object,
-        other => panic!("not an object: {other:?}"),
-    }
-}
-
-fn mk_service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Object {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "targetPort": 8000 + p % 1000}))
-        .collect();
-    mk_object(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"clusterIP": "10.96.0.10", "selector": {"app": name}, "ports": ports}
-    }))
-}
+use crate::translate::tests::{backends, mk_object, mk_service, run};
+use crate::translate::{SmiOutcome, SmiReport, Translation};
 
 /// A TrafficSplit of `version` on `root` with `(backend, weight)` backends.
 fn mk_split(version: &str, name: &str, root: &str, backends: &[(&str, Value)]) -> Value {
@@ -58,14 +40,6 @@ fn base() -> Vec<Object> {
     ]
 }
 
-fn run(objects: Vec<Object>) -> Translation {
-    let mut store = Objects::default();
-    for o in objects {
-        store.apply(o);
-    }
-    translate(&store, &Options::default())
-}
-
 fn port(name: &str, port: u16) -> ServicePortKey {
     ServicePortKey::new(ServiceKey::new("app", name), port)
 }
@@ -78,17 +52,6 @@ fn producer(t: &Translation, key: &ServicePortKey) -> Option<RouteTable> {
     t.model
         .table_for(key, &NamespaceName::new("client"))
         .cloned()
-}
-
-fn forward(table: &RouteTable, index: usize) -> Vec<(BackendTarget, u32)> {
-    match &table.routes[index].action {
-        Action::Forward(f) => f
-            .backends
-            .iter()
-            .map(|b| (b.target.clone(), b.weight))
-            .collect(),
-        other => panic!("not a forward: {other:?}"),
-    }
 }
 
 fn report<'a>(t: &'a Translation, name: &str) -> &'a SmiReport {
@@ -125,7 +88,7 @@ fn a_split_weights_every_http_port_of_the_root_and_leaves_opaque_ports_alone() {
     assert_eq!(table.routes[0].matcher, RequestMatch::default());
     // web-v2 has no port 80 but only one port: that one is used.
     assert_eq!(
-        forward(&table, 0),
+        backends(&table, 0),
         vec![(svc("web-v1", 80), 90), (svc("web-v2", 8080), 10)]
     );
     assert!(producer(&t, &port("web", 9090)).is_none());
@@ -147,7 +110,7 @@ fn v1alpha1_quantities_are_reduced_to_their_ratio() {
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
     assert_eq!(
-        forward(&table, 0),
+        backends(&table, 0),
         vec![(svc("web-v1", 80), 1), (svc("web-v2", 8080), 2)]
     );
 }
@@ -194,9 +157,9 @@ fn matches_split_only_matching_requests_and_the_rest_goes_to_the_root() {
     assert_eq!(matchers[2].method.as_deref(), Some("POST"));
     assert_eq!(matchers[3].method, None);
     // Weight 0 backends get no share; the catch-all goes to the root's own endpoints.
-    assert_eq!(forward(&table, 0), vec![(svc("web-v2", 8080), 100)]);
+    assert_eq!(backends(&table, 0), vec![(svc("web-v2", 8080), 100)]);
     assert_eq!(*matchers[4], RequestMatch::default());
-    assert_eq!(forward(&table, 4), vec![(svc("web", 80), 1)]);
+    assert_eq!(backends(&table, 4), vec![(svc("web", 80), 1)]);
     assert_eq!(report(&t, "ab").outcome, SmiOutcome::Applied);
 }
 
@@ -217,7 +180,7 @@ fn a_gateway_api_route_on_the_root_wins_and_the_split_is_ignored() {
     )));
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
-    assert_eq!(forward(&table, 0), vec![(svc("web-v1", 80), 1)]);
+    assert_eq!(backends(&table, 0), vec![(svc("web-v1", 80), 1)]);
     let r = report(&t, "canary");
     assert_eq!(r.outcome, ignored(reasons::GATEWAY_API_ROUTE));
     assert!(r.message.contains("port 80"), "{}", r.message);
@@ -243,7 +206,7 @@ fn the_oldest_split_on_a_root_wins_then_the_first_by_name() {
     )));
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
-    assert_eq!(forward(&table, 0), vec![(svc("web-v2", 8080), 1)]);
+    assert_eq!(backends(&table, 0), vec![(svc("web-v2", 8080), 1)]);
     assert_eq!(report(&t, "b-old").outcome, SmiOutcome::Applied);
     for loser in ["a-young", "c-old"] {
         let r = report(&t, loser);
@@ -295,7 +258,7 @@ fn a_missing_backend_keeps_its_share_answered_500() {
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
     assert_eq!(
-        forward(&table, 0),
+        backends(&table, 0),
         vec![(svc("web-v1", 80), 3), (BackendTarget::Unresolved, 1)]
     );
     let r = report(&t, "s");
@@ -315,7 +278,7 @@ fn a_backend_equal_to_the_root_reaches_the_root_endpoints() {
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
     assert_eq!(
-        forward(&table, 0),
+        backends(&table, 0),
         vec![(svc("web", 80), 1), (svc("web-v2", 8080), 1)]
     );
     assert_eq!(report(&t, "self").outcome, SmiOutcome::Applied);

@@ -10,7 +10,7 @@ use crate::objects::{Object, Objects, Parsed, parse_value};
 use crate::status::RouteStatus;
 use crate::translate::{Options, Translation, translate};
 
-fn mk_object(value: Value) -> Object {
+pub(super) fn mk_object(value: Value) -> Object {
     match parse_value(value, "default").remove(0) {
         Ok(Parsed::Object { object, .. }) => *object,
         other => panic!("not an object: {other:?}"),
@@ -19,7 +19,7 @@ fn mk_object(value: Value) -> Object {
 
 /// A Service with `(name, port)` ports; names starting with `http`/`grpc`/`tcp` declare the
 /// protocol.
-fn mk_service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Object {
+pub(super) fn mk_service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Object {
     let ports: Vec<Value> = ports
         .iter()
         .map(|(n, p)| json!({"name": n, "port": p, "targetPort": 8000 + p % 1000}))
@@ -63,7 +63,7 @@ fn mk_objects(objects: Vec<Object>) -> Objects {
     store
 }
 
-fn run(objects: Vec<Object>) -> Translation {
+pub(super) fn run(objects: Vec<Object>) -> Translation {
     translate(&mk_objects(objects), &Options::default())
 }
 
@@ -95,7 +95,7 @@ fn cond(t: &str, s: &str, r: &str) -> (String, String, String) {
     (t.into(), s.into(), r.into())
 }
 
-fn backends(table: &RouteTable, index: usize) -> Vec<(BackendTarget, u32)> {
+pub(super) fn backends(table: &RouteTable, index: usize) -> Vec<(BackendTarget, u32)> {
     match &table.routes[index].action {
         Action::Forward(f) => f
             .backends
