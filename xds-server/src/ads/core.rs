@@ -51,6 +51,8 @@ pub trait Responder: Send + Sized + 'static {
 
     /// The node of a request.
     fn node(request: &Self::Request) -> Option<&Node>;
+    /// The type URL of a request.
+    fn type_url(request: &Self::Request) -> &str;
     /// A responder for a stream.
     fn new(core: StreamCore) -> Self;
     /// The shared part.
@@ -65,6 +67,16 @@ pub trait Responder: Send + Sized + 'static {
     fn next_response(&mut self) -> Option<Self::Response>;
     /// What the stream holds, for a config dump.
     fn held(&self) -> Vec<Held>;
+}
+
+/// Checks what every ADS request must carry, then hands the request to the protocol.
+fn dispatch<R: Responder>(responder: &mut R, request: R::Request) -> Result<(), Status> {
+    if R::type_url(&request).is_empty() {
+        return Err(Status::invalid_argument(
+            "type_url is required on an aggregated (ADS) stream",
+        ));
+    }
+    responder.on_request(request)
 }
 
 /// What a request says about the last response of its type.
@@ -303,7 +315,7 @@ async fn run<R: Responder>(
     if let Some(snapshot) = current {
         responder.core_mut().set_snapshot(snapshot);
     }
-    if let Err(status) = responder.on_request(first) {
+    if let Err(status) = dispatch(&mut responder, first) {
         warn!(%status, "ending the stream");
         let _ = tx.send(Err(status)).await;
         return;
@@ -329,7 +341,7 @@ async fn run<R: Responder>(
             _ = shutdown.changed() => break,
             request = requests.next() => match request {
                 Some(Ok(request)) => {
-                    if let Err(status) = responder.on_request(request) {
+                    if let Err(status) = dispatch(&mut responder, request) {
                         warn!(%status, "ending the stream");
                         let _ = tx.send(Err(status)).await;
                         break;

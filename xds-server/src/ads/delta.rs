@@ -63,6 +63,10 @@ impl Responder for Delta {
         request.node.as_ref()
     }
 
+    fn type_url(request: &DeltaDiscoveryRequest) -> &str {
+        &request.type_url
+    }
+
     fn new(core: StreamCore) -> Self {
         Delta {
             core,
@@ -76,11 +80,6 @@ impl Responder for Delta {
     }
 
     fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
-        if request.type_url.is_empty() {
-            return Err(Status::invalid_argument(
-                "type_url is required on an aggregated (ADS) stream",
-            ));
-        }
         let Some(ty) = ResourceType::from_type_url(&request.type_url) else {
             return self.on_unknown(request);
         };

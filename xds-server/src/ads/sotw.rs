@@ -58,6 +58,10 @@ impl Responder for Sotw {
         request.node.as_ref()
     }
 
+    fn type_url(request: &DiscoveryRequest) -> &str {
+        &request.type_url
+    }
+
     fn new(core: StreamCore) -> Self {
         Sotw {
             core,
@@ -71,11 +75,6 @@ impl Responder for Sotw {
     }
 
     fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
-        if request.type_url.is_empty() {
-            return Err(Status::invalid_argument(
-                "type_url is required on an aggregated (ADS) stream",
-            ));
-        }
         let Some(ty) = ResourceType::from_type_url(&request.type_url) else {
             return self.on_unknown(request);
         };
