@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -259,13 +260,13 @@ def namespace(name):
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def service(ns, name, port=GRPC_PORT, app_protocol="grpc"):
+def service(ns, name, port=GRPC_PORT, app_protocol="grpc", selector=None):
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": ns},
         "spec": {
-            "selector": {"app": name},
+            "selector": selector or {"app": name},
             "ports": [{"name": "grpc", "port": port, "targetPort": "grpc",
                        "appProtocol": app_protocol}],
         },
@@ -344,6 +345,41 @@ def reference_grant(ns, name, from_kind, from_ns):
     }
 
 
+def pod_service(ns, name, selector, addresses, port, svc_port=GRPC_PORT):
+    """A Service `name` with `selector` whose EndpointSlice lists the pods at `addresses`
+    (all serving `port`, as `Backends(..., hosts=...)` starts them): the Service and the
+    slice the endpoints controller would write for the pods the selector matches."""
+    return [service(ns, name, svc_port, selector=selector),
+            endpoint_slice(ns, name, addresses, port)]
+
+
+def traffic_split(ns, name, root, backends, version="v1alpha2", matches=()):
+    """An SMI TrafficSplit (split.smi-spec.io/`version`) of the root Service `root` over
+    `backends` [(service, weight)]: weights as given (ints, or quantity strings like "900m"
+    for v1alpha1); `matches`: HTTPRouteGroup names (v1alpha3 and later)."""
+    spec = {"service": root}
+    if matches:
+        spec["matches"] = [{"kind": "HTTPRouteGroup", "name": m} for m in matches]
+    spec["backends"] = [{"service": svc, "weight": w} for svc, w in backends]
+    return {
+        "apiVersion": f"split.smi-spec.io/{version}",
+        "kind": "TrafficSplit",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def http_route_group(ns, name, matches, version="v1alpha4"):
+    """An SMI HTTPRouteGroup (specs.smi-spec.io/`version`); `matches` as the CRD has them:
+    [{"name", "pathRegex", "methods", "headers": [{header: regex}, ...]}]."""
+    return {
+        "apiVersion": f"specs.smi-spec.io/{version}",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"matches": matches},
+    }
+
+
 def fqdn(svc, ns, port=GRPC_PORT):
     return f"{svc}.{ns}.svc.{CLUSTER_DOMAIN}:{port}"
 
@@ -372,18 +408,48 @@ class ConfigDir:
         os.replace(tmp, final)
         return time.time()
 
+    def remove(self, name):
+        """Deletes `name`; returns time.time() right after the unlink."""
+        os.remove(os.path.join(self.path, name))
+        return time.time()
+
 
 # --------------------------------------------------------------------------------------------
 # Backends
 
 
-class Backends:
-    """One backend.py process serving several named backends on 127.0.0.1 (distinct ports)."""
+def free_port(hosts):
+    """A TCP port free on every address in `hosts` (checked by binding it on each)."""
+    for _ in range(20):
+        socks = []
+        try:
+            first = socket.socket()
+            socks.append(first)
+            first.bind((hosts[0], 0))
+            port = first.getsockname()[1]
+            for host in hosts[1:]:
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise E2EError(f"no port free on all of {hosts}")
 
-    def __init__(self, procs, names, host="127.0.0.1", timeout=20.0):
+
+class Backends:
+    """One backend.py process serving several named backends on 127.0.0.1 (distinct ports);
+    or, given `hosts` ({name: address}, e.g. 127.0.0.2, 127.0.0.3), one backend per address
+    all on the same port, like pods behind one targetPort."""
+
+    def __init__(self, procs, names, host="127.0.0.1", timeout=20.0, hosts=None):
         args = [python(), os.path.join(HERE, "backend.py")]
+        port = free_port(sorted(set(hosts[n] for n in names))) if hosts else 0
         for name in names:
-            args += ["--serve", f"{name}={host}:0"]
+            args += ["--serve", f"{name}={hosts[name] if hosts else host}:{port}"]
         self.child = procs.spawn("backends", args)
         self.addresses = {}
         deadline = time.monotonic() + timeout
@@ -727,6 +793,49 @@ def analyse_change(calls, t_change, old, new, streak=100):
         "old_seen_before": any(c[2] in old for c in before),
         "tail": tail,
         "converged": converged_at is not None and tail >= streak,
+    }
+
+
+def share_change(calls, t_change, new, p_old, p_new):
+    """Where a timeline [[t_sent, t_answered, label], ...] switches from share `p_old` of calls
+    reaching `new` (a backend label or a set of them) to share `p_new`, for a weight change made
+    at `t_change`: the maximum-likelihood change point among the calls sent after `t_change`
+    (each call a Bernoulli draw; a share of 0 or 1 makes a single contrary call decisive, so
+    for 0 -> p it is the first `new` call and for p -> 1 the call after the last other one).
+    Failed calls count as not `new`. Returns a dict: latency (seconds from `t_change` to the
+    change point, None when the calls after it fit `p_old` better), before / after ([hits,
+    calls] of `new` on each side of the change point) and errors."""
+    new = set([new] if isinstance(new, str) else new)
+    xs = [c[2] in new for c in calls]
+    n = len(calls)
+
+    def logp(p, x):
+        q = p if x else 1.0 - p
+        return math.log(q) if q > 0 else -math.inf
+
+    # suffix[k] = log-likelihood of calls k.. under p_new; prefix under p_old.
+    suffix = [0.0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        suffix[i] = suffix[i + 1] + logp(p_new, xs[i])
+    k0 = next((i for i, c in enumerate(calls) if c[0] >= t_change), n)
+    prefix = sum(logp(p_old, x) for x in xs[:k0])
+    best_k, best = n, prefix + suffix[n] if k0 == n else -math.inf
+    for k in range(k0, n + 1):
+        ll = prefix + suffix[k]
+        if ll > best or (best_k == n and ll == best and k < n and ll > -math.inf):
+            best_k, best = k, ll
+        if k < n:
+            prefix += logp(p_old, xs[k])
+    if best == -math.inf or best_k == n:
+        latency = None
+    else:
+        latency = calls[best_k][0] - t_change
+    return {
+        "latency": latency,
+        "index": best_k,
+        "before": [sum(xs[:best_k]), best_k],
+        "after": [sum(xs[best_k:]), n - best_k],
+        "errors": sum(1 for c in calls if c[2].startswith("ERR:")),
     }
 
 

@@ -223,6 +223,46 @@ def controller_built():
 
 @unittest.skipUnless(controller_built(), "no target/debug/lanyard-controller")
 @unittest.skipUnless(HAVE_GRPC, "grpcio not installed (run tests/e2e/setup.sh)")
+class ShareChangeTest(unittest.TestCase):
+    """The change point of a weight change (h.share_change), on made-up timelines."""
+
+    @staticmethod
+    def draws(n, p, label="c", other="p", seed=0):
+        import random
+        rng = random.Random(seed)
+        return [label if rng.random() < p else other for _ in range(n)]
+
+    def test_finds_a_share_change(self):
+        # 10% -> 25% at call 600 (t = 100.6); the write at 100.5.
+        labels = self.draws(600, 0.10, seed=1) + self.draws(2400, 0.25, seed=2)
+        r = h.share_change(timeline(labels), 100.5, "c", 0.10, 0.25)
+        self.assertIsNotNone(r["latency"])
+        self.assertLess(abs(r["latency"] - 0.1), 0.1)
+        self.assertEqual(r["before"][1] + r["after"][1], 3000)
+
+    def test_from_zero_is_the_first_new_call(self):
+        labels = ["p"] * 700 + ["c"] + self.draws(1000, 0.5, seed=3)
+        r = h.share_change(timeline(labels), 100.5, "c", 0.0, 0.5)
+        self.assertAlmostEqual(r["latency"], 0.2, places=6)
+
+    def test_to_one_is_after_the_last_old_call(self):
+        labels = self.draws(800, 0.5, seed=4) + ["p"] + ["c"] * 300
+        r = h.share_change(timeline(labels), 100.5, "c", 0.5, 1.0)
+        self.assertAlmostEqual(r["latency"], 0.801 - 0.5, places=6)
+        self.assertEqual(r["after"], [300, 300])
+
+    def test_no_change_when_the_old_share_goes_on(self):
+        labels = ["p"] * 2000
+        r = h.share_change(timeline(labels), 100.5, "c", 0.0, 0.5)
+        self.assertIsNone(r["latency"])
+
+    def test_errors_count(self):
+        labels = ["p"] * 600 + ["ERR:UNAVAILABLE: x"] + ["c"] * 100
+        r = h.share_change(timeline(labels), 100.5, "c", 0.0, 1.0)
+        self.assertEqual(r["errors"], 1)
+        self.assertAlmostEqual(r["latency"], 0.101, places=6)
+
+
 class ManifestsTest(unittest.TestCase):
     """Every scenario's manifests translate without errors (`--once`), with fake backends."""
 
@@ -230,8 +270,9 @@ class ManifestsTest(unittest.TestCase):
         import run_e2e
 
         class FakeBackends:
-            def __init__(self, names):
-                self.addresses = {n: ("127.0.0.1", 20000 + i) for i, n in enumerate(names)}
+            def __init__(self, names, hosts=None):
+                self.addresses = {n: (hosts[n], 20000) if hosts else ("127.0.0.1", 20000 + i)
+                                  for i, n in enumerate(names)}
 
             def __getitem__(self, name):
                 return self.addresses[name]

@@ -193,8 +193,18 @@ impl XdsServer {
 
     /// Serves the debug endpoint on `listener` until [`XdsServer::shutdown`].
     pub async fn serve_debug(&self, listener: TcpListener) -> Result<(), ServeError> {
+        self.serve_debug_with(listener, axum::Router::new()).await
+    }
+
+    /// Serves the debug endpoint with more routes beside the server's own (the controller
+    /// adds what it knows about the translation).
+    pub async fn serve_debug_with(
+        &self,
+        listener: TcpListener,
+        extra: axum::Router,
+    ) -> Result<(), ServeError> {
         let address = local_address(&listener);
-        axum::serve(listener, self.debug_router())
+        axum::serve(listener, self.debug_router().merge(extra))
             .with_graceful_shutdown(self.stopped())
             .await
             .map_err(|source| ServeError::Debug { address, source })

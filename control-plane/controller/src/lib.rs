@@ -21,6 +21,7 @@ pub mod logs;
 pub mod proxy;
 pub mod report;
 pub mod runtime;
+pub mod smi;
 pub mod snapshot;
 pub mod xds;
 

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use lanyard_index::RouteStatus;
 use lanyard_index::status::ParentStatus;
+use lanyard_index::{RouteStatus, SmiOutcome, SmiReport};
 use tracing::{error, info, warn};
 
 use crate::diagnostics::{Diagnostic, Severity};
@@ -37,6 +37,12 @@ pub fn log_snapshot(snapshot: &Snapshot, previous: Option<&Snapshot>) {
             log_route_status(status);
         }
     }
+    for report in &snapshot.translation.smi {
+        let unchanged = previous.is_some_and(|p| p.translation.smi.contains(report));
+        if !unchanged {
+            log_smi_report(report);
+        }
+    }
     let summary = snapshot.summary();
     info!(
         generation = snapshot.generation,
@@ -57,6 +63,22 @@ fn log_diagnostic(diagnostic: &Diagnostic) {
         Severity::Error => error!(%file, object, "{message}"),
         Severity::Warning => warn!(%file, object, "{message}"),
         Severity::Info => info!(%file, object, "{message}"),
+    }
+}
+
+/// One line per TrafficSplit: applied at info, ignored at warning, invalid at error level.
+fn log_smi_report(report: &SmiReport) {
+    let split = &report.split;
+    let service = &report.service;
+    let message = &report.message;
+    match &report.outcome {
+        SmiOutcome::Applied => info!(%split, %service, "TrafficSplit applied: {message}"),
+        SmiOutcome::Ignored { reason } => {
+            warn!(%split, %service, reason, "TrafficSplit ignored: {message}")
+        }
+        SmiOutcome::Invalid { reason } => {
+            error!(%split, %service, reason, "TrafficSplit invalid: {message}")
+        }
     }
 }
 

@@ -357,6 +357,7 @@ mod tests {
             },
             diagnostics: vec![Diagnostic::warning(PathBuf::from("f.yaml"), "careful")],
             unused_kinds: BTreeMap::new(),
+            last_valid_splits: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use lanyard_index::{Objects, Translation};
 
 use crate::diagnostics::{Diagnostic, Severity, count_errors};
 use crate::files::Loaded;
+use crate::smi::LastValidSplits;
 
 /// The default DNS domain of the cluster.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -70,6 +71,9 @@ pub struct Snapshot {
     pub diagnostics: Vec<Diagnostic>,
     /// Documents of kinds that do not affect the mesh, by kind.
     pub unused_kinds: BTreeMap<String, usize>,
+    /// The last valid version of each TrafficSplit, kept in effect while an edit leaves it
+    /// invalid (see [`crate::smi`]).
+    pub last_valid_splits: LastValidSplits,
 }
 
 /// Counts worth a log line.
@@ -90,8 +94,14 @@ pub struct Summary {
 impl Snapshot {
     /// What a source publishes before its first full load: generation 0, no objects.
     pub fn placeholder() -> Self {
-        let loaded = Loaded::default();
-        Self::with_translation(0, loaded, Translation::default())
+        Self {
+            generation: 0,
+            objects: Objects::default(),
+            translation: Translation::default(),
+            diagnostics: Vec::new(),
+            unused_kinds: BTreeMap::new(),
+            last_valid_splits: LastValidSplits::default(),
+        }
     }
 
     /// Whether this is [`Snapshot::placeholder`]: nothing loaded yet, not to be served.
@@ -99,21 +109,44 @@ impl Snapshot {
         self.generation == 0
     }
 
-    /// Translates loaded objects.
+    /// Translates loaded objects, with nothing known from before.
     pub fn translate(generation: u64, loaded: Loaded, settings: &Settings) -> Self {
-        let translation = lanyard_index::translate(&loaded.objects, &settings.index_options());
-        Self::with_translation(generation, loaded, translation)
+        Self::translate_after(&LastValidSplits::default(), generation, loaded, settings)
     }
 
-    /// A snapshot of loaded objects whose translation is already known (same objects as a
-    /// snapshot before, new diagnostics).
-    pub fn with_translation(generation: u64, loaded: Loaded, translation: Translation) -> Self {
+    /// The snapshot that follows this one for newly loaded objects: the next generation,
+    /// translated keeping what this one remembers (the translation is reused when the
+    /// objects did not change).
+    pub fn next(&self, loaded: Loaded, settings: &Settings) -> Self {
+        let generation = self.generation + 1;
+        if !self.is_placeholder() && loaded.objects == self.objects {
+            return Self {
+                generation,
+                objects: loaded.objects,
+                translation: self.translation.clone(),
+                diagnostics: loaded.diagnostics,
+                unused_kinds: loaded.unused_kinds,
+                last_valid_splits: self.last_valid_splits.clone(),
+            };
+        }
+        Self::translate_after(&self.last_valid_splits, generation, loaded, settings)
+    }
+
+    fn translate_after(
+        last_valid: &LastValidSplits,
+        generation: u64,
+        loaded: Loaded,
+        settings: &Settings,
+    ) -> Self {
+        let (translation, last_valid_splits) =
+            crate::smi::translate(&loaded.objects, &settings.index_options(), last_valid);
         Self {
             generation,
             objects: loaded.objects,
             translation,
             diagnostics: loaded.diagnostics,
             unused_kinds: loaded.unused_kinds,
+            last_valid_splits,
         }
     }
 

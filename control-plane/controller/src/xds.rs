@@ -12,7 +12,36 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use crate::error::{Error, Result};
+use crate::report::{Format, Report, Show};
 use crate::snapshot::Snapshot;
+
+/// `GET /debug/translation`: the current snapshot's route status, diagnostics, translator
+/// warnings and SMI reports, as JSON (the report `lanyardctl x translate --show status`
+/// prints for files).
+pub fn translation_router(snapshots: watch::Receiver<Arc<Snapshot>>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+
+    let handler = move || {
+        let snapshot = snapshots.borrow().clone();
+        async move {
+            if snapshot.is_placeholder() {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: nothing loaded yet\n",
+                )
+                    .into_response();
+            }
+            let rendered = Report::new(&snapshot, Show::Status, None)
+                .and_then(|report| report.render(Format::Json));
+            match rendered {
+                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+            }
+        }
+    };
+    axum::Router::new().route("/debug/translation", axum::routing::get(handler))
+}
 
 /// The ADS server and the debug endpoint, running.
 #[derive(Debug)]
@@ -67,8 +96,9 @@ impl Serving {
             }
         }));
         let debug = server.clone();
+        let translation = translation_router(snapshots.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = debug.serve_debug(debug_listener).await {
+            if let Err(e) = debug.serve_debug_with(debug_listener, translation).await {
                 let _ = failed.send(e).await;
             }
         }));

@@ -196,11 +196,7 @@ impl Reloader {
             debug!(files = loaded.files, "no change");
             return;
         }
-        let snapshot = if loaded.objects == current.objects {
-            Snapshot::with_translation(generation, loaded, current.translation.clone())
-        } else {
-            Snapshot::translate(generation, loaded, &self.settings)
-        };
+        let snapshot = current.next(loaded, &self.settings);
         info!(
             objects = object_count(&snapshot),
             diagnostics = snapshot.diagnostics.len(),

@@ -12,12 +12,16 @@
 //!   with the first complete snapshot.
 //! - A watch that fails, or gets `410 Gone`, relists with backoff; the relist replaces that
 //!   watch's objects only once complete, so proxies keep their configuration meanwhile.
-//! - Route status is written back by [`status`], from every snapshot, by the replica that
-//!   holds the Lease ([`lease`]).
+//! - Route status is written back by [`status`], and TrafficSplit reports are recorded as
+//!   Events by [`events`], from every snapshot, by the replica that holds the Lease
+//!   ([`lease`]).
+//! - The SMI kinds are watched at the newest version the server serves that Lanyard reads
+//!   (found by discovery, and found again if it stops being served).
 //! - A kind the server does not serve (404: the Gateway API CRDs are not installed) is
 //!   logged as a warning, counts as listed with no objects, and keeps being retried with
 //!   backoff.
 
+pub mod events;
 pub mod lease;
 pub mod status;
 pub mod store;
@@ -43,7 +47,7 @@ use store::{Change, Store, Watched};
 pub const DEBOUNCE: Duration = crate::files::DEBOUNCE;
 
 /// Every kind Lanyard reads, in the order the watches start.
-pub const KINDS: [Kind; 7] = [
+pub const KINDS: [Kind; 10] = [
     Kind::Namespace,
     Kind::Service,
     Kind::EndpointSlice,
@@ -51,29 +55,71 @@ pub const KINDS: [Kind; 7] = [
     Kind::HttpRoute,
     Kind::GrpcRoute,
     Kind::ReferenceGrant,
+    Kind::TrafficSplit,
+    Kind::HttpRouteGroup,
+    Kind::TcpRoute,
 ];
 
-/// Where the API server serves a kind: group, version and plural.
-pub fn api_resource(kind: Kind) -> ApiResource {
-    let (group, version, plural) = match kind {
-        Kind::Namespace => ("", "v1", "namespaces"),
-        Kind::Service => ("", "v1", "services"),
-        Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
-        Kind::Pod => ("", "v1", "pods"),
-        Kind::HttpRoute => ("gateway.networking.k8s.io", "v1", "httproutes"),
-        Kind::GrpcRoute => ("gateway.networking.k8s.io", "v1", "grpcroutes"),
+/// The SMI versions Lanyard reads, newest first.
+const SMI_VERSIONS: &[&str] = &["v1alpha4", "v1alpha3", "v1alpha2", "v1alpha1"];
+
+/// Where the API server may serve a kind: group, plural, and the versions Lanyard reads,
+/// preferred first. A kind with one version is watched at it; for a kind with several (the
+/// SMI kinds, whose CRDs in the wild serve different versions: OSM's serve TrafficSplit only
+/// at v1alpha2, Lanyard's serve them all) discovery picks the first one served.
+fn served_as(kind: Kind) -> (&'static str, &'static str, &'static [&'static str]) {
+    match kind {
+        Kind::Namespace => ("", "namespaces", &["v1"]),
+        Kind::Service => ("", "services", &["v1"]),
+        Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices", &["v1"]),
+        Kind::Pod => ("", "pods", &["v1"]),
+        Kind::HttpRoute => ("gateway.networking.k8s.io", "httproutes", &["v1"]),
+        Kind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes", &["v1"]),
         // v1beta1 is served by every Gateway API release that has ReferenceGrant.
-        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
-        // Not watched yet (not in KINDS): the SMI watches and CRDs come with SMI's
-        // Kubernetes support; these are the newest versions of the SMI CRDs.
-        Kind::TrafficSplit => ("split.smi-spec.io", "v1alpha4", "trafficsplits"),
-        Kind::HttpRouteGroup => ("specs.smi-spec.io", "v1alpha4", "httproutegroups"),
-        Kind::TcpRoute => ("specs.smi-spec.io", "v1alpha4", "tcproutes"),
-    };
+        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants", &["v1beta1"]),
+        Kind::TrafficSplit => ("split.smi-spec.io", "trafficsplits", SMI_VERSIONS),
+        Kind::HttpRouteGroup => ("specs.smi-spec.io", "httproutegroups", SMI_VERSIONS),
+        Kind::TcpRoute => ("specs.smi-spec.io", "tcproutes", SMI_VERSIONS),
+    }
+}
+
+/// Where the API server serves a kind at its preferred version.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    let (_, _, versions) = served_as(kind);
+    api_resource_at(kind, versions[0])
+}
+
+/// Where the API server serves a kind at `version`.
+pub fn api_resource_at(kind: Kind, version: &str) -> ApiResource {
+    let (group, plural, _) = served_as(kind);
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(group, version, kind.as_str()),
         plural,
     )
+}
+
+/// The versions of `kind` Lanyard can watch, preferred first.
+pub fn candidate_versions(kind: Kind) -> &'static [&'static str] {
+    served_as(kind).2
+}
+
+/// The first of `candidates` that `served` (a group's versions, from discovery) contains.
+pub fn pick_version<'a>(candidates: &[&'a str], served: &[String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .copied()
+        .find(|c| served.iter().any(|s| s == c))
+}
+
+/// Asks discovery which versions of `group` the server serves (`None`: the group is not
+/// served at all).
+async fn served_versions(client: &Client, group: &str) -> Result<Option<Vec<String>>, kube::Error> {
+    let groups = client.list_api_groups().await?;
+    Ok(groups
+        .groups
+        .into_iter()
+        .find(|g| g.name == group)
+        .map(|g| g.versions.into_iter().map(|v| v.version).collect()))
 }
 
 /// The watches for these namespaces (empty: all namespaces), one per kind and namespace.
@@ -177,16 +223,22 @@ impl KubeWatcher {
                     kind = %watched.kind,
                     namespace = watched.namespace.as_deref().unwrap_or("*"),
                 );
-                let resource = api_resource(watched.kind);
                 tokio::spawn(
-                    run_watch(client.clone(), index, watched, resource, shared.clone())
-                        .instrument(span),
+                    run_watch(client.clone(), index, watched, shared.clone()).instrument(span),
                 )
             })
             .collect();
         let (leading, leader) = watch::channel(false);
+        let reporter = kube::runtime::events::Reporter {
+            controller: settings.controller_name.clone(),
+            instance: Some(lease.identity.clone()),
+        };
         tasks.push(tokio::spawn(
             lease::run(client.clone(), lease, leading).instrument(info_span!("lease")),
+        ));
+        tasks.push(tokio::spawn(
+            events::run(client.clone(), reporter, snapshots.clone(), leader.clone())
+                .instrument(info_span!("events")),
         ));
         tasks.push(tokio::spawn(
             status::run(
@@ -231,26 +283,95 @@ impl Drop for KubeWatcher {
     }
 }
 
-/// Runs one watch of `resource` (where the server serves the watched kind) until aborted,
-/// feeding its changes into the store.
-async fn run_watch(
-    client: Client,
+/// How long to wait before asking discovery again for a kind with several versions, at
+/// first and at most.
+const RESOLVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// Runs one watch until aborted, feeding its changes into the store. A kind Lanyard reads at
+/// one version is watched there. A kind with several candidate versions is watched at the
+/// one discovery finds served, and found again whenever that version stops being served
+/// (the objects stay in the store meanwhile; the new watch's list replaces them).
+async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<Shared>) {
+    let candidates = candidate_versions(watched.kind);
+    if let [version] = candidates {
+        let resource = api_resource_at(watched.kind, version);
+        watch_resource(&client, index, &resource, &shared, OnMissing::Retry).await;
+        return;
+    }
+    let (group, _, _) = served_as(watched.kind);
+    let mut delay = RESOLVE_BACKOFF.0;
+    let mut reported_missing = false;
+    loop {
+        match served_versions(&client, group).await {
+            Ok(served) => match served
+                .as_deref()
+                .and_then(|served| pick_version(candidates, served))
+            {
+                Some(version) => {
+                    let resource = api_resource_at(watched.kind, version);
+                    info!(api_version = %resource.api_version, "watching the newest version served");
+                    reported_missing = false;
+                    if watch_resource(&client, index, &resource, &shared, OnMissing::Return).await {
+                        delay = RESOLVE_BACKOFF.0;
+                    }
+                    info!(api_version = %resource.api_version, "no longer served: asking discovery again");
+                }
+                None => {
+                    if !reported_missing {
+                        warn!(
+                            group,
+                            served = ?served.unwrap_or_default(),
+                            readable = ?candidates,
+                            "the API server serves no version of this kind that Lanyard reads (are the SMI CRDs installed?): treating it as empty, retrying with backoff"
+                        );
+                        reported_missing = true;
+                    }
+                    shared.apply(index, Change::Missing);
+                }
+            },
+            Err(e) => warn!(error = %e, "discovery failed, retrying with backoff"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RESOLVE_BACKOFF.1);
+    }
+}
+
+/// What a watch does when the server says its resource is not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnMissing {
+    /// Report the kind as empty and keep retrying the same resource with backoff.
+    Retry,
+    /// Return, so that the caller can look for another version.
+    Return,
+}
+
+/// Watches `resource` until aborted or, with [`OnMissing::Return`], until the server says
+/// it is not served. Returns whether the watch listed at least once.
+async fn watch_resource(
+    client: &Client,
     index: usize,
-    watched: Watched,
-    resource: ApiResource,
-    shared: Arc<Shared>,
-) {
+    resource: &ApiResource,
+    shared: &Shared,
+    on_missing: OnMissing,
+) -> bool {
+    let watched = shared
+        .store
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .watches()[index]
+        .clone();
     let mut config = watcher::Config::default();
     let api: Api<DynamicObject> = match (&watched.namespace, watched.kind) {
         (Some(ns), Kind::Namespace) => {
             config = config.fields(&format!("metadata.name={ns}"));
-            Api::all_with(client, &resource)
+            Api::all_with(client.clone(), resource)
         }
-        (Some(ns), _) => Api::namespaced_with(client, ns, &resource),
-        (None, _) => Api::all_with(client, &resource),
+        (Some(ns), _) => Api::namespaced_with(client.clone(), ns, resource),
+        (None, _) => Api::all_with(client.clone(), resource),
     };
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut missing = false;
+    let mut listed = false;
     while let Some(event) = events.next().await {
         let change = match event {
             Ok(watcher::Event::Init) => Change::Init,
@@ -259,23 +380,24 @@ async fn run_watch(
                     info!("the kind is served now");
                 }
                 debug!("listed");
+                listed = true;
                 Change::InitDone
             }
-            Ok(watcher::Event::InitApply(object)) => match to_object(&resource, object) {
+            Ok(watcher::Event::InitApply(object)) => match to_object(resource, object) {
                 Ok(object) => Change::InitApply(object),
                 Err(e) => {
                     warn!(error = %e, "skipping an object that cannot be read");
                     continue;
                 }
             },
-            Ok(watcher::Event::Apply(object)) => match to_object(&resource, object) {
+            Ok(watcher::Event::Apply(object)) => match to_object(resource, object) {
                 Ok(object) => Change::Apply(object),
                 Err(e) => {
                     warn!(error = %e, "skipping an object that cannot be read");
                     continue;
                 }
             },
-            Ok(watcher::Event::Delete(object)) => match to_object(&resource, object) {
+            Ok(watcher::Event::Delete(object)) => match to_object(resource, object) {
                 Ok(object) => Change::Delete(object.object_ref()),
                 Err(e) => {
                     warn!(error = %e, "skipping the deletion of an object that cannot be read");
@@ -283,6 +405,9 @@ async fn run_watch(
                 }
             },
             Err(e) if is_not_found(&e) => {
+                if on_missing == OnMissing::Return {
+                    return listed;
+                }
                 if !missing {
                     warn!(
                         api_version = %resource.api_version,
@@ -300,6 +425,7 @@ async fn run_watch(
         };
         shared.apply(index, change);
     }
+    listed
 }
 
 /// Translates and publishes the store whenever it changed and every watch has listed,
@@ -329,7 +455,7 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
                 objects,
                 ..Default::default()
             };
-            Snapshot::translate(generation, loaded, &settings)
+            current.next(loaded, &settings)
         })
         .instrument(info_span!("translate", generation))
         .await;
@@ -418,7 +544,10 @@ mod tests {
             store: Mutex::new(Store::new(vec![watched.clone()])),
             changed: Notify::new(),
         });
-        let task = tokio::spawn(run_watch(client, 0, watched, unserved, shared.clone()));
+        let watching = shared.clone();
+        let task = tokio::spawn(async move {
+            watch_resource(&client, 0, &unserved, &watching, OnMissing::Retry).await
+        });
         let synced = async {
             while !shared.store.lock().unwrap().all_synced() {
                 shared.changed.notified().await;
@@ -429,6 +558,26 @@ mod tests {
             .expect("the missing kind was reported");
         assert!(!task.is_finished(), "the watch gave up");
         task.abort();
+    }
+
+    #[test]
+    fn the_newest_served_version_lanyard_reads_is_watched() {
+        let served = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let smi = candidate_versions(Kind::TrafficSplit);
+        // Lanyard's CRDs serve every version; OSM's serve TrafficSplit at v1alpha2 only.
+        let all = served(&["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"]);
+        assert_eq!(pick_version(smi, &all), Some("v1alpha4"));
+        assert_eq!(pick_version(smi, &served(&["v1alpha2"])), Some("v1alpha2"));
+        assert_eq!(pick_version(smi, &served(&["v1beta9"])), None);
+        assert_eq!(candidate_versions(Kind::Service), &["v1"]);
+        assert_eq!(
+            api_resource(Kind::TrafficSplit).api_version,
+            "split.smi-spec.io/v1alpha4"
+        );
+        assert_eq!(
+            api_resource_at(Kind::HttpRouteGroup, "v1alpha2").api_version,
+            "specs.smi-spec.io/v1alpha2"
+        );
     }
 
     #[test]

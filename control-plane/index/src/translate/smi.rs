@@ -268,7 +268,20 @@ fn lower(
             format!("root Service {shown_root} has no HTTP port to split"),
         ));
     }
-    let mut message = format!("split applied to {} port(s) of {shown_root}", tables.len());
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let shares: Vec<String> = split
+        .spec
+        .backends
+        .iter()
+        .zip(&weights)
+        .map(|(b, &w)| format!("{} {}", b.service, percent(u64::from(w), total)))
+        .collect();
+    let ports: Vec<String> = tables.iter().map(|(k, _)| k.port.to_string()).collect();
+    let mut message = format!(
+        "{shown_root} port {} split: {}",
+        ports.join(", "),
+        shares.join(", ")
+    );
     if !split.spec.matches.is_empty() {
         message.push_str("; requests that match no HTTPRouteGroup match go to the root Service");
     }
@@ -322,6 +335,16 @@ fn checked_weights(split: &TrafficSplit) -> Result<Vec<u32>, (SmiOutcome, String
         .into_iter()
         .map(|w| u32::try_from(w).unwrap_or(u32::MAX))
         .collect())
+}
+
+/// `part` of `total` as a percentage, with one decimal when it is not whole.
+fn percent(part: u64, total: u64) -> String {
+    let tenths = (part * 1000 + total / 2) / total.max(1);
+    if tenths.is_multiple_of(10) {
+        format!("{}%", tenths / 10)
+    } else {
+        format!("{}.{}%", tenths / 10, tenths % 10)
+    }
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -465,5 +488,19 @@ fn backend_port(
         _ => Err(format!(
             "backend Service {namespace}/{name} has no port {port} and not exactly one port"
         )),
+    }
+}
+
+#[cfg(test)]
+mod percent_tests {
+    use super::percent;
+
+    #[test]
+    fn shares_read_as_percentages() {
+        assert_eq!(percent(90, 100), "90%");
+        assert_eq!(percent(1, 3), "33.3%");
+        assert_eq!(percent(2, 3), "66.7%");
+        assert_eq!(percent(u64::from(u32::MAX), u64::from(u32::MAX)), "100%");
+        assert_eq!(percent(0, 0), "0%");
     }
 }

@@ -1,0 +1,227 @@
+//! Kubernetes Events for SMI TrafficSplits, which have no status field.
+//!
+//! Whenever what became of a TrafficSplit changes (applied, ignored because a Gateway API
+//! route or an older split takes precedence, invalid), the replica holding the Lease records
+//! an `events.k8s.io/v1` Event regarding the split: `Normal` when applied, `Warning`
+//! otherwise, with the reason and the translator's message as its note, so that
+//! `kubectl describe trafficsplit` and `kubectl get events` show it. The same report is in
+//! the controller's log and on the debug endpoint (`/debug/translation`).
+//!
+//! A report is recorded once per change, not once per snapshot. A replica that starts
+//! leading records the current reports again, since it cannot know what the previous leader
+//! recorded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use lanyard_index::api::TrafficSplit;
+use lanyard_index::api::smi::SPLIT_GROUP;
+use lanyard_index::{ObjectRef, SmiOutcome, SmiReport};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::snapshot::Snapshot;
+
+/// The Event `action` of every report.
+pub const ACTION: &str = "Translate";
+/// The Event `reason` of an applied split (other outcomes carry the translator's reason).
+pub const APPLIED: &str = "Applied";
+/// Events notes are limited to 1 kB by the API server.
+const NOTE_LIMIT: usize = 1024;
+/// How long to wait before recording again reports whose Event failed.
+const RETRY_FAILED: Duration = Duration::from_secs(5);
+
+/// The Event for a report.
+pub fn event_for(report: &SmiReport) -> Event {
+    let (type_, reason) = match &report.outcome {
+        SmiOutcome::Applied => (EventType::Normal, APPLIED.to_string()),
+        SmiOutcome::Ignored { reason } | SmiOutcome::Invalid { reason } => {
+            (EventType::Warning, reason.clone())
+        }
+    };
+    let outcome = match &report.outcome {
+        SmiOutcome::Applied => "applied",
+        SmiOutcome::Ignored { .. } => "ignored",
+        SmiOutcome::Invalid { .. } => "invalid",
+    };
+    let note = truncate(
+        format!(
+            "{outcome} on Service {}: {}",
+            report.service, report.message
+        ),
+        NOTE_LIMIT,
+    );
+    Event {
+        type_,
+        reason,
+        note: Some(note),
+        action: ACTION.to_string(),
+        secondary: None,
+    }
+}
+
+/// The reference to a TrafficSplit as read (the version it was read at, its uid).
+pub fn reference(key: &ObjectRef, split: Option<&TrafficSplit>) -> ObjectReference {
+    let version = split
+        .map(|s| s.version.as_str())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("v1alpha4");
+    ObjectReference {
+        api_version: Some(format!("{SPLIT_GROUP}/{version}")),
+        kind: Some("TrafficSplit".to_string()),
+        namespace: Some(key.key.namespace.clone()),
+        name: Some(key.key.name.clone()),
+        uid: split.and_then(|s| s.metadata.uid.clone()),
+        resource_version: split.and_then(|s| s.metadata.resource_version.clone()),
+        ..Default::default()
+    }
+}
+
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// While `leader` says this replica leads, records an Event for every TrafficSplit report
+/// that changed; until the snapshots or the election end.
+pub async fn run(
+    client: Client,
+    reporter: Reporter,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let recorder = Recorder::new(client, reporter);
+    let mut recorded: BTreeMap<ObjectRef, SmiReport> = BTreeMap::new();
+    let mut failed = false;
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        if *leader.borrow_and_update() {
+            if !snapshot.is_placeholder() {
+                failed = !record_all(&recorder, &snapshot, &mut recorded).await;
+            }
+        } else {
+            recorded.clear();
+            failed = false;
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            changed = leader.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY_FAILED), if failed => {}
+        }
+    }
+}
+
+/// Records the reports of a snapshot that differ from what was recorded; `false` if an
+/// Event could not be written.
+async fn record_all(
+    recorder: &Recorder,
+    snapshot: &Snapshot,
+    recorded: &mut BTreeMap<ObjectRef, SmiReport>,
+) -> bool {
+    let reports = &snapshot.translation.smi;
+    recorded.retain(|split, _| reports.iter().any(|r| &r.split == split));
+    let mut ok = true;
+    for report in reports {
+        if recorded.get(&report.split) == Some(report) {
+            continue;
+        }
+        let split = snapshot.objects.traffic_splits.get(&report.split.key);
+        let regarding = reference(&report.split, split);
+        match recorder.publish(&event_for(report), &regarding).await {
+            Ok(()) => {
+                debug!(split = %report.split, "event recorded");
+                recorded.insert(report.split.clone(), report.clone());
+            }
+            Err(e) => {
+                warn!(split = %report.split, error = %e, "cannot record the TrafficSplit's event, will retry");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use lanyard_index::{Kind, ObjectKey};
+
+    use super::*;
+
+    fn mk_report(outcome: SmiOutcome, message: &str) -> SmiReport {
+        SmiReport {
+            split: ObjectRef {
+                kind: Kind::TrafficSplit,
+                key: ObjectKey::new("shop", "canary"),
+            },
+            service: "shop/web".to_string(),
+            outcome,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn applied_is_normal_and_the_rest_are_warnings_with_their_reason() {
+        let applied = event_for(&mk_report(SmiOutcome::Applied, "90/10"));
+        assert_eq!(applied.type_, EventType::Normal);
+        assert_eq!(applied.reason, APPLIED);
+        assert_eq!(applied.action, ACTION);
+        assert_eq!(
+            applied.note.as_deref(),
+            Some("applied on Service shop/web: 90/10")
+        );
+
+        let ignored = event_for(&mk_report(
+            SmiOutcome::Ignored {
+                reason: "GatewayAPIRoute".into(),
+            },
+            "HTTPRoute shop/web wins",
+        ));
+        assert_eq!(ignored.type_, EventType::Warning);
+        assert_eq!(ignored.reason, "GatewayAPIRoute");
+
+        let long = event_for(&mk_report(
+            SmiOutcome::Invalid {
+                reason: "InvalidWeight".into(),
+            },
+            &"é".repeat(2000),
+        ));
+        let note = long.note.unwrap();
+        assert!(
+            note.len() <= NOTE_LIMIT && note.ends_with("..."),
+            "{}",
+            note.len()
+        );
+    }
+
+    #[test]
+    fn the_reference_names_the_version_read_and_the_uid() {
+        let key = mk_report(SmiOutcome::Applied, "").split;
+        let mut split = TrafficSplit {
+            version: "v1alpha2".into(),
+            ..Default::default()
+        };
+        split.metadata.uid = Some("u-1".into());
+        let reference = reference(&key, Some(&split));
+        assert_eq!(
+            reference.api_version.as_deref(),
+            Some("split.smi-spec.io/v1alpha2")
+        );
+        assert_eq!(reference.uid.as_deref(), Some("u-1"));
+        assert_eq!(reference.name.as_deref(), Some("canary"));
+        assert_eq!(
+            super::reference(&key, None).api_version.as_deref(),
+            Some("split.smi-spec.io/v1alpha4")
+        );
+    }
+}
