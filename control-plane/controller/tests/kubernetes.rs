@@ -3,126 +3,18 @@
 //! and the controller rides out `410 Gone` and dropped watches without the proxies losing their
 //! configuration.
 
-use std::ffi::OsStr;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use lanyard_test_apiserver::{ApiServer, Config};
-use lanyard_xds::testing::client::{SotwClient, find, names, node};
+use lanyard_xds::testing::client::{SotwClient, names, node};
 use lanyard_xds::testing::{WAIT, http_get};
 use lanyard_xds::type_url;
 
+mod cluster;
 mod process;
 
-use process::Controller;
-
-const KUBECTL: &str = "/usr/bin/kubectl";
-const ROUTE_CONFIG: &str = "cart.shop.svc.cluster.local:80";
-
-fn cluster(service: &str) -> String {
-    format!("outbound|80||{service}.shop.svc.cluster.local")
-}
-
-fn mk_service(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n"
-    )
-}
-
-fn mk_endpoint_slice(service: &str, ip: &str) -> String {
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: shop, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]\n"
-    )
-}
-
-/// An HTTPRoute on Service `cart` that sends everything to `backend`.
-fn mk_route(backend: &str) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: cart, port: 80}}]\n  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
-    )
-}
-
-/// Runs kubectl off the async threads (the API server runs on them); its stdout.
-async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let kubeconfig = kubeconfig.to_path_buf();
-    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(&args)
-            .output()
-            .expect("kubectl runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "kubectl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// `kubectl apply -f` of these documents.
-async fn kubectl_apply(kubeconfig: &Path, documents: &[String]) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("objects.yaml");
-    std::fs::write(&file, documents.join("---\n")).unwrap();
-    kubectl(kubeconfig, &["apply", "-f", file.to_str().unwrap()]).await;
-}
-
-/// Starts the binary on free ports against the kubeconfig.
-fn start(kubeconfig: &Path) -> Controller {
-    start_with(kubeconfig, &[])
-}
-
-/// [`start`] with more flags.
-fn start_with(kubeconfig: &Path, flags: &[&str]) -> Controller {
-    let mut args = vec![OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
-    args.extend(flags.iter().map(OsStr::new));
-    process::start(&args)
-}
-
-/// Waits (boundedly) for `/readyz` to answer 200.
-async fn wait_ready(debug: SocketAddr) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, body) = http_get(debug, "/readyz").await;
-        if status == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never ready: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The clusters the route configuration of `cart:80` sends to.
-fn route_clusters(response: &DiscoveryResponse) -> String {
-    let config: RouteConfiguration = find(response, ROUTE_CONFIG)
-        .unwrap_or_else(|| panic!("no {ROUTE_CONFIG} in {:?}", names(response)));
-    format!("{config:?}")
-}
-
-/// Receives responses (acking each) until a route configuration satisfies `f`.
-async fn wait_for_routes(client: &mut SotwClient, what: &str, f: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let response = client.recv().await;
-        client.ack(&response);
-        if response.type_url == type_url::ROUTE && f(&route_clusters(&response)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no route configuration with {what}"
-        );
-    }
-}
+use cluster::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_applied_routes_reach_proxies_and_survive_gone_and_dropped_watches() {

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use crate::api_error::json_response;
 use crate::resources::{self, ResourceType};
 
+/// Which table rows answer right now (a CRD may stop serving some versions).
+pub type Served<'a> = &'a dyn Fn(&ResourceType) -> bool;
+
 /// The Kubernetes version the fixture claims to be.
 pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "33";
@@ -42,12 +45,12 @@ fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
 }
 
 /// `/api` (core) or `/apis` (named groups).
-pub fn root(core: bool, headers: &HeaderMap, server_address: &str) -> Response {
+pub fn root(core: bool, headers: &HeaderMap, server_address: &str, served: Served) -> Response {
     if let Some(v) = aggregated_version(headers) {
-        let items: Vec<Value> = resources::groups()
+        let items: Vec<Value> = resources::groups_where(served)
             .into_iter()
             .filter(|(g, _)| g.is_empty() == core)
-            .map(|(g, versions)| aggregated_group(g, &versions))
+            .map(|(g, versions)| aggregated_group(g, &versions, served))
             .collect();
         let body = json!({
             "kind": "APIGroupDiscoveryList",
@@ -70,7 +73,7 @@ pub fn root(core: bool, headers: &HeaderMap, server_address: &str) -> Response {
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
         })
     } else {
-        let groups: Vec<Value> = resources::groups()
+        let groups: Vec<Value> = resources::groups_where(served)
             .into_iter()
             .filter(|(g, _)| !g.is_empty())
             .map(|(g, versions)| api_group(g, &versions))
@@ -81,8 +84,8 @@ pub fn root(core: bool, headers: &HeaderMap, server_address: &str) -> Response {
 }
 
 /// `/apis/<group>`, if served.
-pub fn group(name: &str) -> Option<Value> {
-    resources::groups()
+pub fn group(name: &str, served: Served) -> Option<Value> {
+    resources::groups_where(served)
         .into_iter()
         .find(|(g, _)| !g.is_empty() && *g == name)
         .map(|(g, versions)| {
@@ -111,9 +114,9 @@ fn api_group(g: &str, versions: &[&str]) -> Value {
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`, if served.
-pub fn resource_list(g: &str, v: &str) -> Option<Value> {
+pub fn resource_list(g: &str, v: &str, served: Served) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in resources::in_group_version(g, v) {
+    for r in resources::in_group_version(g, v).filter(|r| served(r)) {
         resources.push(json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -145,11 +148,12 @@ pub fn resource_list(g: &str, v: &str) -> Option<Value> {
     }))
 }
 
-fn aggregated_group(g: &str, versions: &[&str]) -> Value {
+fn aggregated_group(g: &str, versions: &[&str], served: Served) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
             let resources: Vec<Value> = resources::in_group_version(g, v)
+                .filter(|r| served(r))
                 .map(aggregated_resource)
                 .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
@@ -202,7 +206,7 @@ mod tests {
 
     #[test]
     fn resource_lists_include_status_subresources() {
-        let list = resource_list("gateway.networking.k8s.io", "v1").unwrap();
+        let list = resource_list("gateway.networking.k8s.io", "v1", &|_| true).unwrap();
         let names: Vec<&str> = list["resources"]
             .as_array()
             .unwrap()
@@ -211,9 +215,9 @@ mod tests {
             .collect();
         assert!(names.contains(&"httproutes") && names.contains(&"httproutes/status"));
         assert!(!names.contains(&"referencegrants/status"));
-        assert!(resource_list("nope.io", "v1").is_none());
+        assert!(resource_list("nope.io", "v1", &|_| true).is_none());
         assert_eq!(
-            group("gateway.networking.k8s.io").unwrap()["preferredVersion"]["version"],
+            group("gateway.networking.k8s.io", &|_| true).unwrap()["preferredVersion"]["version"],
             "v1"
         );
     }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::Shared;
 use crate::api_error::{ApiError, json_response};
 use crate::apply::Writer;
+use crate::conversion::Converter;
 use crate::object::{self, Part};
 use crate::resources;
 use crate::routes::Target;
@@ -73,10 +74,24 @@ impl Request<'_> {
         }
     }
 
-    /// The object as served at this request's version.
-    pub(crate) fn present(&self, mut obj: Value) -> Value {
-        obj["apiVersion"] = json!(self.target.r.api_version());
-        obj
+    /// How bodies move between versions for this request's kind.
+    pub(crate) fn converter(&self) -> Converter<'_> {
+        Converter::new(&self.shared, self.target.r)
+    }
+
+    /// The object as served at this request's version (converted by the CRD's webhook when one
+    /// is in effect, else with `apiVersion` rewritten).
+    pub(crate) async fn present(&self, obj: Value) -> Result<Value, ApiError> {
+        self.converter()
+            .convert_one(obj, self.target.r.version)
+            .await
+    }
+
+    /// Objects as served at this request's version, converted in one review.
+    pub(crate) async fn present_all(&self, objects: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+        self.converter()
+            .convert(objects, self.target.r.version)
+            .await
     }
 
     pub(crate) fn decode_body(&self) -> Result<Value, ApiError> {
@@ -159,13 +174,13 @@ pub async fn handle(req: Request<'_>) -> Result<Response, ApiError> {
     let watch = req.flag("watch");
     match (req.method.as_str(), has_name) {
         ("GET", _) if watch => serve_watch(&req),
-        ("GET", true) => get(&req),
-        ("GET", false) => list(&req),
-        ("POST", false) if req.target.part == Part::Main => writes::create(&req),
-        ("PUT", true) => writes::update(&req),
-        ("PATCH", true) => writes::patch(&req),
-        ("DELETE", true) if req.target.part == Part::Main => writes::delete(&req),
-        ("DELETE", false) => writes::delete_collection(&req),
+        ("GET", true) => get(&req).await,
+        ("GET", false) => list(&req).await,
+        ("POST", false) if req.target.part == Part::Main => writes::create(&req).await,
+        ("PUT", true) => writes::update(&req).await,
+        ("PATCH", true) => writes::patch(&req).await,
+        ("DELETE", true) if req.target.part == Part::Main => writes::delete(&req).await,
+        ("DELETE", false) => writes::delete_collection(&req).await,
         (m, _) => Err(ApiError::method_not_supported(m, req.target.r.plural)),
     }
 }
@@ -174,7 +189,7 @@ pub fn ok(code: StatusCode, body: Value) -> Result<Response, ApiError> {
     Ok(json_response(code, &body))
 }
 
-fn get(req: &Request) -> Result<Response, ApiError> {
+async fn get(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     let name = req.target.name.as_deref().unwrap_or("");
     let obj = req
@@ -182,16 +197,17 @@ fn get(req: &Request) -> Result<Response, ApiError> {
         .store
         .get(r.storage_key(), req.ns(), name)
         .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+    let obj = req.present(obj).await?;
     if table::wanted(req.headers) {
         return ok(
             StatusCode::OK,
             table::build(r, &[obj], req.shared.store.rv()),
         );
     }
-    ok(StatusCode::OK, req.present(obj))
+    ok(StatusCode::OK, obj)
 }
 
-fn list(req: &Request) -> Result<Response, ApiError> {
+async fn list(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     let selector = req.selector()?;
     if req.q("resourceVersionMatch") == Some("Exact")
@@ -206,11 +222,8 @@ fn list(req: &Request) -> Result<Response, ApiError> {
         .shared
         .store
         .list(r.storage_key(), req.target.namespace.as_deref());
-    let items: Vec<Value> = items
-        .into_iter()
-        .filter(|o| selector.matches(o))
-        .map(|o| req.present(o))
-        .collect();
+    let items: Vec<Value> = items.into_iter().filter(|o| selector.matches(o)).collect();
+    let items = req.present_all(items).await?;
     if table::wanted(req.headers) {
         return ok(StatusCode::OK, table::build(r, &items, rv));
     }

@@ -21,10 +21,12 @@
 //! `watch` (event streams), `store` (objects, versions, history), `patch` (merge, JSON and
 //! strategic merge patch), `apply` and `fields` (server-side apply and managed fields), `schema`
 //! (list merge rules), `object` (server-owned metadata and defaults), `selectors`, `table`
-//! (kubectl's table output), `openapi` and `kubeconfig`.
+//! (kubectl's table output), `openapi`, `kubeconfig`, and `conversion` with `webhook_client`
+//! (what a stored CRD changes: served versions and webhook conversion).
 
 mod api_error;
 mod apply;
+mod conversion;
 mod discovery;
 mod fields;
 mod handlers;
@@ -39,6 +41,7 @@ mod selectors;
 mod store;
 mod table;
 mod watch;
+mod webhook_client;
 mod writes;
 
 use std::collections::HashMap;
@@ -74,6 +77,13 @@ pub struct Config {
     pub namespaces: Vec<String>,
     /// How server-side apply merges `status.parents` of HTTPRoute and GRPCRoute.
     pub route_parents: RouteParents,
+    /// Where the Services that CRD conversion webhooks name (`clientConfig.service`) listen,
+    /// since there is no cluster DNS: key `"namespace/name:port"` (or `"namespace/name"` for
+    /// any port), value a loopback address. The server still checks the certificate against
+    /// `<name>.<namespace>.svc`. Also settable later with [`Running::set_webhook_service`].
+    pub webhook_services: HashMap<String, SocketAddr>,
+    /// How long one conversion webhook call may take (default 10 s; kube-apiserver's is 30 s).
+    pub conversion_timeout: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +96,8 @@ impl Default for Config {
                 .map(String::from)
                 .to_vec(),
             route_parents: RouteParents::default(),
+            webhook_services: HashMap::new(),
+            conversion_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -108,6 +120,8 @@ pub(crate) struct Shared {
     bookmark_interval: Duration,
     server_address: String,
     requests: Mutex<Vec<RequestRecord>>,
+    webhook_services: Mutex<HashMap<String, SocketAddr>>,
+    conversion_timeout: Duration,
 }
 
 /// Starts servers.
@@ -146,6 +160,8 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             server_address: addr.to_string(),
             requests: Mutex::new(Vec::new()),
+            webhook_services: Mutex::new(config.webhook_services),
+            conversion_timeout: config.conversion_timeout,
         });
         let ns = resources::find("", "v1", "namespaces").expect("namespaces are served");
         for name in &config.namespaces {
@@ -211,6 +227,9 @@ impl Running {
     }
 
     /// The stored object, read directly (`apiVersion` like `v1` or `gateway.networking.k8s.io/v1`).
+    /// `apiVersion` is rewritten to the one asked for, except while a CRD with webhook
+    /// conversion covers the kind: then the body is returned as stored (at its stored version,
+    /// normally the CRD's storage version; no webhook is called).
     pub fn object(
         &self,
         api_version: &str,
@@ -219,27 +238,51 @@ impl Running {
         name: &str,
     ) -> Option<Value> {
         let r = resources::by_api_version_kind(api_version, kind)?;
-        let mut obj = self
+        let obj = self
             .shared
             .store
             .get(r.storage_key(), namespace.unwrap_or(""), name)?;
-        obj["apiVersion"] = json!(r.api_version());
-        Some(obj)
+        Some(self.as_read(r, obj))
     }
 
-    /// All stored objects of a kind, across namespaces.
+    fn as_read(&self, r: &ResourceType, mut obj: Value) -> Value {
+        if conversion::Converter::new(&self.shared, r)
+            .storage_version()
+            .is_none()
+        {
+            obj["apiVersion"] = json!(r.api_version());
+        }
+        obj
+    }
+
+    /// Points the Service `namespace/name` (port `port`, or any port if `None`) that a CRD's
+    /// conversion webhook `clientConfig.service` names at a loopback address (see
+    /// [`Config::webhook_services`]).
+    pub fn set_webhook_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: Option<u16>,
+        addr: SocketAddr,
+    ) {
+        let key = match port {
+            Some(p) => format!("{namespace}/{name}:{p}"),
+            None => format!("{namespace}/{name}"),
+        };
+        self.shared
+            .webhook_services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, addr);
+    }
+
+    /// All stored objects of a kind, across namespaces (`apiVersion` as for [`Running::object`]).
     pub fn objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
         let Some(r) = resources::by_api_version_kind(api_version, kind) else {
             return Vec::new();
         };
         let (items, _) = self.shared.store.list(r.storage_key(), None);
-        items
-            .into_iter()
-            .map(|mut o| {
-                o["apiVersion"] = json!(r.api_version());
-                o
-            })
-            .collect()
+        items.into_iter().map(|o| self.as_read(r, o)).collect()
     }
 
     /// Every request answered so far, oldest first.
@@ -312,6 +355,9 @@ async fn dispatch(
     tracing::debug!(%method, %uri, "test API server request");
     match target {
         Err(e) => e.into_response(),
+        Ok(Some(target)) if !conversion::served(&shared, target.r) => {
+            ApiError::no_route(&path).into_response()
+        }
         Ok(Some(target)) => {
             let req = handlers::Request {
                 shared: shared.clone(),
@@ -332,13 +378,14 @@ async fn dispatch(
 
 fn non_resource(shared: &Shared, path: &str, headers: &HeaderMap) -> Response {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let served = |r: &ResourceType| conversion::served(shared, r);
     let found = match segs.as_slice() {
         ["version"] => Some(discovery::version()),
-        ["api"] => return discovery::root(true, headers, &shared.server_address),
-        ["apis"] => return discovery::root(false, headers, &shared.server_address),
-        ["api", v] => discovery::resource_list("", v),
-        ["apis", g] => discovery::group(g),
-        ["apis", g, v] => discovery::resource_list(g, v),
+        ["api"] => return discovery::root(true, headers, &shared.server_address, &served),
+        ["apis"] => return discovery::root(false, headers, &shared.server_address, &served),
+        ["api", v] => discovery::resource_list("", v, &served),
+        ["apis", g] => discovery::group(g, &served),
+        ["apis", g, v] => discovery::resource_list(g, v, &served),
         ["openapi", rest @ ..] => return openapi::serve(rest),
         ["healthz" | "livez" | "readyz"] => {
             return (StatusCode::OK, "ok").into_response();

@@ -139,6 +139,12 @@ pub static RESOURCES: &[ResourceType] = &[
     category(named(row(SPLIT, "v1alpha1", "TrafficSplit", "trafficsplits", true, false), "trafficsplit", &["ts"]), SMI),
     category(named(row(SPECS, "v1alpha4", "HTTPRouteGroup", "httproutegroups", true, false), "httproutegroup", &["htr"]), SMI),
     category(named(row(SPECS, "v1alpha4", "TCPRoute", "tcproutes", true, false), "tcproute", &["tr"]), SMI),
+    category(named(row(SPECS, "v1alpha3", "HTTPRouteGroup", "httproutegroups", true, false), "httproutegroup", &["htr"]), SMI),
+    category(named(row(SPECS, "v1alpha3", "TCPRoute", "tcproutes", true, false), "tcproute", &["tr"]), SMI),
+    category(named(row(SPECS, "v1alpha2", "HTTPRouteGroup", "httproutegroups", true, false), "httproutegroup", &["htr"]), SMI),
+    category(named(row(SPECS, "v1alpha2", "TCPRoute", "tcproutes", true, false), "tcproute", &["tr"]), SMI),
+    category(named(row(SPECS, "v1alpha1", "HTTPRouteGroup", "httproutegroups", true, false), "httproutegroup", &["htr"]), SMI),
+    category(named(row(SPECS, "v1alpha1", "TCPRoute", "tcproutes", true, false), "tcproute", &["tr"]), SMI),
     category(named(row(ACCESS, "v1alpha3", "TrafficTarget", "traffictargets", true, false), "traffictarget", &["tt"]), SMI),
 ];
 
@@ -166,8 +172,15 @@ pub fn by_api_version_kind(api_version: &str, kind: &str) -> Option<&'static Res
 
 /// Served groups in table order, each with its versions in table order (preferred first).
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    groups_where(|_| true)
+}
+
+/// [`groups`] counting only the rows `keep` accepts (versions a CRD does not serve drop out).
+pub fn groups_where(
+    keep: impl Fn(&ResourceType) -> bool,
+) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in RESOURCES {
+    for r in RESOURCES.iter().filter(|r| keep(r)) {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
             Some(_) => {}

@@ -9,7 +9,9 @@
 //! supported: the current objects as `ADDED`, then a `BOOKMARK` annotated
 //! `k8s.io/initial-events-end: "true"`. A watch ends after `timeoutSeconds`, on
 //! [`crate::Running::drop_watches`], or when the client goes away. Label selector transitions
-//! are reported as `ADDED`/`DELETED`, as on a real server.
+//! are reported as `ADDED`/`DELETED`, as on a real server. Objects are converted to the watched
+//! version (by the CRD's conversion webhook when one is in effect, see `conversion`); an event
+//! that cannot be converted becomes an `ERROR` event (500 `InternalError`) that ends the watch.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Shared;
 use crate::api_error::ApiError;
+use crate::conversion::Converter;
 use crate::resources::ResourceType;
 use crate::selectors::Selector;
 use crate::store::{Change, ChangeType, Signal};
@@ -80,13 +83,17 @@ async fn run(
         async move { tx.send(Ok(b)).await.is_ok() }
     };
     for signal in start.backlog {
-        match event(&req, &signal) {
-            Some(b) => {
+        match event(&shared, &req, &signal).await {
+            Step::Send(b) => {
                 if !send(b).await {
                     return;
                 }
             }
-            None => continue,
+            Step::Skip => continue,
+            Step::End(b) => {
+                send(b).await;
+                return;
+            }
         }
     }
     if req.initial_events && !send(bookmark(req.r, start.rv, true)).await {
@@ -100,27 +107,34 @@ async fn run(
         tokio::select! {
             signal = rx.recv() => {
                 let Some(signal) = signal else { return };
-                let last = matches!(signal, Signal::Error(_));
-                if let Some(b) = event(&req, &signal)
-                    && !send(b).await
-                {
-                    return;
-                }
-                if last {
-                    return;
+                match event(&shared, &req, &signal).await {
+                    Step::Send(b) => {
+                        if !send(b).await {
+                            return;
+                        }
+                    }
+                    Step::Skip => {}
+                    Step::End(b) => {
+                        send(b).await;
+                        return;
+                    }
                 }
             }
             _ = ticker.tick(), if req.bookmarks => {
                 let (signals, rv) = shared.store.catch_up(&mut rx);
                 for signal in &signals {
-                    if let Some(b) = event(&req, signal)
-                        && !send(b).await
-                    {
-                        return;
+                    match event(&shared, &req, signal).await {
+                        Step::Send(b) => {
+                            if !send(b).await {
+                                return;
+                            }
+                        }
+                        Step::Skip => {}
+                        Step::End(b) => {
+                            send(b).await;
+                            return;
+                        }
                     }
-                }
-                if signals.iter().any(|s| matches!(s, Signal::Error(_))) {
-                    return;
                 }
                 if !send(bookmark(req.r, rv, false)).await {
                     return;
@@ -143,15 +157,31 @@ fn bookmark(r: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     )
 }
 
-/// The event line a signal becomes for this watch, if any.
-fn event(req: &WatchRequest, signal: &Signal) -> Option<Bytes> {
+/// What a signal becomes for one watch.
+enum Step {
+    /// Send this event line.
+    Send(Bytes),
+    /// Not visible to this watch.
+    Skip,
+    /// Send this `ERROR` event line, then end the watch.
+    End(Bytes),
+}
+
+/// The event line a signal becomes for this watch, with the object at the watched version.
+async fn event(shared: &Shared, req: &WatchRequest, signal: &Signal) -> Step {
     match signal {
-        Signal::Error(err) => Some(line("ERROR", err.status())),
+        Signal::Error(err) => Step::End(line("ERROR", err.status())),
         Signal::Change(change) => {
-            let kind = visible_as(req, change)?;
-            let mut object = change.object.clone();
-            object["apiVersion"] = json!(req.r.api_version());
-            Some(line(kind, object))
+            let Some(kind) = visible_as(req, change) else {
+                return Step::Skip;
+            };
+            let converted = Converter::new(shared, req.r)
+                .convert_one(change.object.clone(), req.r.version)
+                .await;
+            match converted {
+                Ok(object) => Step::Send(line(kind, object)),
+                Err(err) => Step::End(line("ERROR", err.status())),
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The verbs that write: create, update, patch (merge, JSON, strategic and server-side apply),
-//! delete and deletecollection, all committed through the store under its lock.
+//! delete and deletecollection, all committed through the store under its lock. With webhook
+//! conversion in effect (see `conversion`), create, update and patch work on the request's
+//! version and store the storage version; see [`write_converted`].
 
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -13,7 +15,60 @@ use crate::patch::{self, PatchType};
 use crate::resources::ResourceType;
 use crate::store::Outcome;
 
-pub fn create(req: &Request) -> Result<Response, ApiError> {
+/// Runs `decide` on the current object as the request's version sees it, commits the outcome,
+/// and returns the stored object as served at the request's version.
+///
+/// Without webhook conversion this is one store write under the lock. With it, the webhook is
+/// never called under the lock: the current object is read and (if `convert_current`)
+/// converted to the request's version, `decide` runs on it, an object to store is converted to
+/// the storage version, and the outcome is committed only if the stored object has not changed
+/// meanwhile (else all of it again). A failed conversion stores nothing.
+async fn write_converted(
+    req: &Request<'_>,
+    name: &str,
+    convert_current: bool,
+    mut decide: impl FnMut(Option<&Value>) -> Result<Outcome, ApiError>,
+) -> Result<Value, ApiError> {
+    let r = req.target.r;
+    let converter = req.converter();
+    let Some(storage) = converter.storage_version().map(str::to_string) else {
+        let stored = req.shared.store.write(r, req.ns(), name, decide)?;
+        return converter.convert_one(stored, r.version).await;
+    };
+    loop {
+        let current = req.shared.store.get(r.storage_key(), req.ns(), name);
+        let seen_version = current
+            .as_ref()
+            .and_then(object::resource_version)
+            .map(str::to_string);
+        let seen = match current {
+            Some(c) if convert_current => Some(converter.convert_one(c, r.version).await?),
+            c => c,
+        };
+        let outcome = match decide(seen.as_ref())? {
+            Outcome::Put(new) => Outcome::Put(converter.convert_one(new, &storage).await?),
+            other => other,
+        };
+        let mut stale = false;
+        let result = req.shared.store.write(r, req.ns(), name, |now| {
+            if now.and_then(object::resource_version) != seen_version.as_deref() {
+                stale = true;
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    name,
+                    "changed meanwhile",
+                ));
+            }
+            Ok(outcome)
+        });
+        if !stale {
+            return converter.convert_one(result?, r.version).await;
+        }
+    }
+}
+
+pub async fn create(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     if r.namespaced && req.target.namespace.is_none() {
         return Err(ApiError::method_not_supported(
@@ -50,16 +105,17 @@ pub fn create(req: &Request) -> Result<Response, ApiError> {
         }
     };
     let manager = req.manager();
-    let stored = req.shared.store.write(r, req.ns(), &name, |current| {
+    let stored = write_converted(req, &name, false, |current| {
         if current.is_some() {
             return Err(ApiError::already_exists(r.group, r.plural, &name));
         }
-        let mut new = prepare_create(r, obj, req.target.namespace.as_deref());
+        let mut new = prepare_create(r, obj.clone(), req.target.namespace.as_deref());
         let entries = req.writer(&manager).record_update(None, &new);
         write_entries(&mut new, entries);
         Ok(req.outcome(Outcome::Put(new), None))
-    })?;
-    ok(StatusCode::CREATED, req.present(stored))
+    })
+    .await?;
+    ok(StatusCode::CREATED, stored)
 }
 
 /// The outcome of replacing `current` with the prepared `new` object: a delete when the last
@@ -96,25 +152,26 @@ fn check_version(
     }
 }
 
-pub fn update(req: &Request) -> Result<Response, ApiError> {
+pub async fn update(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     let name = req.target.name.clone().unwrap_or_default();
     let desired = req.decode_body()?;
     req.check_type(&desired)?;
     req.check_name(&desired)?;
     let manager = req.manager();
-    let stored = req.shared.store.write(r, req.ns(), &name, |current| {
+    let stored = write_converted(req, &name, true, |current| {
         let current = current.ok_or_else(|| ApiError::not_found(r.group, r.plural, &name))?;
         check_version(r, current, &desired, &name)?;
-        let mut new = prepare_update(r, req.target.part, current, desired);
+        let mut new = prepare_update(r, req.target.part, current, desired.clone());
         let entries = req.writer(&manager).record_update(Some(current), &new);
         write_entries(&mut new, entries);
         Ok(req.outcome(replace_outcome(current, new), Some(current)))
-    })?;
-    ok(StatusCode::OK, req.present(stored))
+    })
+    .await?;
+    ok(StatusCode::OK, stored)
 }
 
-pub fn patch(req: &Request) -> Result<Response, ApiError> {
+pub async fn patch(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     let name = req.target.name.clone().unwrap_or_default();
     let ct = req
@@ -157,14 +214,15 @@ pub fn patch(req: &Request) -> Result<Response, ApiError> {
     let mut created = false;
     // Checked before taking the store lock (the check reads the store).
     let namespace_missing = req.check_namespace_exists().err();
-    let stored = req.shared.store.write(r, req.ns(), &name, |current| {
+    let stored = write_converted(req, &name, true, |current| {
+        created = false;
         let writer = req.writer(&manager);
         let Some(current) = current else {
             let Some(applied) = applied.as_ref().filter(|_| req.target.part == Part::Main) else {
                 return Err(ApiError::not_found(r.group, r.plural, &name));
             };
-            if let Some(err) = namespace_missing {
-                return Err(err);
+            if let Some(err) = &namespace_missing {
+                return Err(err.clone());
             }
             let (merged, entries) = writer.apply(None, applied, force)?;
             let mut new = prepare_create(r, merged, req.target.namespace.as_deref());
@@ -188,13 +246,14 @@ pub fn patch(req: &Request) -> Result<Response, ApiError> {
         };
         write_entries(&mut new, entries);
         Ok(req.outcome(replace_outcome(current, new), Some(current)))
-    })?;
+    })
+    .await?;
     let code = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    ok(code, req.present(stored))
+    ok(code, stored)
 }
 
 impl Request<'_> {
@@ -210,7 +269,7 @@ impl Request<'_> {
     }
 }
 
-pub fn delete(req: &Request) -> Result<Response, ApiError> {
+pub async fn delete(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     let name = req.target.name.clone().unwrap_or_default();
     let options: Value = if req.body.is_empty() {
@@ -270,10 +329,10 @@ pub fn delete(req: &Request) -> Result<Response, ApiError> {
     if r.kind == "Namespace" && r.group.is_empty() && deleted && !req.dry_run() && !dry_run_body {
         req.shared.store.delete_namespace_contents(&name);
     }
-    ok(StatusCode::OK, req.present(stored))
+    ok(StatusCode::OK, req.present(stored).await?)
 }
 
-pub fn delete_collection(req: &Request) -> Result<Response, ApiError> {
+pub async fn delete_collection(req: &Request<'_>) -> Result<Response, ApiError> {
     let r = req.target.r;
     let selector = req.selector()?;
     let (items, _) = req
@@ -287,7 +346,7 @@ pub fn delete_collection(req: &Request) -> Result<Response, ApiError> {
             .unwrap_or_default()
             .to_string();
         if req.dry_run() {
-            deleted.push(req.present(obj));
+            deleted.push(obj);
             continue;
         }
         if let Ok(last) = req
@@ -295,9 +354,10 @@ pub fn delete_collection(req: &Request) -> Result<Response, ApiError> {
             .store
             .write(r, &ns, &name, |_| Ok(Outcome::Delete))
         {
-            deleted.push(req.present(last));
+            deleted.push(last);
         }
     }
+    let deleted = req.present_all(deleted).await?;
     ok(
         StatusCode::OK,
         json!({

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+pub mod convert;
+
 pub const SPLIT_GROUP: &str = "split.smi-spec.io";
 pub const SPECS_GROUP: &str = "specs.smi-spec.io";
 

@@ -1,0 +1,56 @@
+//! `lanyard-webhook`: serves Lanyard's webhooks (`POST /convert`, `GET /healthz`) over HTTPS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use lanyard_webhook::{Server, endpoints, tls};
+
+/// Lanyard's HTTPS webhooks for the Kubernetes API server: SMI CRD conversion at /convert.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:9443", env = "LANYARD_WEBHOOK_LISTEN")]
+    listen: SocketAddr,
+    /// Serving certificate chain (PEM), leaf first.
+    #[arg(long, env = "LANYARD_WEBHOOK_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "LANYARD_WEBHOOK_TLS_KEY")]
+    tls_key: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let tls =
+        tls::load(&args.tls_cert, &args.tls_key).context("loading the serving certificate")?;
+    let server = Server::bind(args.listen, tls, endpoints::router()).await?;
+    tracing::info!(address = %server.local_addr(), "serving /convert and /healthz over HTTPS");
+    server.serve(shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

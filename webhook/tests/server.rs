@@ -1,0 +1,281 @@
+//! The webhook over real HTTPS: an in-process server with a self-signed certificate (rcgen)
+//! and a rustls client that trusts only that certificate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use lanyard_webhook::{Server, endpoints, tls};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+
+struct Webhook {
+    addr: SocketAddr,
+    client: TlsConnector,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start() -> Webhook {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let config = tls::server_config(
+        key.cert.pem().as_bytes(),
+        "test certificate",
+        key.signing_key.serialize_pem().as_bytes(),
+        "test key",
+    )
+    .unwrap();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, endpoints::router())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(key.cert.der().to_vec()))
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Webhook {
+        addr,
+        client: TlsConnector::from(Arc::new(client)),
+        _stop: stop,
+    }
+}
+
+impl Webhook {
+    async fn send(&self, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let tls = self
+            .client
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    /// Posts a ConversionReview and returns its `response`.
+    async fn review(&self, desired: &str, objects: Vec<Value>) -> Value {
+        let body = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "ConversionReview",
+            "request": {"uid": "0b6a4c6e-1d5f-4a8e-9d0e-3f1f0c2b7a11",
+                "desiredAPIVersion": desired, "objects": objects},
+        });
+        let (status, body) = self
+            .send("POST", "/convert", serde_json::to_vec(&body).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let review: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(review["apiVersion"], "apiextensions.k8s.io/v1");
+        assert_eq!(review["kind"], "ConversionReview");
+        assert_eq!(
+            review["response"]["uid"],
+            "0b6a4c6e-1d5f-4a8e-9d0e-3f1f0c2b7a11"
+        );
+        review["response"].clone()
+    }
+}
+
+fn traffic_split(version: &str, weights: [Value; 2]) -> Value {
+    json!({
+        "apiVersion": format!("split.smi-spec.io/{version}"),
+        "kind": "TrafficSplit",
+        "metadata": {"name": "web-beta", "namespace": "shop", "uid": "1f2e", "resourceVersion": "42"},
+        "spec": {
+            "service": "web",
+            "matches": [{"kind": "HTTPRouteGroup", "name": "beta-users"}],
+            "backends": [{"service": "web-v1", "weight": weights[0]},
+                         {"service": "web-v2", "weight": weights[1]}],
+        },
+    })
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let webhook = start().await;
+    let (status, body) = webhook.send("GET", "/healthz", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"ok");
+}
+
+#[tokio::test]
+async fn a_review_is_converted_and_converts_back() {
+    let webhook = start().await;
+    let stored = traffic_split("v1alpha4", [json!(250), json!(750)]);
+    let response = webhook
+        .review("split.smi-spec.io/v1alpha1", vec![stored.clone()])
+        .await;
+    assert_eq!(response["result"]["status"], "Success");
+    let objects = response["convertedObjects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1);
+    let v1 = &objects[0];
+    assert_eq!(v1["apiVersion"], "split.smi-spec.io/v1alpha1");
+    assert_eq!(v1["metadata"]["uid"], "1f2e");
+    assert_eq!(v1["spec"]["backends"][0]["weight"], "250m");
+    assert_eq!(v1["spec"]["backends"][1]["weight"], "750m");
+    assert!(v1["spec"].get("matches").is_none());
+
+    let response = webhook
+        .review("split.smi-spec.io/v1alpha4", vec![v1.clone()])
+        .await;
+    assert_eq!(response["result"]["status"], "Success");
+    assert_eq!(response["convertedObjects"], json!([stored]));
+}
+
+#[tokio::test]
+async fn mixed_kinds_and_versions_of_one_group_convert_in_order() {
+    let webhook = start().await;
+    let objects = vec![
+        json!({"apiVersion": "specs.smi-spec.io/v1alpha1", "kind": "HTTPRouteGroup",
+            "metadata": {"name": "api"}, "matches": [{"name": "get", "methods": ["GET"]}]}),
+        json!({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute",
+            "metadata": {"name": "db"}, "spec": {"matches": {"ports": [5432]}}}),
+        json!({"apiVersion": "specs.smi-spec.io/v1alpha3", "kind": "HTTPRouteGroup",
+            "metadata": {"name": "beta"}, "spec": {"matches": [{"name": "b", "headers": [{"cookie": "beta"}]}]}}),
+    ];
+    let response = webhook.review("specs.smi-spec.io/v1alpha4", objects).await;
+    assert_eq!(response["result"]["status"], "Success");
+    let converted = response["convertedObjects"].as_array().unwrap();
+    let names: Vec<_> = converted.iter().map(|o| &o["metadata"]["name"]).collect();
+    assert_eq!(names, ["api", "db", "beta"]);
+    assert!(
+        converted
+            .iter()
+            .all(|o| o["apiVersion"] == "specs.smi-spec.io/v1alpha4")
+    );
+    assert_eq!(
+        converted[0]["spec"]["matches"],
+        json!([{"name": "get", "methods": ["GET"]}])
+    );
+    assert!(converted[0].get("matches").is_none());
+    assert_eq!(converted[1]["spec"]["matches"]["ports"], json!([5432]));
+}
+
+#[tokio::test]
+async fn unknown_versions_and_kinds_fail_the_review() {
+    let webhook = start().await;
+    let split = traffic_split("v1alpha2", [json!(1), json!(2)]);
+    let response = webhook
+        .review("split.smi-spec.io/v1beta1", vec![split.clone()])
+        .await;
+    assert_eq!(response["result"]["status"], "Failure");
+    let message = response["result"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("split.smi-spec.io/v1beta1 is not split.smi-spec.io/v1alpha1..v1alpha4"),
+        "{message}"
+    );
+    assert_eq!(response["convertedObjects"], json!([]));
+
+    let mut v9 = split.clone();
+    v9["apiVersion"] = json!("split.smi-spec.io/v1alpha9");
+    let response = webhook
+        .review("split.smi-spec.io/v1alpha4", vec![split.clone(), v9])
+        .await;
+    assert_eq!(response["result"]["status"], "Failure");
+    let message = response["result"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("object 2 of 2: TrafficSplit in split.smi-spec.io/v1alpha9"),
+        "{message}"
+    );
+
+    let route = json!({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute", "metadata": {"name": "db"}});
+    let response = webhook
+        .review("split.smi-spec.io/v1alpha4", vec![split, route])
+        .await;
+    assert_eq!(response["result"]["status"], "Failure");
+
+    let bad_weight = traffic_split("v1alpha1", [json!("ten"), json!("1")]);
+    let response = webhook
+        .review("split.smi-spec.io/v1alpha4", vec![bad_weight])
+        .await;
+    assert_eq!(response["result"]["status"], "Failure");
+    assert_eq!(
+        response["result"]["message"],
+        "object 1 of 1: TrafficSplit shop/web-beta: spec.backends[0].weight: weight \"ten\" is not a valid quantity"
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_bad_requests() {
+    let webhook = start().await;
+    for body in [
+        &b"{not json"[..],
+        br#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview"}"#,
+        br#"{"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview",
+             "request": {"uid": "u", "desiredAPIVersion": "split.smi-spec.io/v1alpha4", "objects": []}}"#,
+        br#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+             "request": {"uid": "u", "objects": []}}"#,
+    ] {
+        let (status, text) = webhook.send("POST", "/convert", body.to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&text));
+        assert!(!text.is_empty());
+    }
+    let (status, _) = webhook.send("GET", "/convert", Vec::new()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = webhook.send("GET", "/nowhere", Vec::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn plain_http_is_not_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let webhook = start().await;
+    let mut tcp = TcpStream::connect(webhook.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
+}
+
+#[test]
+fn unusable_pem_files_are_reported() {
+    let err = tls::server_config(b"not pem", "cert.pem", b"", "key.pem").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cert.pem: no CERTIFICATE block (expected PEM)"
+    );
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let err =
+        tls::server_config(key.cert.pem().as_bytes(), "cert.pem", b"", "key.pem").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("key.pem: no usable private key"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = tls::load(&dir.path().join("missing.pem"), &dir.path().join("key.pem")).unwrap_err();
+    assert!(err.to_string().starts_with("reading "), "{err}");
+}
