@@ -51,8 +51,15 @@ fn the_examples_smi_canary_is_applied() {
     let snapshot = load_examples();
     let smi = &snapshot.translation.smi;
     assert_eq!(smi.len(), 1, "{smi:#?}");
-    assert_eq!(smi[0].split.to_string(), "TrafficSplit bookinfo/details-canary");
-    assert_eq!(smi[0].outcome, lanyard_index::SmiOutcome::Applied, "{smi:#?}");
+    assert_eq!(
+        smi[0].split.to_string(),
+        "TrafficSplit bookinfo/details-canary"
+    );
+    assert_eq!(
+        smi[0].outcome,
+        lanyard_index::SmiOutcome::Applied,
+        "{smi:#?}"
+    );
 }
 
 #[test]
