@@ -9,9 +9,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -26,7 +24,7 @@ use kube::api::{
 use lanyard_test_apiserver::{Config, Running};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
-use support::{WAIT, client, start_with};
+use support::{Kubectl, WAIT, client, start_with};
 
 const GROUP: &str = "split.smi-spec.io";
 const CRD_NAME: &str = "trafficsplits.split.smi-spec.io";
@@ -758,52 +756,17 @@ async fn unserved_versions_are_404_and_deleting_the_crd_restores_rewriting() {
 // ---------------------------------------------------------------------------------------------
 // With the real kubectl.
 
-async fn kubectl(server: &Running, dir: &std::path::Path, args: &[&str]) -> String {
-    let bin = std::env::var("LANYARD_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
-    let kubeconfig = server.kubeconfig_path.display().to_string();
-    let cache = dir.join("cache").display().to_string();
-    let mut cmd = Command::new(&bin);
-    cmd.args(["--kubeconfig", &kubeconfig, "--cache-dir", &cache])
-        .args(args);
-    let what = format!("kubectl {}", args.join(" "));
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{what} took over 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn kubectl_applies_at_one_version_and_gets_another() {
     let webhook = Webhook::start().await;
     let server = start(&webhook).await;
-    let dir = tempfile::tempdir().unwrap();
-    let crd_path = dir.path().join("crd.yaml");
-    let crd_yaml = serde_yaml::to_string(&crd(service_config(&webhook))).unwrap();
-    std::fs::write(&crd_path, crd_yaml).unwrap();
-    let ts_path = dir.path().join("ts.yaml");
-    std::fs::write(
-        &ts_path,
+    let kubectl = Kubectl::new(&server);
+    let crd_path = kubectl.file(
+        "crd.yaml",
+        &serde_yaml::to_string(&crd(service_config(&webhook))).unwrap(),
+    );
+    let ts_path = kubectl.file(
+        "ts.yaml",
         "apiVersion: split.smi-spec.io/v1alpha1
 kind: TrafficSplit
 metadata:
@@ -817,21 +780,10 @@ spec:
   - service: web-v2
     weight: 40
 ",
-    )
-    .unwrap();
-    let out = kubectl(
-        &server,
-        dir.path(),
-        &["apply", "-f", crd_path.to_str().unwrap()],
-    )
-    .await;
+    );
+    let out = kubectl.ok(&["apply", "-f", &crd_path]).await;
     assert!(out.contains("created"), "{out}");
-    let out = kubectl(
-        &server,
-        dir.path(),
-        &["apply", "-f", ts_path.to_str().unwrap()],
-    )
-    .await;
+    let out = kubectl.ok(&["apply", "-f", &ts_path]).await;
     assert!(
         out.contains("trafficsplit.split.smi-spec.io/web created"),
         "{out}"
@@ -848,10 +800,8 @@ spec:
     assert_eq!(stored["apiVersion"], "split.smi-spec.io/v1alpha4");
     assert_eq!(stored["spec"]["backends"][0]["weight"], 60);
 
-    let out = kubectl(
-        &server,
-        dir.path(),
-        &[
+    let out = kubectl
+        .ok(&[
             "get",
             "trafficsplits.v1alpha4.split.smi-spec.io",
             "web",
@@ -859,27 +809,23 @@ spec:
             "default",
             "-o",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let got: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(got["apiVersion"], "split.smi-spec.io/v1alpha4");
     assert_eq!(got["spec"]["backends"][1]["weight"], 40);
     assert!(got["spec"].get("legacyBackends").is_none(), "{got}");
 
-    let out = kubectl(
-        &server,
-        dir.path(),
-        &[
+    let out = kubectl
+        .ok(&[
             "get",
             "trafficsplits.v1alpha1.split.smi-spec.io",
             "-n",
             "default",
             "-o",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let got: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(got["items"][0]["apiVersion"], "split.smi-spec.io/v1alpha1");
     assert_eq!(got["items"][0]["spec"]["legacyBackends"][0]["weight"], 60);
@@ -890,12 +836,7 @@ spec:
         .replace("weight: 60", "weight: 70")
         .replace("weight: 40", "weight: 30");
     std::fs::write(&ts_path, changed).unwrap();
-    let out = kubectl(
-        &server,
-        dir.path(),
-        &["apply", "-f", ts_path.to_str().unwrap()],
-    )
-    .await;
+    let out = kubectl.ok(&["apply", "-f", &ts_path]).await;
     assert!(out.contains("configured"), "{out}");
     let stored = server
         .object(

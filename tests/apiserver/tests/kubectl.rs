@@ -4,82 +4,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
-use lanyard_test_apiserver::Running;
 use serde_json::{Value, json};
-use support::{client, httproute_resource, start};
-
-struct Kubectl {
-    kubeconfig: String,
-    dir: tempfile::TempDir,
-}
-
-/// What one kubectl run printed, and whether it succeeded.
-#[derive(Debug)]
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Kubectl {
-    fn new(server: &Running) -> Kubectl {
-        Kubectl {
-            kubeconfig: server.kubeconfig_path.display().to_string(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn file(&self, name: &str, yaml: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, yaml).unwrap();
-        path.display().to_string()
-    }
-
-    /// Runs kubectl with a private discovery cache; at most 60 s.
-    async fn run(&self, args: &[&str]) -> Run {
-        let bin = std::env::var("LANYARD_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
-        let cache = self.dir.path().join("cache").display().to_string();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--kubeconfig", &self.kubeconfig, "--cache-dir", &cache])
-            .args(args);
-        let what = format!("kubectl {}", args.join(" "));
-        tokio::task::spawn_blocking(move || {
-            let mut child = cmd
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("{what} took over 60 s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let out = child.wait_with_output().unwrap();
-            Run {
-                ok: out.status.success(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Runs kubectl and requires success; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let run = self.run(args).await;
-        assert!(run.ok, "kubectl {} failed: {run:#?}", args.join(" "));
-        run.stdout
-    }
-}
+use support::{Kubectl, client, httproute_resource, start};
 
 fn service_yaml(target_port: u16) -> String {
     format!(

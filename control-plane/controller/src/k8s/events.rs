@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -24,6 +23,7 @@ use lanyard_index::{ObjectRef, SmiOutcome, SmiReport};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::lease::{LeaderWork, while_leading};
 use crate::snapshot::Snapshot;
 
 /// The Event `action` of every report.
@@ -32,8 +32,6 @@ pub const ACTION: &str = "Translate";
 pub const APPLIED: &str = "Applied";
 /// Events notes are limited to 1 kB by the API server.
 const NOTE_LIMIT: usize = 1024;
-/// How long to wait before recording again reports whose Event failed.
-const RETRY_FAILED: Duration = Duration::from_secs(5);
 
 /// The Event for a report.
 pub fn event_for(report: &SmiReport) -> Event {
@@ -98,27 +96,29 @@ fn truncate(mut text: String, limit: usize) -> String {
 pub async fn run(
     client: Client,
     reporter: Reporter,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    mut leader: watch::Receiver<bool>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    leader: watch::Receiver<bool>,
 ) {
-    let recorder = Recorder::new(client, reporter);
-    let mut recorded: BTreeMap<ObjectRef, SmiReport> = BTreeMap::new();
-    let mut failed = false;
-    loop {
-        let snapshot = snapshots.borrow_and_update().clone();
-        if *leader.borrow_and_update() {
-            if !snapshot.is_placeholder() {
-                failed = !record_all(&recorder, &snapshot, &mut recorded).await;
-            }
-        } else {
-            recorded.clear();
-            failed = false;
-        }
-        tokio::select! {
-            changed = snapshots.changed() => if changed.is_err() { return },
-            changed = leader.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(RETRY_FAILED), if failed => {}
-        }
+    let recorder = EventRecorder {
+        recorder: Recorder::new(client, reporter),
+        recorded: BTreeMap::new(),
+    };
+    while_leading(recorder, snapshots, leader).await;
+}
+
+/// What was recorded, per TrafficSplit.
+struct EventRecorder {
+    recorder: Recorder,
+    recorded: BTreeMap<ObjectRef, SmiReport>,
+}
+
+impl LeaderWork for EventRecorder {
+    async fn handle(&mut self, snapshot: &Snapshot) -> bool {
+        record_all(&self.recorder, snapshot, &mut self.recorded).await
+    }
+
+    fn forget(&mut self) {
+        self.recorded.clear();
     }
 }
 

@@ -1,5 +1,5 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease: only the replica holding it writes
-//! route status; every replica watches and serves xDS.
+//! route status and Events ([`while_leading`]); every replica watches and serves xDS.
 //!
 //! Every [`LeaseSettings::renew_every`] each replica reads the Lease. The holder renews it
 //! (`renewTime`); another replica takes it over once `renewTime + leaseDurationSeconds` has
@@ -9,6 +9,7 @@
 //! Expiry is judged on the Lease's `renewTime` against the local clock, so the replicas'
 //! clocks must agree to well within the lease duration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -18,6 +19,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+use crate::snapshot::Snapshot;
 
 /// The default name of the Lease.
 pub const DEFAULT_LEASE_NAME: &str = "lanyard-controller";
@@ -151,6 +154,45 @@ async fn try_once(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, ku
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// How long to wait before trying again work that failed for a snapshot.
+pub const RETRY_FAILED: Duration = Duration::from_secs(5);
+
+/// Work done with every snapshot by the replica holding the Lease (route status, Events).
+pub trait LeaderWork: Send {
+    /// Does the work for one snapshot (never a placeholder); `false` when some of it failed
+    /// and is to be tried again after [`RETRY_FAILED`].
+    fn handle(&mut self, snapshot: &Snapshot) -> impl Future<Output = bool> + Send;
+    /// Another replica leads: forget what was done, so that all of it is checked again
+    /// when this one leads.
+    fn forget(&mut self);
+}
+
+/// Runs `work` on every snapshot while `leader` says this replica leads; until the
+/// snapshots or the election end.
+pub async fn while_leading(
+    mut work: impl LeaderWork,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let mut failed = false;
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        if *leader.borrow_and_update() {
+            if !snapshot.is_placeholder() {
+                failed = !work.handle(&snapshot).await;
+            }
+        } else {
+            work.forget();
+            failed = false;
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            changed = leader.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY_FAILED), if failed => {}
+        }
     }
 }
 

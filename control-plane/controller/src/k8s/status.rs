@@ -25,14 +25,13 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::api_resource;
+use super::lease::{LeaderWork, while_leading};
 use crate::snapshot::Snapshot;
 
 /// How many times a write is tried when it conflicts with another writer.
 const CONFLICT_ATTEMPTS: u32 = 5;
 /// The wait after the first conflict; doubled after each.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long to wait before trying again routes whose write failed.
-const RETRY_FAILED: Duration = Duration::from_secs(5);
 
 /// `status.parents` after replacing this controller's entries of `current` with `computed`.
 /// Other controllers' entries are kept, in order, first. A condition whose status is the same
@@ -92,27 +91,37 @@ pub fn merge_parents(
 pub async fn run(
     client: Client,
     controller_name: String,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    mut leader: watch::Receiver<bool>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    leader: watch::Receiver<bool>,
 ) {
-    let mut written: BTreeMap<ObjectRef, Vec<ParentStatus>> = BTreeMap::new();
-    let mut failed = false;
-    loop {
-        let snapshot = snapshots.borrow_and_update().clone();
-        if *leader.borrow_and_update() {
-            if !snapshot.is_placeholder() {
-                failed = !write_all(&client, &controller_name, &snapshot, &mut written).await;
-            }
-        } else {
-            // Another replica writes meanwhile: check every route again when leading.
-            written.clear();
-            failed = false;
-        }
-        tokio::select! {
-            changed = snapshots.changed() => if changed.is_err() { return },
-            changed = leader.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(RETRY_FAILED), if failed => {}
-        }
+    let writer = StatusWriter {
+        client,
+        controller_name,
+        written: BTreeMap::new(),
+    };
+    while_leading(writer, snapshots, leader).await;
+}
+
+/// What was written (or found up to date), per route.
+struct StatusWriter {
+    client: Client,
+    controller_name: String,
+    written: BTreeMap<ObjectRef, Vec<ParentStatus>>,
+}
+
+impl LeaderWork for StatusWriter {
+    async fn handle(&mut self, snapshot: &Snapshot) -> bool {
+        write_all(
+            &self.client,
+            &self.controller_name,
+            snapshot,
+            &mut self.written,
+        )
+        .await
+    }
+
+    fn forget(&mut self) {
+        self.written.clear();
     }
 }
 
