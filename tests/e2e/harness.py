@@ -6,6 +6,7 @@ every child process started here is killed by `Procs.kill_all()` (also at exit).
 """
 
 import atexit
+import base64
 import datetime
 import json
 import math
@@ -579,10 +580,15 @@ def apiserver_path():
 
 class ApiServer:
     """`lanyard-test-apiserver` (the loopback Kubernetes API server test fixture) on a port it
-    picks itself; `kubeconfig` is the path it prints."""
+    picks itself; `kubeconfig` is the path it prints. `webhook_services`: {"namespace/name:port":
+    "127.0.0.1:PORT"}, where the Services that conversion webhooks name listen (there is no
+    cluster DNS), passed as `--webhook-service KEY=ADDR`."""
 
-    def __init__(self, procs, timeout=20.0):
-        self.child = procs.spawn("apiserver", [apiserver_path()], stdin=False)
+    def __init__(self, procs, timeout=20.0, webhook_services=None):
+        args = [apiserver_path()]
+        for key, addr in (webhook_services or {}).items():
+            args += ["--webhook-service", f"{key}={addr}"]
+        self.child = procs.spawn("apiserver", args, stdin=False)
         self.kubeconfig = self.child.read_line(timeout).strip()
         if not os.path.isfile(self.kubeconfig):
             raise E2EError(f"the API server printed {self.kubeconfig!r}, not a kubeconfig; "
@@ -599,6 +605,76 @@ class ApiServer:
 
     def apply(self, docs):
         return self.kubectl("apply", "-f", "-", input=to_yaml(docs))
+
+
+# --------------------------------------------------------------------------------------------
+# lanyard-webhook (SMI CRD conversion) and Lanyard's SMI CRDs
+
+OPENSSL = os.environ.get("LANYARD_OPENSSL", "/usr/bin/openssl")
+CRD_DIR = os.path.join(ROOT, "crds", "smi")
+
+
+def webhook_path():
+    path = os.environ.get("LANYARD_WEBHOOK") or os.path.join(
+        os.path.dirname(controller_path()), "lanyard-webhook")
+    if not os.access(path, os.X_OK):
+        raise E2EError(f"no webhook binary at {path}: run `cargo build --bin lanyard-webhook` "
+                       "first (or set LANYARD_WEBHOOK)")
+    return path
+
+
+def serving_certificate(directory, dns_name, days=1):
+    """A self-signed serving certificate for `dns_name` (CN and SAN; CA:FALSE, as rustls wants
+    of a leaf) made with the openssl CLI: (cert path, key path, cert PEM)."""
+    cert = os.path.join(directory, "webhook.crt")
+    key = os.path.join(directory, "webhook.key")
+    proc = subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", str(days), "-subj", f"/CN={dns_name}",
+         "-addext", f"subjectAltName=DNS:{dns_name}",
+         "-addext", "basicConstraints=critical,CA:FALSE",
+         "-addext", "extendedKeyUsage=serverAuth"],
+        capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise E2EError(f"openssl req failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    with open(cert) as f:
+        return cert, key, f.read()
+
+
+class Webhook:
+    """`lanyard-webhook --listen 127.0.0.1:0 --tls-cert C --tls-key K`; `address` is the one it
+    prints (`webhook listening on ADDR`)."""
+
+    def __init__(self, procs, cert, key, timeout=20.0):
+        env = dict(os.environ)
+        env["RUST_LOG"] = os.environ.get("LANYARD_E2E_RUST_LOG", "info")
+        args = [webhook_path(), "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key]
+        self.child = procs.spawn("webhook", args, env=env, stdin=False, merge=True)
+        m = self.child.wait_for(r"^webhook listening on (\S+)$", timeout)
+        self.address = m.group(1)
+
+
+def smi_crds(ca_pem):
+    """Lanyard's SMI CRDs (crds/smi/*.yaml) as one YAML stream, with
+    `spec.conversion.webhook.clientConfig.caBundle` set to base64 of `ca_pem`, as an installer
+    sets it. (No YAML library here: the line goes right under `clientConfig:`.)"""
+    bundle = base64.b64encode(ca_pem.encode()).decode()
+    docs = []
+    for name in sorted(os.listdir(CRD_DIR)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(CRD_DIR, name)) as f:
+            text = f.read()
+        rx = re.compile(r"^( *)clientConfig:\n", re.M)
+        found = rx.findall(text)
+        if len(found) != 1 or "name: lanyard-webhook" not in text:
+            raise E2EError(f"{name}: expected one conversion webhook clientConfig naming "
+                           "lanyard-webhook (harness out of date with crds/smi?)")
+        text = rx.sub(lambda m: f"{m.group(0)}{m.group(1)}  caBundle: {bundle}\n", text)
+        docs.append(text.rstrip("\n") + "\n")
+    if len(docs) != 3:
+        raise E2EError(f"expected 3 CRDs in {CRD_DIR}, found {len(docs)}")
+    return "---\n".join(docs)
 
 
 def route_conditions(obj, controller_name=CONTROLLER_NAME):

@@ -3,18 +3,21 @@
 
 Each scenario writes a config directory, starts `lanyard-controller --config-dir DIR` on
 loopback ports, starts gRPC backends (backend.py) and proxyless gRPC clients (client.py, one
-process per xDS identity), drives calls and checks where they land. The `kubernetes` scenario instead starts the loopback
-Kubernetes API server (`lanyard-test-apiserver`), runs `lanyard-controller --kubeconfig` against
-it and drives it with the real kubectl.
+process per xDS identity), drives calls and checks where they land. The `kubernetes` scenario
+instead starts the loopback Kubernetes API server (`lanyard-test-apiserver`), runs
+`lanyard-controller --kubeconfig` against it and drives it with the real kubectl;
+`smi_kubernetes` also runs the real `lanyard-webhook` (a serving certificate made with openssl)
+as the SMI CRDs' conversion webhook.
 
     tests/e2e/setup.sh                        # once: .venv with grpcio
-    cargo build --bin lanyard-controller --bin lanyard-test-apiserver
+    cargo build --bin lanyard-controller --bin lanyard-test-apiserver --bin lanyard-webhook
     .venv/bin/python tests/e2e/run_e2e.py     # all scenarios
     .venv/bin/python tests/e2e/run_e2e.py -k live --keep
 
 Environment: LANYARD_CONTROLLER (binary; default target/debug/lanyard-controller),
-LANYARD_TEST_APISERVER (default: lanyard-test-apiserver beside the controller), LANYARD_KUBECTL
-(default /usr/bin/kubectl),
+LANYARD_TEST_APISERVER (default: lanyard-test-apiserver beside the controller), LANYARD_WEBHOOK
+(default: lanyard-webhook beside the controller), LANYARD_KUBECTL (default /usr/bin/kubectl),
+LANYARD_OPENSSL (default /usr/bin/openssl),
 LANYARD_E2E_RUST_LOG (controller log filter, default info), LANYARD_E2E_GRPC_TRACE (GRPC_TRACE
 for the clients, e.g. xds_client). Ends with `N passed, N failed`; exit 0 only when all pass.
 """
@@ -86,8 +89,9 @@ class Context:
         """`lanyard-controller --config-dir` on the config dir; with `kubernetes`, instead the
         loopback API server (`self.api`) and `lanyard-controller --kubeconfig` against it."""
         if kubernetes:
-            self.api = h.ApiServer(self.procs)
-            self.log(f"loopback API server, kubeconfig {self.api.kubeconfig}")
+            if self.api is None:  # else the scenario started (and filled) its own
+                self.api = h.ApiServer(self.procs)
+                self.log(f"loopback API server, kubeconfig {self.api.kubeconfig}")
             self.controller = h.Controller(self.procs, None, kubeconfig=self.api.kubeconfig)
         else:
             self.controller = h.Controller(self.procs, self.config.path)
@@ -993,6 +997,189 @@ def scenario_smi_gateway_wins(ctx):
     ctx.figures["gateway wins: client followed after change (ms)"] = latencies
 
 
+WEBHOOK_SERVICE = "lanyard-system/lanyard-webhook:443"  # the CRDs' conversion clientConfig
+WEBHOOK_HOST = "lanyard-webhook.lanyard-system.svc"
+
+
+def read_split(api, name, version):
+    """`kubectl get trafficsplits.<version>.split.smi-spec.io NAME -o json`, parsed."""
+    return json.loads(api.kubectl("get", f"trafficsplits.{version}.split.smi-spec.io", name,
+                                  "-n", SMI_NS, "-o", "json"))
+
+
+def split_weights(obj):
+    return [b.get("weight") for b in (obj.get("spec") or {}).get("backends") or []]
+
+
+def wait_smi_report(ctx, name, what, ok):
+    """Polls `GET /debug/translation` until the `smi` entry of split `name` satisfies `ok`."""
+    deadline = time.monotonic() + STATUS_WITHIN
+    while True:
+        report = ctx.controller.get_json("/debug/translation")
+        entry = next((e for e in report.get("smi") or []
+                      if e.get("namespace") == SMI_NS and e.get("name") == name), None)
+        if entry is not None and ok(entry):
+            return entry
+        if time.monotonic() > deadline:
+            raise E2EError(f"/debug/translation never showed {what} for {SMI_NS}/{name} within "
+                           f"{STATUS_WITHIN}s; smi: {json.dumps(report.get('smi'))[:2000]}")
+        time.sleep(0.1)
+
+
+def split_events(api, name):
+    """events.k8s.io Events in SMI_NS regarding TrafficSplit `name`."""
+    events = json.loads(api.kubectl("get", "events.events.k8s.io", "-n", SMI_NS, "-o", "json"))
+    return [e for e in events.get("items") or []
+            if (e.get("regarding") or {}).get("kind") == "TrafficSplit"
+            and (e.get("regarding") or {}).get("name") == name]
+
+
+def wait_split_event(api, name, what, ok):
+    """Polls until an Event regarding TrafficSplit `name` satisfies `ok`; returns it."""
+    deadline = time.monotonic() + STATUS_WITHIN
+    while True:
+        events = split_events(api, name)
+        found = next((e for e in events if ok(e)), None)
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise E2EError(f"no Event regarding TrafficSplit {SMI_NS}/{name} with {what} within "
+                           f"{STATUS_WITHIN}s; its events: {json.dumps(events)[:2000]}")
+        time.sleep(0.1)
+
+
+def scenario_smi_kubernetes(ctx):
+    """SMI in Kubernetes mode with the real conversion webhook: a serving certificate for
+    lanyard-webhook.lanyard-system.svc (openssl), the real `lanyard-webhook` on loopback, the
+    loopback API server told where that Service listens (`--webhook-service`), Lanyard's SMI
+    CRDs applied with the certificate as `caBundle`, then a TrafficSplit written with kubectl at
+    v1alpha1 (quantities 900m/100m). It reads back at v1alpha4 as 900/100 (converted by the
+    webhook); `lanyard-controller --kubeconfig` applies it (/debug/translation `Applied`, an
+    `Applied` Event regarding the split) and the gRPC client lands 90/10 within the band; a
+    v1alpha2 edit to 50/50 is followed within CHANGE_DEADLINE of `kubectl apply` returning
+    (the change point of the v2 share), and lands 50/50."""
+    cert, key, ca_pem = h.serving_certificate(ctx.dir, WEBHOOK_HOST)
+    webhook = h.Webhook(ctx.procs, cert, key)
+    ctx.log(f"lanyard-webhook on {webhook.address} (certificate for {WEBHOOK_HOST})")
+    ctx.api = api = h.ApiServer(ctx.procs, webhook_services={WEBHOOK_SERVICE: webhook.address})
+    ctx.log(f"loopback API server (--webhook-service {WEBHOOK_SERVICE}={webhook.address}), "
+            f"kubeconfig {api.kubeconfig}")
+    api.kubectl("apply", "-f", "-", input=h.smi_crds(ca_pem))
+    ctx.log("kubectl apply: crds/smi/*.yaml with caBundle = the webhook's certificate")
+
+    p = pods("127.0.0.6", "cart-v1-a", "cart-v2-a")
+    b = ctx.backends(list(p), hosts=p)
+    docs = smi_services(b, [
+        ("cart", {"app": "cart"}, ["cart-v1-a", "cart-v2-a"]),
+        ("cart-v1", {"app": "cart", "version": "v1"}, ["cart-v1-a"]),
+        ("cart-v2", {"app": "cart", "version": "v2"}, ["cart-v2-a"]),
+    ])
+    split = lambda version, w1, w2: h.traffic_split(
+        SMI_NS, "cart-canary", "cart", [("cart-v1", w1), ("cart-v2", w2)], version=version)
+    ctx.config.write("smi.yaml", docs + [split("v1alpha1", "900m", "100m")])
+    ctx.check_config()
+    api.apply(docs)
+    api.apply([split("v1alpha1", "900m", "100m")])
+    v4 = read_split(api, "cart-canary", "v1alpha4")
+    if v4.get("apiVersion") != "split.smi-spec.io/v1alpha4" or split_weights(v4) != [900, 100]:
+        raise E2EError("written at v1alpha1 with 900m/100m, expected v1alpha4 to read integer "
+                       f"weights [900, 100], got {v4.get('apiVersion')} {split_weights(v4)}")
+    v1 = read_split(api, "cart-canary", "v1alpha1")
+    if split_weights(v1) != ["900m", "100m"]:
+        raise E2EError(f"expected v1alpha1 to read back 900m/100m, got {split_weights(v1)}")
+    ctx.log("written at v1alpha1 900m/100m: kubectl get at v1alpha4 -> weights 900/100, "
+            "at v1alpha1 -> 900m/100m")
+    ctx.figures["v1alpha4 weights read back"] = split_weights(v4)
+
+    ctx.start_controller(kubernetes=True)
+    message = lambda w1, w2: f"{SMI_NS}/cart port {h.GRPC_PORT} split: cart-v1 {w1}%, cart-v2 {w2}%"
+    entry = wait_smi_report(ctx, "cart-canary", "Applied 90/10", lambda e: e.get(
+        "outcome") == "Applied" and e.get("message") == message(90, 10))
+    ctx.log(f"/debug/translation: {entry['outcome']}: {entry['message']}")
+    event = wait_split_event(api, "cart-canary", "reason Applied", lambda e: e.get(
+        "reason") == "Applied")
+    if event.get("type") != "Normal" or message(90, 10) not in (event.get("note") or ""):
+        raise E2EError(f"expected a Normal Applied Event noting {message(90, 10)!r}: {event}")
+    ctx.log(f"Event {event.get('type')}/{event.get('reason')} regarding "
+            f"{event['regarding'].get('apiVersion')} TrafficSplit: {event.get('note')}")
+
+    client = ctx.client(SMI_NS, "client-1")
+    target = f"xds:///{h.fqdn('cart', SMI_NS)}"
+    client.ready(target)
+    got = client.calls(target, SPLIT_CALLS)
+    if got["errors"]:
+        raise E2EError(f"90/10: expected no failed calls, got {got['errors']}")
+    try:
+        summary = h.check_split(by_service(got["counts"]), {"cart-v1": 90, "cart-v2": 10},
+                                SPLIT_SD)
+    except E2EError as e:
+        raise E2EError(f"90/10 {target}: {e}; route in config_dump: "
+                       f"{route_clusters(ctx.controller, client.node_id, 'cart')}") from None
+    ctx.log(f"v1alpha1 900m/100m {target}: {summary}")
+    ctx.figures["90/10 per pod"] = got["counts"]
+
+    # The change, written at v1alpha2 while calls run back to back.
+    canary = "cart-v2-a"
+    client.start_run(target, max_seconds=0.5 + CHANGE_DEADLINE + 3.0)
+    time.sleep(0.5)
+    t_start = time.time()
+    api.apply([split("v1alpha2", 50, 50)])
+    t_applied = time.time()
+    calls = client.finish_run()
+    r = h.share_change(calls, t_start, canary, 0.10, 0.50)
+    pre = [c for c in calls if c[0] < t_start]
+    hits = sum(1 for c in pre if c[2] == canary)
+    desc = (f"{len(calls)} calls; cart-v2 before kubectl {hits}/{len(pre)}, before the change "
+            f"point {r['before'][0]}/{r['before'][1]}, after {r['after'][0]}/{r['after'][1]}; "
+            f"{r['errors']} failed; kubectl apply took {(t_applied - t_start) * 1000:.0f} ms")
+    if r["latency"] is None:
+        raise E2EError(f"90/10 -> 50/50: the cart-v2 share never moved to 50% ({desc}); route: "
+                       f"{route_clusters(ctx.controller, client.node_id, 'cart')}")
+    followed = r["latency"] - (t_applied - t_start)
+    ctx.log(f"90/10 -> 50/50 (v1alpha2): followed {followed * 1000:.0f} ms after kubectl apply "
+            f"returned ({r['latency'] * 1000:.0f} ms after it started; {desc})")
+    if r["errors"]:
+        raise E2EError(f"90/10 -> 50/50: expected no failed calls across the change ({desc})")
+    lo, hi = h.binomial_band(len(pre), 0.10, SPLIT_SD)
+    if not lo <= hits <= hi:
+        raise E2EError(f"before the change expected cart-v2 at 10% ({lo}..{hi}), got {desc}")
+    if followed > CHANGE_DEADLINE:
+        raise E2EError(f"90/10 -> 50/50: expected the client to follow within "
+                       f"{CHANGE_DEADLINE}s of kubectl apply, took {followed:.3f}s ({desc})")
+    got = client.calls(target, SPLIT_CALLS)
+    if got["errors"]:
+        raise E2EError(f"50/50: expected no failed calls, got {got['errors']}")
+    summary = h.check_split(by_service(got["counts"]), {"cart-v1": 50, "cart-v2": 50}, SPLIT_SD)
+    ctx.log(f"v1alpha2 50/50: {summary}")
+    ctx.figures["50/50 per pod"] = got["counts"]
+    ctx.figures["90/10 -> 50/50: client followed after kubectl apply returned (ms)"] = round(
+        followed * 1000)
+    ctx.figures["90/10 -> 50/50: kubectl apply took (ms)"] = round((t_applied - t_start) * 1000)
+
+    v4 = read_split(api, "cart-canary", "v1alpha4")
+    if split_weights(v4) != [50, 50]:
+        raise E2EError(f"written at v1alpha2 50/50, v1alpha4 reads {split_weights(v4)}")
+    entry = wait_smi_report(ctx, "cart-canary", "Applied 50/50", lambda e: e.get(
+        "outcome") == "Applied" and e.get("message") == message(50, 50))
+    ctx.log(f"/debug/translation: {entry['outcome']}: {entry['message']}")
+    event = wait_split_event(api, "cart-canary", "reason Applied noting 50/50", lambda e: e.get(
+        "reason") == "Applied" and message(50, 50) in (e.get("note") or ""))
+    ctx.log(f"Event {event.get('type')}/{event.get('reason')}: {event.get('note')}")
+
+    # The conversions were the webhook's: without it, reading at another version fails.
+    webhook.child.stop()
+    try:
+        read_split(api, "cart-canary", "v1alpha1")
+    except E2EError as e:
+        if "conversion webhook" not in str(e):
+            raise
+        ctx.log("webhook stopped: kubectl get at v1alpha1 fails (conversion webhook "
+                "unreachable)")
+    else:
+        raise E2EError("with lanyard-webhook stopped, reading at v1alpha1 still worked: who "
+                       "converted?")
+
+
 SCENARIOS = [
     ("weighted", scenario_weighted),
     ("matching", scenario_matching),
@@ -1005,6 +1192,7 @@ SCENARIOS = [
     ("smi_beta_header", scenario_smi_beta_header),
     ("smi_grpc_methods", scenario_smi_grpc_methods),
     ("smi_gateway_wins", scenario_smi_gateway_wins),
+    ("smi_kubernetes", scenario_smi_kubernetes),
 ]
 
 

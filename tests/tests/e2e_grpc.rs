@@ -1,11 +1,12 @@
 //! Lanyard against gRPC's own xDS client: runs the Python suite `tests/e2e/run_e2e.py`
 //! (see its docstring) against the already-built `lanyard-controller` binary.
 //!
-//! Needs `.venv` at the repository root (`tests/e2e/setup.sh`), the controller and the
-//! loopback API server binaries (`cargo build --bin lanyard-controller --bin
-//! lanyard-test-apiserver`) and `/usr/bin/kubectl`. Without the venv the test is skipped with a
+//! Needs `.venv` at the repository root (`tests/e2e/setup.sh`), the controller, loopback API
+//! server and webhook binaries (`cargo build --bin lanyard-controller --bin
+//! lanyard-test-apiserver --bin lanyard-webhook`), `/usr/bin/kubectl` and `openssl`. Without the venv the test is skipped with a
 //! notice, unless `LANYARD_E2E` is set (CI sets `LANYARD_E2E=1`), when a missing venv is a
-//! failure. `LANYARD_CONTROLLER` and `LANYARD_TEST_APISERVER` override the binaries' paths;
+//! failure. `LANYARD_CONTROLLER`, `LANYARD_TEST_APISERVER` and `LANYARD_WEBHOOK` override the
+//! binaries' paths;
 //! `LANYARD_E2E_ARGS` passes arguments to the suite (e.g. `-k live`).
 
 use std::env;
@@ -40,6 +41,12 @@ fn controller_binary(root: &Path) -> PathBuf {
 /// controller (`LANYARD_TEST_APISERVER` overriding).
 fn apiserver_binary(root: &Path) -> PathBuf {
     binary(root, "LANYARD_TEST_APISERVER", "lanyard-test-apiserver")
+}
+
+/// The SMI conversion webhook the `smi_kubernetes` scenario starts (`LANYARD_WEBHOOK`
+/// overriding).
+fn webhook_binary(root: &Path) -> PathBuf {
+    binary(root, "LANYARD_WEBHOOK", "lanyard-webhook")
 }
 
 fn binary(root: &Path, var: &str, name: &str) -> PathBuf {
@@ -129,6 +136,13 @@ fn e2e_harness_unit_checks() {
         return;
     };
     let root = repo_root();
+    let webhook = webhook_binary(&root);
+    assert!(
+        webhook.is_file(),
+        "no webhook binary at {}: run `cargo build --bin lanyard-webhook` first (or set \
+         LANYARD_WEBHOOK)",
+        webhook.display()
+    );
     let mut command = Command::new(python);
     command
         .args(["-u", "-m", "unittest"])
@@ -166,13 +180,21 @@ fn grpc_xds_clients_end_to_end() {
          first (or set LANYARD_TEST_APISERVER)",
         apiserver.display()
     );
+    let webhook = webhook_binary(&root);
+    assert!(
+        webhook.is_file(),
+        "no webhook binary at {}: run `cargo build --bin lanyard-webhook` first (or set \
+         LANYARD_WEBHOOK)",
+        webhook.display()
+    );
     let mut command = Command::new(python);
     command
         .arg("-u")
         .arg(root.join("tests").join("e2e").join("run_e2e.py"))
         .current_dir(&root)
         .env("LANYARD_CONTROLLER", &controller)
-        .env("LANYARD_TEST_APISERVER", &apiserver);
+        .env("LANYARD_TEST_APISERVER", &apiserver)
+        .env("LANYARD_WEBHOOK", &webhook);
     if let Ok(extra) = env::var("LANYARD_E2E_ARGS") {
         command.args(extra.split_whitespace());
     }

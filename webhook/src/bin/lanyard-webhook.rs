@@ -34,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
         tls::load(&args.tls_cert, &args.tls_key).context("loading the serving certificate")?;
     let server = Server::bind(args.listen, tls, endpoints::router()).await?;
     tracing::info!(address = %server.local_addr(), "serving /convert and /healthz over HTTPS");
+    // One plain line for scripts that pass port 0 (the log line above may be coloured).
+    println!("webhook listening on {}", server.local_addr());
     server.serve(shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
