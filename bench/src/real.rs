@@ -33,13 +33,8 @@ pub fn translate(objects: &Objects) -> MeshResources {
 /// second overflow the default (1024) while the server is busy, and the kernel then drops
 /// or resets connections (see BENCHMARKS.md).
 pub fn listener() -> anyhow::Result<TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind("127.0.0.1:0".parse()?)?;
-    Ok(socket.listen(LISTEN_BACKLOG)?)
+    Ok(lanyard_xds::listen::listen("127.0.0.1:0".parse()?)?)
 }
-
-/// The accept queue asked for (the kernel caps it at `net.core.somaxconn`).
-pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// An [`XdsServer`] serving ADS on `127.0.0.1:<ephemeral>`.
 pub struct Real {

@@ -26,6 +26,7 @@ pub mod cache;
 mod clusters;
 pub mod debug;
 mod endpoints;
+pub mod listen;
 mod listeners;
 mod mesh;
 pub mod metrics;

@@ -65,13 +65,11 @@ impl Serving {
         options: XdsOptions,
     ) -> Result<Serving> {
         let bind = |address: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(address)
-                .await
-                .map_err(|error| Error::Bind {
-                    what,
-                    address,
-                    error,
-                })
+            lanyard_xds::listen::listen(address).map_err(|error| Error::Bind {
+                what,
+                address,
+                error,
+            })
         };
         let xds_listener = bind(xds_address, "xDS").await?;
         let debug_listener = bind(debug_address, "debug").await?;
