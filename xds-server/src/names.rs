@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use lanyard_model::ServicePortKey;
+use lanyard_model::{ServiceKey, ServicePortKey};
 
 /// The listener on the outbound capture port (iptables REDIRECT target for outbound TCP).
 pub const VIRTUAL_OUTBOUND_LISTENER: &str = "virtualOutbound";
@@ -46,10 +46,15 @@ pub fn service_fqdn(port: &ServicePortKey, cluster_domain: &str) -> String {
 /// Outbound EDS cluster (and its ClusterLoadAssignment) of a Service port:
 /// `outbound|<port>||<name>.<ns>.svc.<cluster_domain>`.
 pub fn outbound_cluster(port: &ServicePortKey, cluster_domain: &str) -> String {
+    outbound_cluster_of(&port.service, port.port, cluster_domain)
+}
+
+/// [`outbound_cluster`] of `service` and `port`.
+pub fn outbound_cluster_of(service: &ServiceKey, port: u16, cluster_domain: &str) -> String {
+    // One allocation: `service_fqdn` inlined.
     format!(
-        "outbound|{}||{}",
-        port.port,
-        service_fqdn(port, cluster_domain)
+        "outbound|{port}||{}.{}.svc.{cluster_domain}",
+        service.name, service.namespace
     )
 }
 
@@ -61,7 +66,11 @@ pub fn inbound_cluster(port: u16) -> String {
 /// RouteConfiguration of an HTTP Service port: `<fqdn>:<port>`. It is also the name of its
 /// single virtual host.
 pub fn route_config(port: &ServicePortKey, cluster_domain: &str) -> String {
-    format!("{}:{}", service_fqdn(port, cluster_domain), port.port)
+    let service = &port.service;
+    format!(
+        "{}.{}.svc.{cluster_domain}:{}",
+        service.name, service.namespace, port.port
+    )
 }
 
 /// Outbound listener of one ClusterIP and port: `<ip>_<port>` (IPv6 without brackets,

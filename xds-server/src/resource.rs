@@ -1,7 +1,9 @@
 //! The resource types Lanyard serves, and a resource encoded once for every proxy.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use envoy_types::pb::google::protobuf::Any;
 
@@ -74,11 +76,19 @@ impl fmt::Display for ResourceType {
 
 /// One resource as it goes on the wire: its name, the version of its content and the
 /// message packed into an `Any`, encoded once and shared by every proxy that gets it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Resource {
     name: Arc<str>,
     version: Version,
     body: Any,
+    /// This resource as an entry of a delta response, encoded on first use.
+    delta: OnceLock<Bytes>,
+}
+
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.version == other.version && self.body == other.body
+    }
 }
 
 impl Resource {
@@ -93,6 +103,7 @@ impl Resource {
             name: name.into(),
             version,
             body,
+            delta: OnceLock::new(),
         })
     }
 
@@ -114,6 +125,13 @@ impl Resource {
     /// The encoded message.
     pub fn body(&self) -> &Any {
         &self.body
+    }
+
+    /// This resource as one entry of a `DeltaDiscoveryResponse`'s `resources` (name,
+    /// version, body), encoded once and shared by every delta stream that gets it.
+    pub fn delta_entry(&self) -> &Bytes {
+        self.delta
+            .get_or_init(|| crate::ads::wire::delta_entry(self))
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -156,10 +155,9 @@ impl XdsServer {
         self.shared.snapshots.borrow().is_some()
     }
 
-    /// The ADS gRPC service, for a tonic server of the caller's.
-    pub fn ads_service(&self) -> AggregatedDiscoveryServiceServer<AdsService> {
-        AggregatedDiscoveryServiceServer::new(AdsService::new(self.shared.clone()))
-            .max_decoding_message_size(16 << 20)
+    /// The ADS gRPC service, for a tonic server of the caller's (requests up to 16 MiB).
+    pub fn ads_service(&self) -> AdsService {
+        AdsService::new(self.shared.clone())
     }
 
     /// The debug HTTP endpoint (`/debug/syncz`, `/debug/config_dump`, `/metrics`, `/healthz`,
@@ -262,9 +260,12 @@ async fn publish_loop(
         };
         let next = generation + 1;
         let seen = pending.first_seen.into_std();
+        // Resources unchanged since the published snapshot keep its encoding and version.
+        let previous = snapshots.borrow().clone();
         let built = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            MeshSnapshot::build(next, seen, pending.mesh).map(|s| (s, started.elapsed()))
+            MeshSnapshot::build_reusing(previous.as_deref(), next, seen, pending.mesh)
+                .map(|s| (s, started.elapsed()))
         })
         .await;
         match built {

@@ -119,6 +119,9 @@ impl Outcome {
 
 /// Waits until each affected (proxy, type) got a response since `t0`, lets stray pushes
 /// arrive, and tallies.
+/// How far out of order (in time) proxies' reports may arrive.
+const REPORT_SLACK_NS: u64 = 2_000_000_000;
+
 async fn collect(
     fleet: &mut Fleet,
     t0: u64,
@@ -137,8 +140,13 @@ async fn collect(
                 let mut got = vec![[false; 4]; changed.len()];
                 for e in events.iter().rev() {
                     if let crate::wire::Event::Resp { p, t, at, .. } = e {
-                        if *at < t0 {
+                        // Proxies report from their own tasks, so an event from before the
+                        // change can land after later ones: stop only well before it.
+                        if *at < t0.saturating_sub(REPORT_SLACK_NS) {
                             break;
+                        }
+                        if *at < t0 {
+                            continue;
                         }
                         if let (Some(t), Some(g)) = (type_index(t), got.get_mut(*p)) {
                             g[t] |= changed[*p][t];

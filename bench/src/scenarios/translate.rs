@@ -43,6 +43,10 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             "RDS MB",
             "objects RSS MB",
             "peak RSS MB",
+            "change: translate ms",
+            "build ms",
+            "build reusing ms",
+            "reused %",
         ],
     );
     let mut results = Vec::new();
@@ -52,7 +56,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
     MeshSnapshot::build(0, Instant::now(), warm)?;
     for &services in &sizes {
         let shape = Shape::new(services);
-        let objects = mesh::objects(&shape);
+        let mut objects = mesh::objects(&shape);
         let rss_objects = report::rss_kib(pid);
         let mut best: Option<[f64; 5]> = None;
         let mut bytes = [0usize; 4];
@@ -107,6 +111,12 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             drop(snapshot);
         }
         let [index_ms, xds_ms, encode_ms, total_ms, floor_ms] = best.expect("at least one run");
+        let [
+            change_translate_ms,
+            change_full_ms,
+            change_reusing_ms,
+            reused,
+        ] = change(&mut objects, &shape)?;
         let mb = |b: usize| b as f64 / 1e6;
         table.row(vec![
             services.to_string(),
@@ -122,6 +132,10 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             f2(mb(bytes[3])),
             f2(rss_objects as f64 / 1024.0),
             f2(peak as f64 / 1024.0),
+            f2(change_translate_ms),
+            f2(change_full_ms),
+            f2(change_reusing_ms),
+            f2(reused),
         ]);
         results.push(json!({
             "services": services,
@@ -138,10 +152,59 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             "distinct_resources": {"CDS": distinct[0], "EDS": distinct[1], "LDS": distinct[2], "RDS": distinct[3]},
             "rss_with_objects_kib": rss_objects,
             "peak_rss_kib": peak,
+            "change_translate_ms": report::round(change_translate_ms),
+            "change_build_ms": report::round(change_full_ms),
+            "change_build_reusing_ms": report::round(change_reusing_ms),
+            "change_reused_percent": report::round(reused),
         }));
     }
     let json =
         json!({"scenario": "translate", "target": "total ≤ 4× floor at 10k", "results": results});
     report::publish(&config.out, "translate", &table, &json)?;
     Ok(json)
+}
+
+/// One endpoint event, then objects → model → resources again (`translate` ms), and the
+/// snapshot built with `MeshSnapshot::build` (everything encoded and hashed: `full` ms) and
+/// with `MeshSnapshot::build_reusing` the snapshot before the change (`reusing` ms, and the
+/// share of a client's resources reused as they were); best of 3 each.
+fn change(objects: &mut lanyard_index::Objects, shape: &Shape) -> anyhow::Result<[f64; 4]> {
+    let resources = |objects: &lanyard_index::Objects| {
+        let translation = lanyard_index::translate(objects, &lanyard_index::Options::default());
+        lanyard_xds::translate(&translation.model, &lanyard_xds::XdsOptions::default())
+    };
+    let before = MeshSnapshot::build(1, Instant::now(), resources(objects))?;
+    mesh::endpoint_event(objects, shape, 0, 1);
+    let objects = &*objects;
+    let [mut translate, mut full, mut reusing] = [f64::MAX; 3];
+    let mut reused = 0.0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mesh = resources(objects);
+        translate = translate.min(ms(start.elapsed()));
+        let again = resources(objects);
+        let start = Instant::now();
+        drop(MeshSnapshot::build(2, Instant::now(), mesh)?);
+        full = full.min(ms(start.elapsed()));
+        let start = Instant::now();
+        let after = MeshSnapshot::build_reusing(Some(&before), 2, Instant::now(), again)?;
+        reusing = reusing.min(ms(start.elapsed()));
+        let client = ProxyRef {
+            namespace: NamespaceName::new("ns-0"),
+            workload: None,
+        };
+        let (mut same, mut all) = (0, 0);
+        for ty in ResourceType::ALL {
+            let old = before.view(ty, &client);
+            for r in after.view(ty, &client).resources().iter() {
+                all += 1;
+                same += usize::from(
+                    old.get(r.name())
+                        .is_some_and(|o| std::sync::Arc::ptr_eq(o, r)),
+                );
+            }
+        }
+        reused = 100.0 * same as f64 / all as f64;
+    }
+    Ok([translate, full, reusing, reused])
 }

@@ -44,7 +44,7 @@ pub fn next_nonce() -> String {
 pub trait Responder: Send + Sized + 'static {
     /// DiscoveryRequest or DeltaDiscoveryRequest.
     type Request: Send + 'static;
-    /// DiscoveryResponse or DeltaDiscoveryResponse.
+    /// The response, encoded for the wire ([`super::wire::Frame`]).
     type Response: Send + 'static;
     /// Which protocol this is.
     const PROTOCOL: Protocol;

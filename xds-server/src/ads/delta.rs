@@ -20,14 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
 use super::sotw::served_types;
 use super::subscription::{Dropped, Subscription, WILDCARD, select};
+use super::wire::Frame;
 use crate::resource::{Resource, ResourceType};
 use crate::status::{Held, Protocol};
 use crate::version::Version;
@@ -56,7 +55,7 @@ struct DeltaType {
 
 impl Responder for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = Frame;
     const PROTOCOL: Protocol = Protocol::Delta;
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
@@ -145,7 +144,7 @@ impl Responder for Delta {
         self.types.values().any(|t| t.progress.pending) || !self.unknown.is_empty()
     }
 
-    fn next_response(&mut self) -> Option<DeltaDiscoveryResponse> {
+    fn next_response(&mut self) -> Option<Frame> {
         for ty in ResourceType::ALL {
             if let Some(response) = self.respond(ty) {
                 return Some(response);
@@ -153,13 +152,13 @@ impl Responder for Delta {
         }
         let type_url = self.unknown.keys().next()?.clone();
         let names = self.unknown.remove(&type_url).unwrap_or_default();
-        Some(DeltaDiscoveryResponse {
-            system_version_info: Version::of_set([]).to_string(),
-            type_url,
-            removed_resources: names,
-            nonce: next_nonce(),
-            ..Default::default()
-        })
+        Some(Frame::delta(
+            &Version::of_set([]).to_string(),
+            &type_url,
+            &next_nonce(),
+            &names,
+            [],
+        ))
     }
 
     fn held(&self) -> Vec<Held> {
@@ -175,7 +174,7 @@ impl Responder for Delta {
 }
 
 impl Delta {
-    fn respond(&mut self, ty: ResourceType) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, ty: ResourceType) -> Option<Frame> {
         let state = self.types.get_mut(&ty)?;
         if !state.progress.pending {
             return None;
@@ -240,29 +239,21 @@ impl Delta {
         let nonce = next_nonce();
         let version =
             Version::of_set(state.held.values().map(|r| (r.name(), r.version()))).to_string();
-        let response = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: updates
-                .iter()
-                .map(|r| WireResource {
-                    name: r.name().to_string(),
-                    version: r.version().to_string(),
-                    resource: Some(r.body().clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: ty.type_url().to_string(),
-            removed_resources: removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+        // Each resource's entry is encoded once and shared by every stream that gets it.
+        let response = Frame::delta(
+            &version,
+            ty.type_url(),
+            &nonce,
+            &removed,
+            updates.iter().map(|r| r.delta_entry().clone()),
+        );
         self.core.pushed(
             ty,
             &mut state.progress,
             version,
             nonce,
-            response.resources.len(),
-            response.removed_resources.len(),
+            updates.len(),
+            removed.len(),
         );
         Some(response)
     }

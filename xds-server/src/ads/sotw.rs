@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
 use super::subscription::{Selected, Subscription, select};
+use super::wire::{self, Frame};
 use crate::resource::ResourceType;
 use crate::status::{Held, Protocol};
 use crate::version::Version;
@@ -51,7 +52,7 @@ struct UnknownType {
 
 impl Responder for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = Frame;
     const PROTOCOL: Protocol = Protocol::Sotw;
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
@@ -128,7 +129,7 @@ impl Responder for Sotw {
         self.types.values().any(|t| t.progress.pending) || self.unknown.values().any(|u| u.pending)
     }
 
-    fn next_response(&mut self) -> Option<DiscoveryResponse> {
+    fn next_response(&mut self) -> Option<Frame> {
         for ty in ResourceType::ALL {
             if let Some(response) = self.respond(ty) {
                 return Some(response);
@@ -138,12 +139,12 @@ impl Responder for Sotw {
         state.pending = false;
         let nonce = next_nonce();
         state.nonce = Some(nonce.clone());
-        Some(DiscoveryResponse {
-            version_info: Version::of_set([]).to_string(),
-            type_url: type_url.clone(),
-            nonce,
-            ..Default::default()
-        })
+        Some(Frame::sotw(
+            &Version::of_set([]).to_string(),
+            type_url,
+            &nonce,
+            Default::default(),
+        ))
     }
 
     fn held(&self) -> Vec<Held> {
@@ -164,14 +165,14 @@ impl Responder for Sotw {
 
 impl Sotw {
     /// The response of a type, when it is pending and has something new (or must answer).
-    fn respond(&mut self, ty: ResourceType) -> Option<DiscoveryResponse> {
+    fn respond(&mut self, ty: ResourceType) -> Option<Frame> {
         let state = self.types.get_mut(&ty)?;
         if !state.progress.pending {
             return None;
         }
         let snapshot = self.core.snapshot.clone()?;
         state.progress.pending = false;
-        let selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
+        let mut selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
         let unchanged = state
             .sent
             .as_ref()
@@ -182,17 +183,12 @@ impl Sotw {
         }
         let nonce = next_nonce();
         let version = selected.version.to_string();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: selected
-                .resources
-                .iter()
-                .map(|r| r.body().clone())
-                .collect(),
-            type_url: ty.type_url().to_string(),
-            nonce: nonce.clone(),
-            ..Default::default()
+        // A whole view's resources are encoded once and shared; a named selection's here.
+        let resources = match selected.view.take() {
+            Some(view) => view.sotw_resources().clone(),
+            None => wire::sotw_resources(&selected.resources),
         };
+        let response = Frame::sotw(&version, ty.type_url(), &nonce, resources);
         self.core.pushed(
             ty,
             &mut state.progress,
@@ -251,6 +247,8 @@ impl Sotw {
 mod tests {
     use std::sync::Arc;
 
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+
     use super::*;
     use crate::cache::MeshSnapshot;
     use crate::fixtures::rich_model;
@@ -294,7 +292,7 @@ mod tests {
         let (mut sotw, _r) = mk_sotw();
         sotw.on_request(request(ResourceType::Cluster, &[], ""))
             .unwrap();
-        let response = sotw.next_response().unwrap();
+        let response: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
         assert!(!response.resources.is_empty());
         sotw.on_request(request(ResourceType::Cluster, &[], &response.nonce))
             .unwrap();

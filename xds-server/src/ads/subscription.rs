@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::ProxyRef;
-use crate::cache::MeshSnapshot;
+use crate::cache::{MeshSnapshot, TypeView};
 use crate::resource::{Resource, ResourceType};
 use crate::version::Version;
 
@@ -118,6 +118,8 @@ pub struct Selected {
     pub version: Version,
     /// Names asked for that do not exist for this proxy.
     pub missing: Vec<String>,
+    /// The proxy's whole view, when that is what was selected (its encoded form is shared).
+    pub view: Option<Arc<TypeView>>,
 }
 
 impl Selected {
@@ -154,6 +156,7 @@ pub fn select(
                 resources: view.resources().clone(),
                 version: view.version(),
                 missing,
+                view: Some(view),
             };
         }
         let mut all: Vec<Arc<Resource>> = view.resources().to_vec();
@@ -177,6 +180,7 @@ fn selected(resources: Vec<Arc<Resource>>, missing: Vec<String>) -> Selected {
         resources: resources.into(),
         version,
         missing,
+        view: None,
     }
 }
 

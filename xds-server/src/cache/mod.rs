@@ -11,7 +11,7 @@
 pub mod consistency;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use lanyard_model::NamespaceName;
@@ -52,6 +52,8 @@ fn summary(problems: &[String]) -> String {
 pub struct TypeView {
     resources: Arc<[Arc<Resource>]>,
     version: Version,
+    /// `resources` as a SotW response's `resources` field, encoded on first use.
+    sotw: OnceLock<bytes::Bytes>,
 }
 
 impl TypeView {
@@ -60,7 +62,15 @@ impl TypeView {
         TypeView {
             resources: resources.into(),
             version,
+            sotw: OnceLock::new(),
         }
+    }
+
+    /// The resources encoded as a `DiscoveryResponse`'s `resources` field, once per view:
+    /// every SotW stream with this view sends these bytes.
+    pub fn sotw_resources(&self) -> &bytes::Bytes {
+        self.sotw
+            .get_or_init(|| crate::ads::wire::sotw_resources(&self.resources))
     }
 
     /// The resources, sorted by name.
@@ -96,15 +106,62 @@ struct Encoded {
     by_ptr: HashMap<usize, Arc<Resource>>,
 }
 
+/// The encoded resources of a previous snapshot by type and name (names repeat: route
+/// variants, inbound listeners), to reuse those whose encoding has not changed.
+#[derive(Default)]
+struct Previous<'a> {
+    by_name: [HashMap<&'a str, Vec<&'a Arc<Resource>>>; 4],
+    /// The encoding of the resource being compared.
+    scratch: Vec<u8>,
+}
+
+impl<'a> Previous<'a> {
+    fn of(snapshot: &'a MeshSnapshot) -> Self {
+        let mut previous = Previous::default();
+        for resource in snapshot.encoded.by_ptr.values() {
+            if let Some(ty) = ResourceType::from_type_url(&resource.body().type_url) {
+                previous.by_name[ty as usize]
+                    .entry(resource.name())
+                    .or_default()
+                    .push(resource);
+            }
+        }
+        previous
+    }
+
+    /// The previous resource of this type and name whose encoding is exactly `message`'s,
+    /// if any: its version is the one `message` would get (the same bytes hash the same).
+    fn find<M: prost::Message>(
+        &mut self,
+        ty: ResourceType,
+        name: &str,
+        message: &M,
+    ) -> Option<&'a Arc<Resource>> {
+        let candidates = self.by_name[ty as usize].get(name)?;
+        self.scratch.clear();
+        message.encode_raw(&mut self.scratch);
+        candidates
+            .iter()
+            .copied()
+            .find(|r| r.body().value == self.scratch)
+    }
+}
+
 impl Encoded {
     fn add<M: prost::Message + prost::Name>(
         &mut self,
+        ty: ResourceType,
         name: &str,
         message: &Arc<M>,
+        previous: &mut Previous<'_>,
     ) -> Result<(), CanonicalError> {
         let ptr = Arc::as_ptr(message) as usize;
         if let std::collections::hash_map::Entry::Vacant(slot) = self.by_ptr.entry(ptr) {
-            slot.insert(Arc::new(Resource::encode(name, message.as_ref())?));
+            let resource = match previous.find(ty, name, message.as_ref()) {
+                Some(unchanged) => unchanged.clone(),
+                None => Arc::new(Resource::encode(name, message.as_ref())?),
+            };
+            slot.insert(resource);
         }
         Ok(())
     }
@@ -156,11 +213,25 @@ impl MeshSnapshot {
         seen: Instant,
         mesh: MeshResources,
     ) -> Result<MeshSnapshot, SnapshotError> {
+        MeshSnapshot::build_reusing(None, generation, seen, mesh)
+    }
+
+    /// [`MeshSnapshot::build`], reusing the encoded resources of `previous` (typically the
+    /// snapshot being served) whose encoding is unchanged: the same `Arc<Resource>`, with its
+    /// version, instead of a new one hashed again. A change then costs one encode of each
+    /// resource (and a comparison) plus the hash of what changed.
+    pub fn build_reusing(
+        previous: Option<&MeshSnapshot>,
+        generation: u64,
+        seen: Instant,
+        mesh: MeshResources,
+    ) -> Result<MeshSnapshot, SnapshotError> {
         let all = mesh.distinct();
         let problems = consistency::problems(&all);
         if !problems.is_empty() {
             return Err(SnapshotError::Inconsistent(problems));
         }
+        let mut previous = previous.map(Previous::of).unwrap_or_default();
         let mut encoded = Encoded::default();
         let ProxyResources {
             listeners,
@@ -169,16 +240,16 @@ impl MeshSnapshot {
             endpoints,
         } = &all;
         for l in listeners {
-            encoded.add(&l.name, l)?;
+            encoded.add(ResourceType::Listener, &l.name, l, &mut previous)?;
         }
         for r in routes {
-            encoded.add(&r.name, r)?;
+            encoded.add(ResourceType::Route, &r.name, r, &mut previous)?;
         }
         for c in clusters {
-            encoded.add(&c.name, c)?;
+            encoded.add(ResourceType::Cluster, &c.name, c, &mut previous)?;
         }
         for e in endpoints {
-            encoded.add(&e.cluster_name, e)?;
+            encoded.add(ResourceType::Endpoint, &e.cluster_name, e, &mut previous)?;
         }
         Ok(MeshSnapshot {
             generation,
@@ -415,6 +486,41 @@ mod tests {
         ] {
             assert_eq!(a.view(ty, &p).version(), c.view(ty, &p).version(), "{ty}");
         }
+    }
+
+    #[test]
+    fn rebuilding_reuses_unchanged_resources() {
+        let a = mk_snapshot();
+        let mut model = rich_model();
+        model.services.values_mut().next().unwrap().ports[0]
+            .endpoints
+            .pop();
+        let mesh = || translate(&model, &XdsOptions::default());
+        let reused = MeshSnapshot::build_reusing(Some(&a), 2, Instant::now(), mesh()).unwrap();
+        let fresh = MeshSnapshot::build(2, Instant::now(), mesh()).unwrap();
+        let p = proxy("web", Some("nope"));
+        let (mut shared, mut changed) = (0, 0);
+        for ty in ResourceType::ALL {
+            let (old, new) = (a.view(ty, &p), reused.view(ty, &p));
+            // The same versions as a snapshot built from nothing.
+            assert_eq!(new.version(), fresh.view(ty, &p).version(), "{ty}");
+            for r in new.resources().iter() {
+                match old.get(r.name()) {
+                    Some(o) if o.body() == r.body() => {
+                        assert!(Arc::ptr_eq(o, r), "{ty} {} encoded again", r.name());
+                        shared += 1;
+                    }
+                    _ => changed += 1,
+                }
+            }
+        }
+        assert!(shared > 0);
+        // The endpoint that changed is encoded anew, with a new version.
+        assert!(changed > 0);
+        assert_ne!(
+            a.view(ResourceType::Endpoint, &p).version(),
+            reused.view(ResourceType::Endpoint, &p).version()
+        );
     }
 
     #[test]

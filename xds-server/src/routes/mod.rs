@@ -21,35 +21,41 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
     route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
-use lanyard_model::{Action, Model, Protocol, RouteTable, ServicePortKey};
+use lanyard_model::{Action, Model, Protocol, RouteTable, ServiceKey, ServicePortKey};
 
 use self::headers::HeaderEdits;
 use self::matches::{MatchedPrefix, PathStyle};
 use crate::names;
 use crate::protobuf::duration;
 
-/// What route translation needs besides the route: the model (to check that backends exist)
-/// and the cluster domain (for cluster names).
-#[derive(Clone, Copy, Debug)]
+/// What route translation needs besides the route: which backends exist in the model, and
+/// their cluster names.
+#[derive(Clone, Debug)]
 pub struct RouteContext<'a> {
-    model: &'a Model,
-    cluster_domain: &'a str,
+    /// The outbound cluster of every Service port of the model, named once: routes name
+    /// them again and again (every backend of every rule).
+    clusters: HashMap<(&'a ServiceKey, u16), String>,
 }
 
 impl<'a> RouteContext<'a> {
     /// A context over `model`.
     pub fn new(model: &'a Model, cluster_domain: &'a str) -> Self {
-        Self {
-            model,
-            cluster_domain,
-        }
+        let clusters = model
+            .services
+            .iter()
+            .flat_map(|(key, service)| {
+                service.ports.iter().map(move |port| {
+                    let name = names::outbound_cluster_of(key, port.port, cluster_domain);
+                    ((key, port.port), name)
+                })
+            })
+            .collect();
+        Self { clusters }
     }
 
     /// The outbound cluster of a Service port, `None` when the port is not in the mesh.
     pub fn cluster_for(&self, key: &ServicePortKey) -> Option<String> {
-        self.model
-            .service_port(key)
-            .map(|_| names::outbound_cluster(key, self.cluster_domain))
+        self.clusters.get(&(&key.service, key.port)).cloned()
     }
 }
 

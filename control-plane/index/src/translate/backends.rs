@@ -1,6 +1,8 @@
 //! backendRefs and mirror targets resolved against Services and ReferenceGrants.
 
-use lanyard_model::{ServiceKey, ServicePortKey};
+use std::collections::HashMap;
+
+use lanyard_model::{Service, ServiceKey, ServicePortKey};
 
 use crate::api::{BackendObjectReference, GATEWAY_GROUP};
 use crate::objects::{Kind, Objects};
@@ -17,12 +19,25 @@ pub(super) struct RefProblem {
 /// What a route's references may reach.
 pub(super) struct Resolver<'a> {
     pub objects: &'a Objects,
-    pub services: &'a Services,
+    /// The Services, by namespace and name.
+    pub by_name: &'a ServicesByName<'a>,
     /// The route's kind and namespace, for ReferenceGrant checks.
     pub route_kind: Kind,
     pub route_namespace: &'a str,
     /// The Services the route attaches to: a route may always send to its own parents.
     pub parents: &'a [ServiceKey],
+}
+
+/// Services by namespace and name.
+pub(super) type ServicesByName<'a> = HashMap<(&'a str, &'a str), &'a Service>;
+
+/// Indexes `services` by namespace and name.
+pub(super) fn by_name(services: &Services) -> ServicesByName<'_> {
+    services
+        .services
+        .iter()
+        .map(|(key, service)| ((key.namespace.as_str(), key.name.as_str()), service))
+        .collect()
 }
 
 impl Resolver<'_> {
@@ -37,8 +52,10 @@ impl Resolver<'_> {
             .namespace
             .as_deref()
             .unwrap_or(self.route_namespace);
-        let shown = format!("{namespace}/{}", reference.name);
+        // Formatted only for a message.
+        let shown = || format!("{namespace}/{}", reference.name);
         if !group.is_empty() || kind != "Service" {
+            let shown = shown();
             let group = if group.is_empty() { "core" } else { group };
             return Err(RefProblem {
                 reason: reasons::INVALID_KIND,
@@ -47,11 +64,14 @@ impl Resolver<'_> {
                 ),
             });
         }
-        let service = ServiceKey::new(namespace, &reference.name);
         if namespace != self.route_namespace
-            && !self.parents.contains(&service)
+            && !self
+                .parents
+                .iter()
+                .any(|p| p.namespace.as_str() == namespace && p.name == reference.name)
             && !self.granted(namespace, &reference.name)
         {
+            let shown = shown();
             return Err(RefProblem {
                 reason: reasons::REF_NOT_PERMITTED,
                 message: format!(
@@ -59,25 +79,25 @@ impl Resolver<'_> {
                 ),
             });
         }
-        let Some(svc) = self.services.services.get(&service) else {
+        let Some(svc) = self.by_name.get(&(namespace, reference.name.as_str())) else {
             return Err(RefProblem {
                 reason: reasons::BACKEND_NOT_FOUND,
-                message: format!("Service {shown} not found"),
+                message: format!("Service {} not found", shown()),
             });
         };
         let Some(port) = reference.port.and_then(|p| u16::try_from(p).ok()) else {
             return Err(RefProblem {
                 reason: reasons::BACKEND_NOT_FOUND,
-                message: format!("backendRef to Service {shown} has no port"),
+                message: format!("backendRef to Service {} has no port", shown()),
             });
         };
         if !svc.ports.iter().any(|p| p.port == port) {
             return Err(RefProblem {
                 reason: reasons::BACKEND_NOT_FOUND,
-                message: format!("Service {shown} has no port {port}"),
+                message: format!("Service {} has no port {port}", shown()),
             });
         }
-        Ok(ServicePortKey::new(service, port))
+        Ok(ServicePortKey::new(svc.key.clone(), port))
     }
 
     /// Whether a ReferenceGrant in `namespace` lets this route refer to Service `name`.

@@ -1,6 +1,8 @@
 //! Route filters and the validation rules the Gateway API CRDs enforce, shared by HTTPRoute
 //! and GRPCRoute.
 
+use std::fmt;
+
 use lanyard_model::{
     Backend, BackendTarget, Cors, HeaderMatch, HeaderModifier, Mirror, PathRewrite, Redirect,
     StringMatch, UrlRewrite,
@@ -40,12 +42,26 @@ impl Findings {
     }
 }
 
-/// How messages name a rule: `rule 2`, or `rule 2 (name)` when it has one.
-pub(super) fn rule_label(index: usize, name: Option<&str>) -> String {
-    match name {
-        Some(name) => format!("rule {index} ({name})"),
-        None => format!("rule {index}"),
+/// How messages name a rule: `rule 2`, or `rule 2 (name)` when it has one. Formatted only
+/// when a message is written.
+#[derive(Clone, Copy)]
+pub(super) struct RuleLabel<'a> {
+    index: usize,
+    name: Option<&'a str>,
+}
+
+impl fmt::Display for RuleLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name {
+            Some(name) => write!(f, "rule {} ({name})", self.index),
+            None => write!(f, "rule {}", self.index),
+        }
     }
+}
+
+/// The label of rule `index`, named `name` when it has one.
+pub(super) fn rule_label(index: usize, name: Option<&str>) -> RuleLabel<'_> {
+    RuleLabel { index, name }
 }
 
 /// The filter types each route kind supports.
@@ -70,7 +86,7 @@ pub(super) fn lower(
     filters: &[HttpRouteFilter],
     supported: &[&str],
     resolver: &Resolver<'_>,
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> RuleFilters {
     let mut out = RuleFilters::default();
@@ -172,19 +188,22 @@ pub(super) fn lower(
     out
 }
 
-fn header_modifier(filter: &HeaderFilter, at: &str, findings: &mut Findings) -> HeaderModifier {
-    let mut names: Vec<String> = Vec::new();
-    let mut check = |name: &str, findings: &mut Findings| {
+fn header_modifier<'a>(
+    filter: &'a HeaderFilter,
+    at: &RuleLabel<'_>,
+    findings: &mut Findings,
+) -> HeaderModifier {
+    let mut names: Vec<&str> = Vec::new();
+    let mut check = |name: &'a str, findings: &mut Findings| {
         if !is_header_name(name) {
             findings.invalid(format!("{at}: {name:?} is not a valid header name"));
         }
-        let lower = name.to_ascii_lowercase();
-        if names.contains(&lower) {
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             findings.invalid(format!(
                 "{at}: header {name} appears more than once in one header modifier"
             ));
         }
-        names.push(lower);
+        names.push(name);
     };
     for h in &filter.set {
         check(&h.name, findings);
@@ -213,7 +232,7 @@ fn header_modifier(filter: &HeaderFilter, at: &str, findings: &mut Findings) -> 
 fn mirror(
     filter: &RequestMirrorFilter,
     resolver: &Resolver<'_>,
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> Option<Mirror> {
     let percent = match (&filter.percent, &filter.fraction) {
@@ -254,7 +273,7 @@ fn mirror(
 
 fn path_modifier(
     modifier: &HttpPathModifier,
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> Option<PathRewrite> {
     let (value, rewrite): (Option<&String>, fn(String) -> PathRewrite) =
@@ -282,7 +301,7 @@ fn path_modifier(
     Some(rewrite(value.clone()))
 }
 
-fn valid_port(port: i32, at: &str, findings: &mut Findings) -> Option<u16> {
+fn valid_port(port: i32, at: &RuleLabel<'_>, findings: &mut Findings) -> Option<u16> {
     match u16::try_from(port) {
         Ok(p) if p > 0 => Some(p),
         _ => {
@@ -297,10 +316,10 @@ fn valid_port(port: i32, at: &str, findings: &mut Findings) -> Option<u16> {
 pub(super) fn backends(
     refs: &[HttpBackendRef],
     resolver: &Resolver<'_>,
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> Vec<Backend> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(refs.len());
     for backend_ref in refs {
         let weight = backend_ref.weight.unwrap_or(1);
         if !(0..=1_000_000).contains(&weight) {
@@ -367,7 +386,7 @@ pub(super) fn backends(
 /// ignored, as the Gateway API says.
 pub(super) fn header_matches(
     matches: &[HttpHeaderMatch],
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> Vec<HeaderMatch> {
     let mut out: Vec<HeaderMatch> = Vec::new();
@@ -390,7 +409,7 @@ pub(super) fn header_matches(
 /// An Exact or RegularExpression string match.
 pub(super) fn string_match(
     m: &HttpHeaderMatch,
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> Option<StringMatch> {
     match m.match_type.as_deref().unwrap_or("Exact") {
@@ -410,7 +429,7 @@ pub(super) fn string_match(
 
 /// Compiles a regular expression to check it (Envoy's RE2 and Rust's `regex` accept the same
 /// syntax for what users write in routes).
-pub(super) fn check_regex(regex: &str, at: &str, findings: &mut Findings) -> Option<()> {
+pub(super) fn check_regex(regex: &str, at: &RuleLabel<'_>, findings: &mut Findings) -> Option<()> {
     match regex::Regex::new(regex) {
         Ok(_) => Some(()),
         Err(e) => {
@@ -429,7 +448,10 @@ pub(super) fn check_path(path: &str) -> Result<(), String> {
         || path.contains("//")
         || path.contains("/./")
         || path.contains("/../")
-        || path.to_ascii_lowercase().contains("%2f")
+        || path
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
         || path.contains('#')
         || path.ends_with("/..")
         || path.ends_with("/.");

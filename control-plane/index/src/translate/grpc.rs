@@ -8,7 +8,7 @@ use lanyard_model::{Action, Forward, PathMatch, RequestMatch, Route};
 
 use crate::api::{GrpcMethodMatch, GrpcRoute, GrpcRouteMatch};
 use crate::translate::backends::Resolver;
-use crate::translate::filters::{self, Findings, GRPC_FILTERS};
+use crate::translate::filters::{self, Findings, GRPC_FILTERS, RuleLabel};
 use crate::translate::precedence::{self, Rank, Ranked, TieBreak};
 
 /// Lowers every rule of a GRPCRoute: one ranked model route per match.
@@ -38,7 +38,7 @@ pub(super) fn lower(
             })
         };
         for (match_index, m) in matches.iter().enumerate() {
-            let Some((path, specificity)) = method_match(m, at.as_str(), findings) else {
+            let Some((path, specificity)) = method_match(m, &at, findings) else {
                 continue;
             };
             let headers = filters::header_matches(&m.headers, &at, findings);
@@ -77,7 +77,7 @@ pub(super) fn lower(
 /// strings and whether they are regular expressions.
 fn method_match<'a>(
     m: &'a GrpcRouteMatch,
-    at: &str,
+    at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> Option<(PathMatch, (&'a str, &'a str, bool))> {
     let Some(method) = &m.method else {

@@ -1,13 +1,14 @@
 //! One HTTPRoute's rules lowered into ranked model routes.
 
 use lanyard_model::{
-    Action, Forward, PathMatch, PathRewrite, QueryMatch, RequestMatch, Retry, Route, Timeouts,
+    Action, Cors, Forward, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch,
+    RequestMatch, Retry, Route, Timeouts,
 };
 
 use crate::api::{HttpRoute, HttpRouteMatch, HttpRouteRetry, HttpRouteTimeouts};
 use crate::translate::backends::Resolver;
 use crate::translate::durations;
-use crate::translate::filters::{self, Findings, HTTP_FILTERS};
+use crate::translate::filters::{self, Findings, HTTP_FILTERS, RuleFilters, RuleLabel};
 use crate::translate::precedence::{self, Rank, Ranked, TieBreak};
 
 const METHODS: &[&str] = &[
@@ -21,7 +22,7 @@ pub(super) fn lower(
     resolver: &Resolver<'_>,
     findings: &mut Findings,
 ) -> Vec<Ranked> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(route.spec.rules.len());
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
         let at = filters::rule_label(rule_index, rule.name.as_deref());
         let default_match = [HttpRouteMatch::default()];
@@ -56,17 +57,23 @@ pub(super) fn lower(
                 "{at}: a rule with a RequestRedirect filter cannot have backendRefs"
             ));
         }
-        let action = if let Some(redirect) = rule_filters.redirect.clone() {
+        let RuleFilters {
+            request_headers,
+            response_headers,
+            mirrors,
+            redirect,
+            rewrite,
+            cors,
+            unresolvable,
+        } = rule_filters;
+        let action = if let Some(redirect) = redirect {
             Action::Redirect(redirect)
-        } else if rule_filters.unresolvable || backends.is_empty() {
+        } else if unresolvable || backends.is_empty() {
             // No usable backend (none given, all weights 0, or an unresolvable filter): the
             // Gateway API says 500.
             Action::DirectResponse { status: 500 }
         } else {
-            Action::Forward(Forward {
-                backends,
-                rewrite: rule_filters.rewrite.clone(),
-            })
+            Action::Forward(Forward { backends, rewrite })
         };
         let timeouts = rule
             .timeouts
@@ -74,33 +81,76 @@ pub(super) fn lower(
             .map(|t| timeouts(t, &at, findings))
             .unwrap_or_default();
         let retry = rule.retry.as_ref().and_then(|r| retry(r, &at, findings));
+        let parts = RouteParts {
+            action,
+            request_headers,
+            response_headers,
+            mirrors,
+            cors,
+            timeouts,
+            retry,
+        };
+        // Every match but the last gets a copy of the rule's parts; the last takes them.
+        let mut lowered_matches = lowered_matches;
+        let last = lowered_matches.pop();
+        let count = lowered_matches.len();
+        out.reserve(count + usize::from(last.is_some()));
+        let rank = |match_index: usize, matcher: &RequestMatch| Rank {
+            specificity: precedence::http(matcher),
+            tie: TieBreak {
+                rule: rule_index,
+                matched: match_index,
+                ..tie.clone()
+            },
+        };
         for (match_index, matcher) in lowered_matches.into_iter().enumerate() {
             out.push(Ranked {
-                rank: Rank {
-                    specificity: precedence::http(&matcher),
-                    tie: TieBreak {
-                        rule: rule_index,
-                        matched: match_index,
-                        ..tie.clone()
-                    },
-                },
-                route: Route {
-                    matcher,
-                    action: action.clone(),
-                    request_headers: rule_filters.request_headers.clone(),
-                    response_headers: rule_filters.response_headers.clone(),
-                    mirrors: rule_filters.mirrors.clone(),
-                    cors: rule_filters.cors.clone(),
-                    timeouts: timeouts.clone(),
-                    retry: retry.clone(),
-                },
+                rank: rank(match_index, &matcher),
+                route: parts.clone().route(matcher),
+            });
+        }
+        if let Some(matcher) = last {
+            out.push(Ranked {
+                rank: rank(count, &matcher),
+                route: parts.route(matcher),
             });
         }
     }
     out
 }
 
-fn request_match(m: &HttpRouteMatch, at: &str, findings: &mut Findings) -> Option<RequestMatch> {
+/// What every match of a rule shares.
+#[derive(Clone)]
+struct RouteParts {
+    action: Action,
+    request_headers: HeaderModifier,
+    response_headers: HeaderModifier,
+    mirrors: Vec<Mirror>,
+    cors: Option<Cors>,
+    timeouts: Timeouts,
+    retry: Option<Retry>,
+}
+
+impl RouteParts {
+    fn route(self, matcher: RequestMatch) -> Route {
+        Route {
+            matcher,
+            action: self.action,
+            request_headers: self.request_headers,
+            response_headers: self.response_headers,
+            mirrors: self.mirrors,
+            cors: self.cors,
+            timeouts: self.timeouts,
+            retry: self.retry,
+        }
+    }
+}
+
+fn request_match(
+    m: &HttpRouteMatch,
+    at: &RuleLabel<'_>,
+    findings: &mut Findings,
+) -> Option<RequestMatch> {
     let path_type = m
         .path
         .as_ref()
@@ -162,7 +212,7 @@ fn request_match(m: &HttpRouteMatch, at: &str, findings: &mut Findings) -> Optio
     })
 }
 
-fn timeouts(t: &HttpRouteTimeouts, at: &str, findings: &mut Findings) -> Timeouts {
+fn timeouts(t: &HttpRouteTimeouts, at: &RuleLabel<'_>, findings: &mut Findings) -> Timeouts {
     let parse = |text: &Option<String>, findings: &mut Findings| {
         text.as_deref().and_then(|d| match durations::parse(d) {
             Ok(d) => Some(d),
@@ -187,7 +237,7 @@ fn timeouts(t: &HttpRouteTimeouts, at: &str, findings: &mut Findings) -> Timeout
     out
 }
 
-fn retry(r: &HttpRouteRetry, at: &str, findings: &mut Findings) -> Option<Retry> {
+fn retry(r: &HttpRouteRetry, at: &RuleLabel<'_>, findings: &mut Findings) -> Option<Retry> {
     let mut codes = Vec::new();
     for code in &r.codes {
         match u16::try_from(*code) {

@@ -7,6 +7,8 @@
 //! matches (exact before regular expression on a tie). Ties in both: the oldest route by
 //! creation time, then `namespace/name` alphabetically, then rule order, then match order.
 
+use std::rc::Rc;
+
 use lanyard_model::{PathMatch, RequestMatch, Route};
 
 /// A model route with its place in the merged order.
@@ -29,9 +31,9 @@ pub(super) struct Rank {
 pub(super) struct TieBreak {
     /// RFC 3339 creation timestamp; empty (sorted first) when the object has none, as in
     /// files that were never applied to a cluster.
-    pub created: String,
+    pub created: Rc<str>,
     /// `namespace/name`.
-    pub route: String,
+    pub route: Rc<str>,
     pub rule: usize,
     pub matched: usize,
 }
@@ -136,10 +138,7 @@ mod tests {
             rank("2024-01-01T00:00:00Z", "ns/b", 0),
         ];
         ranks.sort();
-        let order: Vec<_> = ranks
-            .iter()
-            .map(|r| (r.tie.route.as_str(), r.tie.rule))
-            .collect();
+        let order: Vec<_> = ranks.iter().map(|r| (&*r.tie.route, r.tie.rule)).collect();
         assert_eq!(
             order,
             vec![("ns/b", 0), ("ns/z", 0), ("ns/z", 1), ("ns/a", 0)]

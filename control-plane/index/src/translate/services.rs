@@ -1,9 +1,9 @@
 //! Services, EndpointSlices and Pods into model services and workloads.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort as K8sServicePort};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort as K8sServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lanyard_model::{
@@ -98,26 +98,34 @@ pub(super) fn build(
 /// The protocol a Service port declares through `appProtocol` or, failing that, its name
 /// (`http`, `http-web`, `grpc-api`, `tcp-db`, ...), the conventions Istio and Linkerd users know.
 pub(super) fn declared_protocol(port: &K8sServicePort) -> DeclaredProtocol {
+    // Compared without regard to ASCII case, as the lower-cased names were.
+    let one_of = |s: &str, names: &[&str]| names.iter().any(|n| s.eq_ignore_ascii_case(n));
     if let Some(app) = port.app_protocol.as_deref() {
-        return match app.to_ascii_lowercase().as_str() {
-            "http" | "kubernetes.io/ws" => DeclaredProtocol::Http(Protocol::Http),
-            "http2" | "h2c" | "kubernetes.io/h2c" => DeclaredProtocol::Http(Protocol::Http2),
-            "grpc" | "grpc-web" => DeclaredProtocol::Http(Protocol::Grpc),
-            _ => DeclaredProtocol::Opaque,
+        return if one_of(app, &["http", "kubernetes.io/ws"]) {
+            DeclaredProtocol::Http(Protocol::Http)
+        } else if one_of(app, &["http2", "h2c", "kubernetes.io/h2c"]) {
+            DeclaredProtocol::Http(Protocol::Http2)
+        } else if one_of(app, &["grpc", "grpc-web"]) {
+            DeclaredProtocol::Http(Protocol::Grpc)
+        } else {
+            DeclaredProtocol::Opaque
         };
     }
-    let name = port
-        .name
-        .as_deref()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let name = port.name.as_deref().unwrap_or_default();
     let prefix = name.split('-').next().unwrap_or_default();
-    match prefix {
-        "http" => DeclaredProtocol::Http(Protocol::Http),
-        "http2" | "h2c" => DeclaredProtocol::Http(Protocol::Http2),
-        "grpc" => DeclaredProtocol::Http(Protocol::Grpc),
-        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" => DeclaredProtocol::Opaque,
-        _ => DeclaredProtocol::Unknown,
+    if one_of(prefix, &["http"]) {
+        DeclaredProtocol::Http(Protocol::Http)
+    } else if one_of(prefix, &["http2", "h2c"]) {
+        DeclaredProtocol::Http(Protocol::Http2)
+    } else if one_of(prefix, &["grpc"]) {
+        DeclaredProtocol::Http(Protocol::Grpc)
+    } else if one_of(
+        prefix,
+        &["tcp", "tls", "https", "mongo", "mysql", "redis", "udp"],
+    ) {
+        DeclaredProtocol::Opaque
+    } else {
+        DeclaredProtocol::Unknown
     }
 }
 
@@ -211,6 +219,7 @@ fn endpoints_for(port: &K8sServicePort, slices: &[&EndpointSlice]) -> Vec<Endpoi
 }
 
 fn workloads(objects: &Objects) -> BTreeMap<WorkloadKey, Workload> {
+    let selecting = Selecting::new(objects);
     objects
         .pods
         .iter()
@@ -225,7 +234,7 @@ fn workloads(objects: &Objects) -> BTreeMap<WorkloadKey, Workload> {
                     .as_ref()
                     .and_then(|s| s.service_account_name.clone())
                     .unwrap_or_else(|| "default".to_string()),
-                inbound: inbound_ports(objects, key, pod),
+                inbound: inbound_ports(&selecting, key, pod),
             };
             (workload_key, workload)
         })
@@ -253,18 +262,75 @@ fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
-/// The container ports a pod serves for the Services whose selector picks it.
-fn inbound_ports(objects: &Objects, pod_key: &ObjectKey, pod: &Pod) -> Vec<InboundPort> {
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let mut by_port: BTreeMap<u16, InboundPort> = BTreeMap::new();
-    for (key, svc) in objects.services.range(namespace_range(&pod_key.namespace)) {
-        let Some(spec) = &svc.spec else { continue };
-        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            continue;
+/// Services with a non-empty selector, in key order, indexed by namespace and the first
+/// label of their selector, so a pod only looks at the Services that may select it.
+struct Selecting<'a> {
+    services: Vec<(&'a ObjectKey, &'a ServiceSpec, &'a BTreeMap<String, String>)>,
+    by_first_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> Selecting<'a> {
+    fn new(objects: &'a Objects) -> Self {
+        let mut services = Vec::new();
+        let mut by_first_label: HashMap<_, Vec<usize>> = HashMap::new();
+        for (key, svc) in &objects.services {
+            let Some(spec) = &svc.spec else { continue };
+            let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            // Only names a range over the namespace, up to U+10FFFF, reaches.
+            if key.name.as_str() > "\u{10FFFF}" {
+                continue;
+            }
+            let Some((k, v)) = selector.iter().next() else {
+                continue;
+            };
+            by_first_label
+                .entry((key.namespace.as_str(), k.as_str(), v.as_str()))
+                .or_default()
+                .push(services.len());
+            services.push((key, spec, selector));
         }
+        Self {
+            services,
+            by_first_label,
+        }
+    }
+
+    /// The Services of `namespace` whose selector picks `labels`, in key order.
+    fn selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a ServiceSpec)> {
+        let mut found: Vec<usize> = labels
+            .iter()
+            .filter_map(|(k, v)| {
+                self.by_first_label
+                    .get(&(namespace, k.as_str(), v.as_str()))
+            })
+            .flatten()
+            .copied()
+            .collect();
+        found.sort_unstable();
+        let services = &self.services;
+        found.into_iter().filter_map(move |i| {
+            let (key, spec, selector) = services[i];
+            selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+                .then_some((key, spec))
+        })
+    }
+}
+
+/// The container ports a pod serves for the Services whose selector picks it.
+fn inbound_ports(selecting: &Selecting<'_>, pod_key: &ObjectKey, pod: &Pod) -> Vec<InboundPort> {
+    let Some(labels) = pod.metadata.labels.as_ref() else {
+        return Vec::new();
+    };
+    let mut by_port: BTreeMap<u16, InboundPort> = BTreeMap::new();
+    for (key, spec) in selecting.selecting(&pod_key.namespace, labels) {
         for port in spec.ports.iter().flatten() {
             if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
                 continue;
@@ -289,10 +355,6 @@ fn inbound_ports(objects: &Objects, pod_key: &ObjectKey, pod: &Pod) -> Vec<Inbou
         }
     }
     by_port.into_values().collect()
-}
-
-fn namespace_range(namespace: &str) -> std::ops::RangeInclusive<ObjectKey> {
-    ObjectKey::new(namespace, "")..=ObjectKey::new(namespace, "\u{10FFFF}")
 }
 
 /// The container port a Service port reaches on a pod: `targetPort` as a number, as a

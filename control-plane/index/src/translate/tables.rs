@@ -1,18 +1,21 @@
 //! Routes merged into per-port tables, producer and consumer; conflicts; route status.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use lanyard_model::{NamespaceName, PortRouting, Protocol, RouteTable, ServiceKey, ServicePortKey};
+use lanyard_model::{
+    NamespaceName, PortRouting, Protocol, Route, RouteTable, ServiceKey, ServicePortKey,
+};
 
 use crate::api::ParentReference;
 use crate::objects::{Kind, ObjectKey, ObjectRef, Objects};
 use crate::status::{Condition, ParentStatus, RouteStatus, reasons};
 use crate::translate::Options;
-use crate::translate::backends::Resolver;
+use crate::translate::backends::{self, Resolver, ServicesByName};
 use crate::translate::filters::Findings;
 use crate::translate::parents::{self, Attachment};
-use crate::translate::precedence::{Ranked, TieBreak};
+use crate::translate::precedence::{Rank, Ranked, TieBreak};
 use crate::translate::services::Services;
 use crate::translate::{grpc, http};
 
@@ -36,7 +39,9 @@ struct Candidate {
     route: ObjectRef,
     generation: Option<i64>,
     parents: Vec<(ParentReference, Attachment)>,
-    ranked: Vec<Ranked>,
+    /// The ranks of `routes`, one each.
+    ranks: Vec<Rank>,
+    routes: Vec<Route>,
     findings: Findings,
 }
 
@@ -47,11 +52,15 @@ impl Candidate {
 }
 
 pub(super) fn build(objects: &Objects, services: &Services, options: &Options) -> Tables {
-    let mut candidates = Vec::new();
+    let lookup = Lookup {
+        objects,
+        services,
+        by_name: backends::by_name(services),
+    };
+    let mut candidates = Vec::with_capacity(objects.http_routes.len() + objects.grpc_routes.len());
     for (key, route) in &objects.http_routes {
         candidates.extend(candidate(
-            objects,
-            services,
+            &lookup,
             Kind::HttpRoute,
             key,
             &route.metadata,
@@ -61,8 +70,7 @@ pub(super) fn build(objects: &Objects, services: &Services, options: &Options) -
     }
     for (key, route) in &objects.grpc_routes {
         candidates.extend(candidate(
-            objects,
-            services,
+            &lookup,
             Kind::GrpcRoute,
             key,
             &route.metadata,
@@ -99,28 +107,58 @@ pub(super) fn build(objects: &Objects, services: &Services, options: &Options) -
     let mut lost: BTreeMap<(usize, ServicePortKey), ObjectRef> = BTreeMap::new();
     let mut routing: BTreeMap<ServicePortKey, PortRouting> = BTreeMap::new();
     let mut routed_protocols = BTreeMap::new();
-    for ((port, audience), members) in groups {
-        let grpc_winner = members.iter().find(|&&i| candidates[i].is_grpc()).copied();
-        let mut ranked: Vec<&Ranked> = Vec::new();
-        for &i in &members {
-            match grpc_winner {
-                Some(winner) if !candidates[i].is_grpc() => {
-                    lost.insert((i, port.clone()), candidates[winner].route.clone());
+    // The members whose routes go into each group's table, and how many tables each
+    // candidate's routes go into: the last takes them, the others copy them.
+    let groups: Vec<((ServicePortKey, Audience), Vec<usize>, bool)> = groups
+        .into_iter()
+        .map(|((port, audience), members)| {
+            let grpc_winner = members.iter().find(|&&i| candidates[i].is_grpc()).copied();
+            let mut kept = Vec::with_capacity(members.len());
+            for i in members {
+                match grpc_winner {
+                    Some(winner) if !candidates[i].is_grpc() => {
+                        lost.insert((i, port.clone()), candidates[winner].route.clone());
+                    }
+                    _ => kept.push(i),
                 }
-                _ => ranked.extend(candidates[i].ranked.iter()),
             }
+            ((port, audience), kept, grpc_winner.is_some())
+        })
+        .collect();
+    let mut uses = vec![0usize; candidates.len()];
+    for (_, kept, _) in &groups {
+        for &i in kept {
+            uses[i] += 1;
         }
-        ranked.sort_by(|a, b| a.rank.cmp(&b.rank));
-        let protocol = if grpc_winner.is_some() {
-            Protocol::Grpc
-        } else {
-            Protocol::Http
-        };
+    }
+    let mut routes: Vec<Vec<Option<Route>>> = candidates
+        .iter_mut()
+        .map(|c| c.routes.drain(..).map(Some).collect())
+        .collect();
+    for ((port, audience), kept, grpc) in groups {
+        let mut ranked: Vec<(usize, usize)> = kept
+            .iter()
+            .flat_map(|&i| (0..candidates[i].ranks.len()).map(move |j| (i, j)))
+            .collect();
+        ranked.sort_by(|&(a, i), &(b, j)| candidates[a].ranks[i].cmp(&candidates[b].ranks[j]));
+        let protocol = if grpc { Protocol::Grpc } else { Protocol::Http };
         routed_protocols.entry(port.clone()).or_insert(protocol);
         let table = RouteTable {
             protocol,
-            routes: ranked.into_iter().map(|r| r.route.clone()).collect(),
+            routes: ranked
+                .into_iter()
+                .filter_map(|(i, j)| {
+                    if uses[i] == 1 {
+                        routes[i][j].take()
+                    } else {
+                        routes[i][j].clone()
+                    }
+                })
+                .collect(),
         };
+        for &i in &kept {
+            uses[i] -= 1;
+        }
         let entry = routing.entry(port).or_default();
         match audience {
             Audience::Producer => entry.producer = Some(table),
@@ -142,11 +180,17 @@ pub(super) fn build(objects: &Objects, services: &Services, options: &Options) -
     }
 }
 
+/// What lowering a route looks things up in.
+struct Lookup<'a> {
+    objects: &'a Objects,
+    services: &'a Services,
+    by_name: ServicesByName<'a>,
+}
+
 /// Lowers one route, or `None` when none of its parentRefs names a Service (then it
 /// belongs to a Gateway controller and gets no status from Lanyard).
 fn candidate(
-    objects: &Objects,
-    services: &Services,
+    lookup: &Lookup<'_>,
     kind: Kind,
     key: &ObjectKey,
     metadata: &ObjectMeta,
@@ -156,7 +200,12 @@ fn candidate(
     let parents: Vec<(ParentReference, Attachment)> = parent_refs
         .iter()
         .filter(|p| p.is_service())
-        .map(|p| (p.clone(), parents::attach(&key.namespace, p, services)))
+        .map(|p| {
+            (
+                p.clone(),
+                parents::attach(&key.namespace, p, lookup.services),
+            )
+        })
         .collect();
     if parents.is_empty() {
         return None;
@@ -171,8 +220,8 @@ fn candidate(
         })
         .collect();
     let resolver = Resolver {
-        objects,
-        services,
+        objects: lookup.objects,
+        by_name: &lookup.by_name,
         route_kind: kind,
         route_namespace: &key.namespace,
         parents: &parent_services,
@@ -182,14 +231,17 @@ fn candidate(
             .creation_timestamp
             .as_ref()
             .and_then(|t| serde_json::to_value(t).ok())
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        route: key.to_string(),
+            .and_then(|v| v.as_str().map(Rc::from))
+            .unwrap_or_else(|| Rc::from("")),
+        route: Rc::from(key.to_string()),
         rule: 0,
         matched: 0,
     };
     let mut findings = Findings::default();
-    let ranked = lower(&tie, &resolver, &mut findings);
+    let (ranks, routes) = lower(&tie, &resolver, &mut findings)
+        .into_iter()
+        .map(|r| (r.rank, r.route))
+        .unzip();
     Some(Candidate {
         route: ObjectRef {
             kind,
@@ -197,7 +249,8 @@ fn candidate(
         },
         generation: metadata.generation,
         parents,
-        ranked,
+        ranks,
+        routes,
         findings,
     })
 }
