@@ -295,7 +295,15 @@ async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<S
     let candidates = candidate_versions(watched.kind);
     if let [version] = candidates {
         let resource = api_resource_at(watched.kind, version);
-        watch_resource(&client, index, &resource, &shared, OnMissing::Retry).await;
+        watch_resource(
+            &client,
+            index,
+            &watched,
+            &resource,
+            &shared,
+            OnMissing::Retry,
+        )
+        .await;
         return;
     }
     let (group, _, _) = served_as(watched.kind);
@@ -311,7 +319,16 @@ async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<S
                     let resource = api_resource_at(watched.kind, version);
                     info!(api_version = %resource.api_version, "watching the newest version served");
                     reported_missing = false;
-                    if watch_resource(&client, index, &resource, &shared, OnMissing::Return).await {
+                    if watch_resource(
+                        &client,
+                        index,
+                        &watched,
+                        &resource,
+                        &shared,
+                        OnMissing::Return,
+                    )
+                    .await
+                    {
                         delay = RESOLVE_BACKOFF.0;
                     }
                     info!(api_version = %resource.api_version, "no longer served: asking discovery again");
@@ -350,16 +367,11 @@ enum OnMissing {
 async fn watch_resource(
     client: &Client,
     index: usize,
+    watched: &Watched,
     resource: &ApiResource,
     shared: &Shared,
     on_missing: OnMissing,
 ) -> bool {
-    let watched = shared
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .watches()[index]
-        .clone();
     let mut config = watcher::Config::default();
     let api: Api<DynamicObject> = match (&watched.namespace, watched.kind) {
         (Some(ns), Kind::Namespace) => {
@@ -546,7 +558,7 @@ mod tests {
         });
         let watching = shared.clone();
         let task = tokio::spawn(async move {
-            watch_resource(&client, 0, &unserved, &watching, OnMissing::Retry).await
+            watch_resource(&client, 0, &watched, &unserved, &watching, OnMissing::Retry).await
         });
         let synced = async {
             while !shared.store.lock().unwrap().all_synced() {
