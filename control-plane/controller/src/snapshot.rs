@@ -115,21 +115,27 @@ impl Snapshot {
     }
 
     /// The snapshot that follows this one for newly loaded objects: the next generation,
-    /// translated keeping what this one remembers (the translation is reused when the
-    /// objects did not change).
+    /// translated keeping what this one remembers (see [`crate::smi`]).
     pub fn next(&self, loaded: Loaded, settings: &Settings) -> Self {
-        let generation = self.generation + 1;
-        if !self.is_placeholder() && loaded.objects == self.objects {
-            return Self {
-                generation,
-                objects: loaded.objects,
-                translation: self.translation.clone(),
-                diagnostics: loaded.diagnostics,
-                unused_kinds: loaded.unused_kinds,
-                last_valid_splits: self.last_valid_splits.clone(),
-            };
+        Self::translate_after(
+            &self.last_valid_splits,
+            self.generation + 1,
+            loaded,
+            settings,
+        )
+    }
+
+    /// The snapshot that follows this one when the objects are the same and only what the
+    /// loader found changed: the next generation, with this one's translation.
+    pub fn with_diagnostics(&self, loaded: Loaded) -> Self {
+        Self {
+            generation: self.generation + 1,
+            objects: loaded.objects,
+            translation: self.translation.clone(),
+            diagnostics: loaded.diagnostics,
+            unused_kinds: loaded.unused_kinds,
+            last_valid_splits: self.last_valid_splits.clone(),
         }
-        Self::translate_after(&self.last_valid_splits, generation, loaded, settings)
     }
 
     fn translate_after(

@@ -192,11 +192,16 @@ impl Reloader {
         let generation = current.generation + 1;
         let _span = info_span!("reload", generation).entered();
         let loaded = self.source.load();
-        if loaded.objects == current.objects && loaded.diagnostics == current.diagnostics {
+        let same_objects = loaded.objects == current.objects;
+        if same_objects && loaded.diagnostics == current.diagnostics {
             debug!(files = loaded.files, "no change");
             return;
         }
-        let snapshot = current.next(loaded, &self.settings);
+        let snapshot = if same_objects {
+            current.with_diagnostics(loaded)
+        } else {
+            current.next(loaded, &self.settings)
+        };
         info!(
             objects = object_count(&snapshot),
             diagnostics = snapshot.diagnostics.len(),
