@@ -34,7 +34,40 @@ pub struct FleetSpec<'a> {
     pub spread: Duration,
 }
 
+impl<'a> FleetSpec<'a> {
+    /// The usual fleet: its proxies connect spread over `count / 2` milliseconds.
+    pub fn spread_out(
+        client: &'a Path,
+        addr: SocketAddr,
+        count: usize,
+        services: usize,
+        protocol: Protocol,
+    ) -> Self {
+        FleetSpec {
+            client,
+            addr,
+            count,
+            services,
+            protocol,
+            spread: Duration::from_millis(count as u64 / 2),
+        }
+    }
+}
+
 impl Fleet {
+    /// Starts the client process, waits until every proxy has its full config and lets the
+    /// acknowledgements settle for 500 ms; returns the fleet and when the last proxy was
+    /// ready (epoch nanoseconds).
+    pub async fn start_settled(
+        spec: &FleetSpec<'_>,
+        timeout: Duration,
+    ) -> anyhow::Result<(Fleet, u64)> {
+        let mut fleet = Fleet::spawn(spec)?;
+        let ready = fleet.wait_ready(timeout).await?;
+        fleet.settle(Duration::from_millis(500)).await?;
+        Ok((fleet, ready))
+    }
+
     /// Starts the client process; its proxies begin connecting at once.
     pub fn spawn(spec: &FleetSpec<'_>) -> anyhow::Result<Fleet> {
         let mut child = Command::new(spec.client)

@@ -212,16 +212,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Value> {
         };
         let _ = log_tx.send(result);
     });
-    let mut fleet = Fleet::spawn(&FleetSpec {
-        client: &config.client,
-        addr,
-        count,
-        services: shape.services,
-        protocol: Protocol::Sotw,
-        spread: Duration::from_millis(count as u64 / 2),
-    })?;
-    fleet.wait_ready(config.timeout(count)).await?;
-    fleet.settle(Duration::from_millis(500)).await?;
+    let spec = FleetSpec::spread_out(&config.client, addr, count, shape.services, Protocol::Sotw);
+    let (mut fleet, _) = Fleet::start_settled(&spec, config.timeout(count)).await?;
 
     let cpu0 = report::cpu_time(pid);
     let client_cpu0 = report::cpu_time(fleet.pid());

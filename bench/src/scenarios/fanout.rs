@@ -215,16 +215,8 @@ async fn real_run(
     let mut views = Views::of(&snapshot, shape, count)?;
     let timeout = config.timeout(count);
     let t_connect = now_ns();
-    let mut fleet = Fleet::spawn(&FleetSpec {
-        client: &config.client,
-        addr: real.addr,
-        count,
-        services: shape.services,
-        protocol,
-        spread: Duration::from_millis(count as u64 / 2),
-    })?;
-    let ready = fleet.wait_ready(timeout).await?;
-    fleet.settle(Duration::from_millis(500)).await?;
+    let spec = FleetSpec::spread_out(&config.client, real.addr, count, shape.services, protocol);
+    let (mut fleet, ready) = Fleet::start_settled(&spec, timeout).await?;
     let mut encoder = Encoder::default();
     let mut run = RealRun {
         outcomes: Vec::new(),
@@ -286,16 +278,8 @@ async fn floor_run(
     let floor = Floor::start(listener, initial);
     let timeout = config.timeout(count);
     let t_connect = now_ns();
-    let mut fleet = Fleet::spawn(&FleetSpec {
-        client: &config.client,
-        addr,
-        count,
-        services: shape.services,
-        protocol,
-        spread: Duration::from_millis(count as u64 / 2),
-    })?;
-    let ready = fleet.wait_ready(timeout).await?;
-    fleet.settle(Duration::from_millis(500)).await?;
+    let spec = FleetSpec::spread_out(&config.client, addr, count, shape.services, protocol);
+    let (mut fleet, ready) = Fleet::start_settled(&spec, timeout).await?;
     let mut outcomes = Vec::new();
     for (pushes, changed) in run.pushes.iter().zip(&run.changed) {
         let t0 = now_ns();

@@ -125,14 +125,13 @@ async fn measure(
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss0 = report::rss_kib(pid);
-    let mut fleet = Fleet::spawn(&FleetSpec {
-        client: &config.client,
+    let mut fleet = Fleet::spawn(&FleetSpec::spread_out(
+        &config.client,
         addr,
         count,
         services,
-        protocol: Protocol::Sotw,
-        spread: Duration::from_millis(count as u64 / 2),
-    })?;
+        Protocol::Sotw,
+    ))?;
     let client_pid = fleet.pid();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let client0 = report::rss_kib(client_pid);
