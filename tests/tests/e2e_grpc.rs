@@ -37,16 +37,18 @@ fn controller_binary(root: &Path) -> PathBuf {
     binary(root, "LANYARD_CONTROLLER", "lanyard-controller")
 }
 
-/// The loopback Kubernetes API server the `kubernetes` scenario starts, found like the
-/// controller (`LANYARD_TEST_APISERVER` overriding).
-fn apiserver_binary(root: &Path) -> PathBuf {
-    binary(root, "LANYARD_TEST_APISERVER", "lanyard-test-apiserver")
-}
-
-/// The SMI conversion webhook the `smi_kubernetes` scenario starts (`LANYARD_WEBHOOK`
-/// overriding).
-fn webhook_binary(root: &Path) -> PathBuf {
-    binary(root, "LANYARD_WEBHOOK", "lanyard-webhook")
+/// [`binary`], which must have been built: the failure says how to build it. The suite
+/// also needs the loopback Kubernetes API server (`lanyard-test-apiserver`, for the
+/// `kubernetes` scenarios) and the SMI conversion webhook (`lanyard-webhook`, for
+/// `smi_kubernetes`), found like the controller.
+fn built(root: &Path, var: &str, name: &str) -> PathBuf {
+    let path = binary(root, var, name);
+    assert!(
+        path.is_file(),
+        "no {name} binary at {}: run `cargo build --bin {name}` first (or set {var})",
+        path.display()
+    );
+    path
 }
 
 fn binary(root: &Path, var: &str, name: &str) -> PathBuf {
@@ -136,13 +138,7 @@ fn e2e_harness_unit_checks() {
         return;
     };
     let root = repo_root();
-    let webhook = webhook_binary(&root);
-    assert!(
-        webhook.is_file(),
-        "no webhook binary at {}: run `cargo build --bin lanyard-webhook` first (or set \
-         LANYARD_WEBHOOK)",
-        webhook.display()
-    );
+    built(&root, "LANYARD_WEBHOOK", "lanyard-webhook");
     let mut command = Command::new(python);
     command
         .args(["-u", "-m", "unittest"])
@@ -166,27 +162,9 @@ fn grpc_xds_clients_end_to_end() {
         return;
     };
     let root = repo_root();
-    let controller = controller_binary(&root);
-    assert!(
-        controller.is_file(),
-        "no controller binary at {}: run `cargo build --bin lanyard-controller` first \
-         (or set LANYARD_CONTROLLER)",
-        controller.display()
-    );
-    let apiserver = apiserver_binary(&root);
-    assert!(
-        apiserver.is_file(),
-        "no loopback API server binary at {}: run `cargo build --bin lanyard-test-apiserver` \
-         first (or set LANYARD_TEST_APISERVER)",
-        apiserver.display()
-    );
-    let webhook = webhook_binary(&root);
-    assert!(
-        webhook.is_file(),
-        "no webhook binary at {}: run `cargo build --bin lanyard-webhook` first (or set \
-         LANYARD_WEBHOOK)",
-        webhook.display()
-    );
+    let controller = built(&root, "LANYARD_CONTROLLER", "lanyard-controller");
+    let apiserver = built(&root, "LANYARD_TEST_APISERVER", "lanyard-test-apiserver");
+    let webhook = built(&root, "LANYARD_WEBHOOK", "lanyard-webhook");
     let mut command = Command::new(python);
     command
         .arg("-u")
