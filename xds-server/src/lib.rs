@@ -38,6 +38,7 @@ pub mod resource;
 mod routes;
 pub mod server;
 pub mod status;
+pub mod validate;
 pub mod version;
 
 #[cfg(any(test, feature = "testing"))]
