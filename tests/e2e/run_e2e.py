@@ -232,6 +232,84 @@ def scenario_matching(ctx):
     ctx.figures["matching cases"] = len(cases)
 
 
+def http_named_service(ns, name, backend):
+    """A Service whose port is named `http` and declares no appProtocol (a common label for a
+    gRPC service in real clusters), with `backend` as its only endpoint."""
+    host, bport = backend
+    svc = h.service(ns, name)
+    svc["spec"]["ports"] = [{"name": "http", "port": h.GRPC_PORT, "targetPort": bport}]
+    eps = h.endpoint_slice(ns, name, [host], bport)
+    eps["ports"] = [{"name": "http", "port": bport, "protocol": "TCP"}]
+    return [svc, eps]
+
+
+def scenario_http_port_late_client(ctx):
+    """An HTTPRoute with PathPrefix and method matches on a port named `http`: proxyless
+    clients must get what gRPC accepts whatever the port declares (Envoy's
+    `path_separated_prefix` is NACKed by gRPC). Clients that start after each change have no
+    last good configuration to fall back on, so every one of them is a new process: the first
+    after the initial config, the second after a change, while the first keeps following."""
+    names = ["hp", "hp-admin", "hp-other", "hp-get", "hp-default", "hp-echo"]
+    b = ctx.backends(names)
+    docs = http_named_service(NS, "hp", b["hp"])
+    for name in names[1:]:
+        docs += h.backend_service(NS, name, b[name])
+    ctx.config.write("services.yaml", docs)
+
+    def route(extra_rules=()):
+        return [h.http_route(NS, "hp", [h.parent(NS, "hp")], list(extra_rules) + [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/lanyard.e2e.Admin"}}],
+             "backendRefs": [h.backend_ref("hp-admin")]},
+            {"matches": [{"path": {"type": "Exact", "value": OTHER}, "method": "POST"}],
+             "backendRefs": [h.backend_ref("hp-other")]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}, "method": "GET"}],
+             "backendRefs": [h.backend_ref("hp-get")]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "backendRefs": [h.backend_ref("hp-default")]},
+        ])]
+
+    ctx.config.write("routes.yaml", route())
+    ctx.check_config()
+    ctx.start_controller()
+    target = f"xds:///{h.fqdn('hp', NS)}"
+    admin = "/lanyard.e2e.Admin/Call"
+    first = ctx.client(NS, "client-first")
+    first.ready(target)
+    cases = [
+        (CALL, "hp-default", "no prefix matches; GET never matches a gRPC call"),
+        (OTHER, "hp-other", "exact path + POST"),
+        (admin, "hp-admin", "segment prefix /lanyard.e2e.Admin"),
+        ("/lanyard.e2e.Administrator/Call", "hp-default", "not a segment of the prefix"),
+    ]
+    for method, want, what in cases:
+        expect_all(first, target, want, n=20, method=method)
+        ctx.log(f"first client  {method:34} -> {want} ({what})")
+
+    # A change, then a client that starts after it.
+    ctx.config.write("routes.yaml", route([
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/lanyard.e2e.Echo/"}}],
+         "backendRefs": [h.backend_ref("hp-echo")]},
+    ]))
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        got = first.calls(target, 5, method=CALL)
+        if set(got["counts"]) == {"hp-echo"}:
+            break
+        time.sleep(0.1)
+    expect_all(first, target, "hp-echo", n=20, method=CALL)
+    late = ctx.client(NS, "client-late")
+    late.ready(target)
+    for method, want in [(CALL, "hp-echo"), (OTHER, "hp-other"), (admin, "hp-admin")]:
+        expect_all(late, target, want, n=20, method=method)
+        ctx.log(f"late client   {method:34} -> {want}")
+    syncz = ctx.controller.get_json("/debug/syncz")
+    for client in (first, late):
+        rds = h.type_sync(syncz, client.node_id, "RDS")
+        if rds and rds.get("last_nack"):
+            raise E2EError(f"{client.node_id} NACKed RDS: {rds['last_nack']}")
+    ctx.figures["cases"] = len(cases) + 3
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Live change
 
@@ -886,12 +964,11 @@ def scenario_smi_beta_header(ctx):
 
 def scenario_smi_grpc_methods(ctx):
     """HTTPRouteGroup v1alpha4 `pathRegex` and `methods` matches on gRPC calls (TrafficSplit
-    v1alpha4, api-v2 100, root `api` = the v1 pod): a pathRegex alone on the gRPC path
-    `/lanyard.e2e.Echo/Other` sends those calls to api-v2; with `methods: [GET]` it never
-    matches a gRPC call. Methods are lowered to a `:method` header matcher, which proxyless
-    gRPC never matches (it matches custom metadata only, gRFC A28), so `methods: [POST]`
-    does not select gRPC calls either: README lists that limitation, and this scenario does
-    not assert it."""
+    v1alpha4, api-v2 100, root `api` = the v1 pod). Every gRPC call is a POST: proxyless
+    clients get `methods: [POST]` as no method match at all, and a route allowing only other
+    methods not at all (Envoy keeps the `:method` matcher). So `/lanyard.e2e.Echo/Call` with
+    `methods: [POST]` goes to api-v2, and `/lanyard.e2e.Echo/Other` with `methods: [GET]`
+    stays on the root."""
     p = pods("127.0.0.5", "api-v1-a", "api-v2-a")
     b = ctx.backends(list(p), hosts=p)
     ctx.config.write("services.yaml", smi_services(b, [
@@ -901,9 +978,10 @@ def scenario_smi_grpc_methods(ctx):
     ]))
     ctx.config.write("split.yaml", [
         h.http_route_group(SMI_NS, "grpc-calls", [
-            {"name": "other-any", "pathRegex": r"^/lanyard\.e2e\.Echo/Other$"},
-            {"name": "call-get", "pathRegex": r"^/lanyard\.e2e\.Echo/Call$",
+            {"name": "other-get", "pathRegex": r"^/lanyard\.e2e\.Echo/Other$",
              "methods": ["GET"]},
+            {"name": "call-post", "pathRegex": r"^/lanyard\.e2e\.Echo/Call$",
+             "methods": ["POST"]},
         ]),
         h.traffic_split(SMI_NS, "api-paths", "api", [("api-v2", 100)],
                         version="v1alpha4", matches=["grpc-calls"]),
@@ -914,8 +992,8 @@ def scenario_smi_grpc_methods(ctx):
     target = f"xds:///{h.fqdn('api', SMI_NS)}"
     client.ready(target)
     cases = [
-        (OTHER, "api-v2-a", "pathRegex only"),
-        (CALL, "api-v1-a", "pathRegex + methods [GET]: a gRPC call is a POST"),
+        (CALL, "api-v2-a", "pathRegex + methods [POST]: every gRPC call is a POST"),
+        (OTHER, "api-v1-a", "pathRegex + methods [GET]: never a gRPC call"),
     ]
     wrong = []
     for method, want, what in cases:
@@ -1183,6 +1261,7 @@ def scenario_smi_kubernetes(ctx):
 SCENARIOS = [
     ("weighted", scenario_weighted),
     ("matching", scenario_matching),
+    ("http_port_late_client", scenario_http_port_late_client),
     ("live_change", scenario_live_change),
     ("nack", scenario_nack),
     ("consumer_producer", scenario_consumer_producer),

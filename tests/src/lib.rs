@@ -132,10 +132,10 @@ impl Mesh {
 
     /// What the client pod's proxy receives.
     pub fn proxy(&self, client: &WorkloadKey) -> ProxyResources {
-        self.resources.for_proxy(&ProxyRef {
-            namespace: client.namespace.clone(),
-            workload: Some(client.clone()),
-        })
+        self.resources.for_proxy(&ProxyRef::envoy(
+            client.namespace.clone(),
+            Some(client.clone()),
+        ))
     }
 
     /// Cluster DNS as a pod in `client_namespace` sees it: `svc`, `svc.ns`, `svc.ns.svc`,

@@ -370,7 +370,7 @@ proptest! {
 
         let resources = lanyard_xds::translate(&translation.model, &XdsOptions::default());
         for ns in NAMESPACES {
-            let proxy = resources.for_proxy(&ProxyRef { namespace: NamespaceName::new(*ns), workload: None });
+            let proxy = resources.for_proxy(&ProxyRef::envoy(NamespaceName::new(*ns), None));
             // Consistency: every cluster a route names exists, but for the deliberate
             // invalid-backend cluster; every EDS cluster has its assignment.
             let clusters: BTreeSet<&str> = proxy.clusters.iter().map(|c| c.name.as_str()).collect();

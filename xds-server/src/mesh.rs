@@ -15,6 +15,7 @@ use lanyard_model::{
 
 use crate::api_listeners::{ServiceDirectory, api_listener};
 use crate::listeners::{cluster_ip_listeners, virtual_inbound, virtual_outbound};
+use crate::node::ProxyKind;
 use crate::routes::RouteContext;
 use crate::{clusters, endpoints, names, routes};
 
@@ -39,14 +40,27 @@ impl Default for XdsOptions {
     }
 }
 
-/// Which proxy asks: its namespace (which route variants it sees) and, for a sidecar, its
-/// workload (which inbound ports it serves).
+/// Which proxy asks: its namespace (which route variants it sees), for a sidecar its workload
+/// (which inbound ports it serves), and its kind (which form of route configurations it reads).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProxyRef {
     /// The namespace of the client.
     pub namespace: NamespaceName,
     /// The pod the sidecar runs in, when known.
     pub workload: Option<WorkloadKey>,
+    /// Envoy or proxyless gRPC.
+    pub kind: ProxyKind,
+}
+
+impl ProxyRef {
+    /// An Envoy sidecar (or a client without a pod) in `namespace`.
+    pub fn envoy(namespace: NamespaceName, workload: Option<WorkloadKey>) -> Self {
+        Self {
+            namespace,
+            workload,
+            kind: ProxyKind::Envoy,
+        }
+    }
 }
 
 /// The resources of one proxy, each list sorted by resource name.
@@ -89,7 +103,43 @@ struct PortRoutes {
     /// The port's routing with empty tables: only which variants exist matters, so that
     /// [`PortRouting::variant_for`] (the model's own rule) can pick one.
     shape: PortRouting,
-    variants: BTreeMap<RoutingVariant, Arc<RouteConfiguration>>,
+    variants: BTreeMap<RoutingVariant, Flavours>,
+}
+
+/// One variant in the form each kind of proxy reads: the same `Arc` when the forms agree.
+#[derive(Clone, Debug)]
+struct Flavours {
+    envoy: Arc<RouteConfiguration>,
+    grpc: Arc<RouteConfiguration>,
+}
+
+impl Flavours {
+    /// Both forms of `table`, shared when proxyless gRPC needs nothing different.
+    fn of(name: &str, table: &RouteTable, ctx: &RouteContext<'_>) -> Self {
+        let envoy = Arc::new(routes::for_table(name, table, ProxyKind::Envoy, ctx));
+        let grpc = if routes::differs_for_grpc(table) {
+            Arc::new(routes::for_table(name, table, ProxyKind::Grpc, ctx))
+        } else {
+            envoy.clone()
+        };
+        Flavours { envoy, grpc }
+    }
+
+    /// One form for both kinds.
+    fn same(config: RouteConfiguration) -> Self {
+        let config = Arc::new(config);
+        Flavours {
+            envoy: config.clone(),
+            grpc: config,
+        }
+    }
+
+    fn get(&self, kind: ProxyKind) -> &Arc<RouteConfiguration> {
+        match kind {
+            ProxyKind::Envoy => &self.envoy,
+            ProxyKind::Grpc => &self.grpc,
+        }
+    }
 }
 
 /// A workload's `virtualInbound` and its `inbound|<port>||` clusters (sorted by name).
@@ -120,7 +170,7 @@ pub fn translate(model: &Model, options: &XdsOptions) -> MeshResources {
             if port.protocol.is_http() {
                 let name = names::route_config(&key, domain);
                 let routing = model.routing.get(&key);
-                let variants = port_routes(routing, &name, &cluster.name, port.protocol, &ctx);
+                let variants = port_routes(routing, &name, &cluster.name, &ctx);
                 routes.push((name, variants));
             }
             endpoints.push(Arc::new(endpoints::load_assignment(
@@ -164,7 +214,6 @@ fn port_routes(
     routing: Option<&PortRouting>,
     name: &str,
     cluster: &str,
-    protocol: Protocol,
     ctx: &RouteContext<'_>,
 ) -> PortRoutes {
     let empty = |table: &RouteTable| RouteTable {
@@ -176,15 +225,12 @@ fn port_routes(
     match routing.and_then(|r| r.producer.as_ref()) {
         Some(table) => {
             shape.producer = Some(empty(table));
-            variants.insert(
-                RoutingVariant::Producer,
-                Arc::new(routes::for_table(name, table, protocol, ctx)),
-            );
+            variants.insert(RoutingVariant::Producer, Flavours::of(name, table, ctx));
         }
         None => {
             variants.insert(
                 RoutingVariant::Passthrough,
-                Arc::new(routes::single_cluster(name, cluster)),
+                Flavours::same(routes::single_cluster(name, cluster)),
             );
         }
     }
@@ -192,7 +238,7 @@ fn port_routes(
         shape.consumers.insert(namespace.clone(), empty(table));
         variants.insert(
             RoutingVariant::Consumer(namespace.clone()),
-            Arc::new(routes::for_table(name, table, protocol, ctx)),
+            Flavours::of(name, table, ctx),
         );
     }
     PortRoutes { shape, variants }
@@ -277,7 +323,7 @@ impl MeshResources {
     pub fn for_proxy(&self, proxy: &ProxyRef) -> ProxyResources {
         ProxyResources {
             listeners: self.listeners_for(proxy),
-            routes: self.routes_for(&proxy.namespace),
+            routes: self.routes_for(&proxy.namespace, proxy.kind),
             clusters: self.clusters_for(proxy),
             endpoints: self.endpoints.clone(),
         }
@@ -316,12 +362,16 @@ impl MeshResources {
         })
     }
 
-    /// RDS of a client in `namespace`, sorted by name: per HTTP Service port the variant it
-    /// sees.
-    pub(crate) fn routes_for(&self, namespace: &NamespaceName) -> Vec<Arc<RouteConfiguration>> {
+    /// RDS of a client of `kind` in `namespace`, sorted by name: per HTTP Service port the
+    /// variant it sees, in the form it reads.
+    pub(crate) fn routes_for(
+        &self,
+        namespace: &NamespaceName,
+        kind: ProxyKind,
+    ) -> Vec<Arc<RouteConfiguration>> {
         self.routes
             .iter()
-            .map(|port| port.for_namespace(namespace).clone())
+            .map(|port| port.for_namespace(namespace).get(kind).clone())
             .collect()
     }
 
@@ -337,11 +387,17 @@ impl MeshResources {
     }
 
     /// Identifies a client's RDS: clients with the same key get the same route
-    /// configurations. `None` for every namespace without consumer routes.
-    pub(crate) fn routes_key(&self, namespace: &NamespaceName) -> Option<NamespaceName> {
-        self.consumer_namespaces
+    /// configurations. The namespace is `None` for every namespace without consumer routes.
+    pub(crate) fn routes_key(
+        &self,
+        namespace: &NamespaceName,
+        kind: ProxyKind,
+    ) -> (ProxyKind, Option<NamespaceName>) {
+        let namespace = self
+            .consumer_namespaces
             .contains(namespace)
-            .then(|| namespace.clone())
+            .then(|| namespace.clone());
+        (kind, namespace)
     }
 
     /// Every distinct resource once (each shared `Arc` once), for caches that encode them
@@ -362,13 +418,16 @@ impl MeshResources {
         clusters.extend(inbound_clusters);
         let mut listeners = self.listeners.clone();
         listeners.extend(inbound.iter().map(|i| i.listener.clone()));
+        let mut routes: Vec<Arc<RouteConfiguration>> = self
+            .routes
+            .iter()
+            .flat_map(|port| port.variants.values())
+            .flat_map(|f| [f.envoy.clone(), f.grpc.clone()])
+            .collect();
+        routes.dedup_by(|a, b| Arc::ptr_eq(a, b));
         ProxyResources {
             listeners,
-            routes: self
-                .routes
-                .iter()
-                .flat_map(|port| port.variants.values().cloned())
-                .collect(),
+            routes,
             clusters,
             endpoints: self.endpoints.clone(),
         }
@@ -407,7 +466,7 @@ impl MeshResources {
 }
 
 impl PortRoutes {
-    fn for_namespace(&self, namespace: &NamespaceName) -> &Arc<RouteConfiguration> {
+    fn for_namespace(&self, namespace: &NamespaceName) -> &Flavours {
         let variant = self.shape.variant_for(namespace);
         self.variants
             .get(&variant)

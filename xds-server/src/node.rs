@@ -20,6 +20,11 @@
 //! `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>` (the `<ip>` is then an
 //! instance IP). Metadata wins where both say something.
 //!
+//! What kind of client a node is comes from `node.user_agent_name`: gRPC's xDS clients name
+//! themselves (`gRPC C-core ...`, `gRPC Go`, `gRPC Java`, ...), so a name containing `grpc` (any
+//! case) is a proxyless gRPC client and gets route configurations lowered for gRPC (see
+//! [`ProxyKind`]); anything else (Envoy sends `envoy`) is served as an Envoy sidecar.
+//!
 //! A node without a namespace is refused with `InvalidArgument`: which routes a proxy sees
 //! depends on it. A pod the model does not know (yet) gets its namespace's view without
 //! inbound listeners, and its own view once the pod shows up.
@@ -68,11 +73,49 @@ pub enum NodeError {
     },
 }
 
+/// What kind of xDS client a proxy is: it decides the form of the route configurations it
+/// gets, since gRPC's xDS client accepts less than Envoy and matches differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProxyKind {
+    /// An Envoy sidecar (or any client that is not gRPC).
+    #[default]
+    Envoy,
+    /// A proxyless gRPC client (`xds:///` targets).
+    Grpc,
+}
+
+impl ProxyKind {
+    /// The kind a node's `user_agent_name` names.
+    pub fn from_user_agent(user_agent_name: &str) -> ProxyKind {
+        if user_agent_name.to_ascii_lowercase().contains("grpc") {
+            ProxyKind::Grpc
+        } else {
+            ProxyKind::Envoy
+        }
+    }
+
+    /// `envoy` or `grpc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Envoy => "envoy",
+            ProxyKind::Grpc => "grpc",
+        }
+    }
+}
+
+impl fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A proxy, as its node describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyIdentity {
     /// `node.id`, as sent.
     pub node_id: String,
+    /// Envoy or proxyless gRPC, from `node.user_agent_name`.
+    pub kind: ProxyKind,
     /// The namespace: which route variants the proxy sees.
     pub namespace: NamespaceName,
     /// The pod, when named.
@@ -115,6 +158,7 @@ impl ProxyIdentity {
         }
         Ok(ProxyIdentity {
             node_id: node.id.clone(),
+            kind: ProxyKind::from_user_agent(&node.user_agent_name),
             namespace: NamespaceName::new(namespace),
             pod,
             service_account: string_field(metadata, SERVICE_ACCOUNT),
@@ -279,6 +323,22 @@ mod tests {
         let node = mk_node("client", &[(NAMESPACE, string("web"))]);
         let id = ProxyIdentity::from_node(Some(&node)).unwrap();
         assert_eq!((id.pod_ref().as_str(), id.workload_key()), ("web", None));
+    }
+
+    #[test]
+    fn grpc_clients_are_told_from_envoy_by_user_agent() {
+        for (agent, kind) in [
+            ("envoy", ProxyKind::Envoy),
+            ("", ProxyKind::Envoy),
+            ("gRPC C-core", ProxyKind::Grpc),
+            ("gRPC Go", ProxyKind::Grpc),
+            ("grpc-java", ProxyKind::Grpc),
+        ] {
+            let mut node = mk_node("client.web", &[]);
+            node.user_agent_name = agent.to_string();
+            let id = ProxyIdentity::from_node(Some(&node)).unwrap();
+            assert_eq!(id.kind, kind, "{agent:?}");
+        }
     }
 
     #[test]

@@ -153,10 +153,10 @@ mod tests {
 
     fn full_render() -> Value {
         let mesh = translate(&rich_model(), &XdsOptions::default());
-        resources_value(&mesh.for_proxy(&ProxyRef {
-            namespace: NamespaceName::new("shop"),
-            workload: Some(WorkloadKey::new("shop", "cart-0")),
-        }))
+        resources_value(&mesh.for_proxy(&ProxyRef::envoy(
+            NamespaceName::new("shop"),
+            Some(WorkloadKey::new("shop", "cart-0")),
+        )))
     }
 
     #[test]

@@ -34,6 +34,50 @@ pub struct Nack {
     pub message: String,
     /// When it came.
     pub at: String,
+    /// The resources it rejected, with their versions, sorted by name: those of the response
+    /// that the message names, else every resource the response changed (at most
+    /// [`MAX_NACKED_RESOURCES`]).
+    pub resources: Vec<NackedResource>,
+}
+
+/// One resource of a rejected response.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NackedResource {
+    pub name: String,
+    pub version: String,
+}
+
+/// How many resources a [`Nack`] names at most.
+pub const MAX_NACKED_RESOURCES: usize = 50;
+
+/// Which of `candidates` (resources a rejected response carried or changed) the proxy
+/// rejected: those whose name its message contains (Envoy and gRPC name the resource they
+/// refuse when they can), else all of them; sorted, at most [`MAX_NACKED_RESOURCES`].
+pub fn rejected_resources<'a>(
+    message: &str,
+    candidates: impl IntoIterator<Item = &'a Arc<Resource>>,
+) -> Vec<NackedResource> {
+    let all: Vec<&Arc<Resource>> = candidates.into_iter().collect();
+    let named: Vec<&&Arc<Resource>> = all
+        .iter()
+        .filter(|r| !r.name().is_empty() && message.contains(r.name()))
+        .collect();
+    let chosen: Vec<&Arc<Resource>> = if named.is_empty() {
+        all
+    } else {
+        named.into_iter().copied().collect()
+    };
+    let mut out: Vec<NackedResource> = chosen
+        .into_iter()
+        .map(|r| NackedResource {
+            name: r.name().to_string(),
+            version: r.version().to_string(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_NACKED_RESOURCES);
+    out
 }
 
 /// The sync state of one type on one stream.
@@ -258,6 +302,30 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_nack_names_what_its_message_names_else_everything_it_changed() {
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        let resource = |name: &str| {
+            let cluster = Cluster {
+                name: name.to_string(),
+                ..Default::default()
+            };
+            Arc::new(Resource::encode(name, &cluster).unwrap())
+        };
+        let (a, b) = (resource("outbound|80||a"), resource("outbound|80||b"));
+        let names = |r: Vec<NackedResource>| r.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(rejected_resources("cluster outbound|80||b: bad", [&a, &b])),
+            ["outbound|80||b"]
+        );
+        assert_eq!(
+            names(rejected_resources("bad", [&b, &a])),
+            ["outbound|80||a", "outbound|80||b"]
+        );
+        let many: Vec<Arc<Resource>> = (0..80).map(|i| resource(&format!("c{i:02}"))).collect();
+        assert_eq!(rejected_resources("bad", &many).len(), MAX_NACKED_RESOURCES);
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

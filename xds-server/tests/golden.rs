@@ -159,10 +159,10 @@ fn outputs() -> BTreeMap<String, String> {
         ("cart-sidecar", "shop", Some("cart-0")),
         ("web-client", "web", None),
     ] {
-        let proxy = ProxyRef {
-            namespace: NamespaceName::new(namespace),
-            workload: workload.map(|w| WorkloadKey::new(namespace, w)),
-        };
+        let proxy = ProxyRef::envoy(
+            NamespaceName::new(namespace),
+            workload.map(|w| WorkloadKey::new(namespace, w)),
+        );
         out.insert(
             format!("gamma.{who}.yaml"),
             to_yaml(&resources_value(&mesh.for_proxy(&proxy))),

@@ -28,10 +28,7 @@ use crate::report::{self, Table, distribution, f2};
 use crate::wire::{Protocol, now_ns};
 
 fn marker(mesh: &MeshResources) -> usize {
-    let all = mesh.for_proxy(&ProxyRef {
-        namespace: NamespaceName::new("ns-0"),
-        workload: None,
-    });
+    let all = mesh.for_proxy(&ProxyRef::envoy(NamespaceName::new("ns-0"), None));
     all.listeners.first().map_or(0, |l| Arc::as_ptr(l) as usize)
 }
 
@@ -78,10 +75,7 @@ pub async fn serve(services: usize, duration: Duration, smoke: bool) -> anyhow::
     let markers: Arc<Mutex<Vec<usize>>> = Arc::default();
     let generations: Arc<Mutex<Vec<Generation>>> = Arc::default();
     let namespaces: Vec<ProxyRef> = (0..shape.namespaces)
-        .map(|n| ProxyRef {
-            namespace: NamespaceName::new(format!("ns-{n}")),
-            workload: None,
-        })
+        .map(|n| ProxyRef::envoy(NamespaceName::new(format!("ns-{n}")), None))
         .collect();
     let watcher = {
         let mut rx = real.server.snapshots();

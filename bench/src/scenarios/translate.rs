@@ -73,10 +73,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             let translated = start.elapsed();
             // The floor's input: the final resources of a client outside the consumer
             // namespace (every resource but the consumer route variant).
-            let all = resources.for_proxy(&ProxyRef {
-                namespace: NamespaceName::new("ns-0"),
-                workload: None,
-            });
+            let all = resources.for_proxy(&ProxyRef::envoy(NamespaceName::new("ns-0"), None));
             let before_build = start.elapsed();
             let snapshot = MeshSnapshot::build(1, Instant::now(), resources)?;
             let built = start.elapsed() - before_build + translated;
@@ -189,10 +186,7 @@ fn change(objects: &mut lanyard_index::Objects, shape: &Shape) -> anyhow::Result
         let start = Instant::now();
         let after = MeshSnapshot::build_reusing(Some(&before), 2, Instant::now(), again)?;
         reusing = reusing.min(ms(start.elapsed()));
-        let client = ProxyRef {
-            namespace: NamespaceName::new("ns-0"),
-            workload: None,
-        };
+        let client = ProxyRef::envoy(NamespaceName::new("ns-0"), None);
         let (mut same, mut all) = (0, 0);
         for ty in ResourceType::ALL {
             let old = before.view(ty, &client);

@@ -55,10 +55,7 @@ impl ProxySelector {
     /// The proxy, checked against the input: a pod must be one of its Pods.
     pub fn resolve(&self, objects: &Objects) -> Result<ProxyRef> {
         match self {
-            ProxySelector::Namespace(namespace) => Ok(ProxyRef {
-                namespace: namespace.clone(),
-                workload: None,
-            }),
+            ProxySelector::Namespace(namespace) => Ok(ProxyRef::envoy(namespace.clone(), None)),
             ProxySelector::Pod(pod) => {
                 let object = ObjectRef {
                     kind: Kind::Pod,
@@ -70,10 +67,7 @@ impl ProxySelector {
                         known: objects.pods.keys().map(ToString::to_string).collect(),
                     });
                 }
-                Ok(ProxyRef {
-                    namespace: pod.namespace.clone(),
-                    workload: Some(pod.clone()),
-                })
+                Ok(ProxyRef::envoy(pod.namespace.clone(), Some(pod.clone())))
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::node::ProxyIdentity;
 use crate::resource::ResourceType;
 use crate::server::Shared;
-use crate::status::{Held, Nack, Protocol, StreamStatus, timestamp};
+use crate::status::{Held, Nack, NackedResource, Protocol, StreamStatus, timestamp};
 
 /// How many names of a subscription the status shows.
 const SHOWN_NAMES: usize = 20;
@@ -158,6 +158,7 @@ impl StreamCore {
         let proxy = ProxyRef {
             namespace: identity.namespace.clone(),
             workload: None,
+            kind: identity.kind,
         };
         StreamCore {
             identity,
@@ -205,7 +206,15 @@ impl StreamCore {
     }
 
     /// Records an ACK or NACK of the latest response (`reply` is neither Initial nor Stale).
-    pub fn replied(&self, ty: ResourceType, progress: &mut Progress, reply: &Reply<'_>) {
+    /// `rejected` gives, for a NACK, the resources the proxy rejected (see
+    /// [`crate::status::rejected_resources`]).
+    pub fn replied(
+        &self,
+        ty: ResourceType,
+        progress: &mut Progress,
+        reply: &Reply<'_>,
+        rejected: impl FnOnce(&str) -> Vec<NackedResource>,
+    ) {
         let version = progress.version.clone().unwrap_or_default();
         let nonce = progress.nonce.clone().unwrap_or_default();
         match reply {
@@ -220,13 +229,16 @@ impl StreamCore {
             Reply::Nack(message) => {
                 progress.unacked_change = None;
                 self.metrics.of(ty).nacks.fetch_add(1, Ordering::Relaxed);
-                warn!(r#type = %ty, %version, %nonce, error = %message, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version");
+                let resources = rejected(message);
+                let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+                warn!(r#type = %ty, %version, %nonce, error = %message, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version");
                 self.status.update(ty.short_name(), |s| {
                     s.last_nack = Some(Nack {
                         version,
                         nonce,
                         message: message.to_string(),
                         at: timestamp(SystemTime::now()),
+                        resources,
                     });
                 });
             }

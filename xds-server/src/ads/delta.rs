@@ -28,7 +28,7 @@ use super::sotw::served_types;
 use super::subscription::{Dropped, Subscription, WILDCARD, select};
 use super::wire::Frame;
 use crate::resource::{Resource, ResourceType};
-use crate::status::{Held, Protocol};
+use crate::status::{Held, Protocol, rejected_resources};
 use crate::version::Version;
 
 /// A delta stream.
@@ -51,6 +51,9 @@ struct DeltaType {
     absent: BTreeSet<String>,
     /// The version of the selection `held` matches exactly, while nothing else changed.
     synced: Option<Version>,
+    /// The resources of the latest response until the proxy acknowledges it: what a NACK
+    /// rejected.
+    unacked: Vec<Arc<Resource>>,
 }
 
 impl Responder for Delta {
@@ -104,7 +107,13 @@ impl Responder for Delta {
                 &request.response_nonce,
                 state.progress.nonce.as_deref(),
             ),
-            Reply::Ack | Reply::Nack(_) => self.core.replied(ty, &mut state.progress, &reply),
+            Reply::Ack | Reply::Nack(_) => {
+                let unacked = std::mem::take(&mut state.unacked);
+                self.core
+                    .replied(ty, &mut state.progress, &reply, |message| {
+                        rejected_resources(message, &unacked)
+                    });
+            }
             Reply::Initial => {}
         }
         if request.resource_names_subscribe.is_empty()
@@ -255,6 +264,7 @@ impl Delta {
             updates.len(),
             removed.len(),
         );
+        state.unacked = updates;
         Some(response)
     }
 

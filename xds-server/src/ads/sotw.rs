@@ -24,8 +24,10 @@ use tonic::Status;
 use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
 use super::subscription::{Selected, Subscription, select};
 use super::wire::{self, Frame};
-use crate::resource::ResourceType;
-use crate::status::{Held, Protocol};
+use std::sync::Arc;
+
+use crate::resource::{Resource, ResourceType};
+use crate::status::{Held, Protocol, rejected_resources};
 use crate::version::Version;
 
 /// A SotW stream.
@@ -41,6 +43,9 @@ struct SotwType {
     subscription: Subscription,
     progress: Progress,
     sent: Option<Selected>,
+    /// The resources of the last response the proxy acknowledged: what a NACK of a later
+    /// response is compared with to tell what it rejected.
+    acked: Option<Arc<[Arc<Resource>]>>,
 }
 
 #[derive(Debug, Default)]
@@ -108,7 +113,18 @@ impl Responder for Sotw {
                 }
             }
             Reply::Ack | Reply::Nack(_) => {
-                self.core.replied(ty, &mut state.progress, &reply);
+                let SotwType {
+                    sent,
+                    acked,
+                    progress,
+                    ..
+                } = &mut *state;
+                self.core.replied(ty, progress, &reply, |message| {
+                    rejected_resources(message, changed_since(sent.as_ref(), acked.as_deref()))
+                });
+                if matches!(reply, Reply::Ack) {
+                    *acked = sent.as_ref().map(|s| s.resources.clone());
+                }
                 if changed {
                     state.subscription = subscription;
                     state.progress.answer();
@@ -224,6 +240,22 @@ impl Sotw {
         });
         Ok(())
     }
+}
+
+/// The resources of `sent` that are new or changed since `acked`.
+fn changed_since<'a>(
+    sent: Option<&'a Selected>,
+    acked: Option<&'a [Arc<Resource>]>,
+) -> impl Iterator<Item = &'a Arc<Resource>> {
+    sent.into_iter()
+        .flat_map(|s| s.resources.iter())
+        .filter(move |r| {
+            acked.is_none_or(|acked| {
+                acked
+                    .binary_search_by(|a| a.name().cmp(r.name()))
+                    .map_or(true, |i| acked[i].version() != r.version())
+            })
+        })
 }
 
 /// The type URLs Lanyard serves, for error messages.

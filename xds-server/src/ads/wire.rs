@@ -207,10 +207,7 @@ mod tests {
     }
 
     fn proxy() -> ProxyRef {
-        ProxyRef {
-            namespace: lanyard_model::NamespaceName::new("web"),
-            workload: None,
-        }
+        ProxyRef::envoy(lanyard_model::NamespaceName::new("web"), None)
     }
 
     fn header(frame: &Frame) -> (u8, usize) {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use lanyard_model::NamespaceName;
 
-use crate::node::ProxyIdentity;
+use crate::node::{ProxyIdentity, ProxyKind};
 use crate::resource::{Resource, ResourceType};
 use crate::version::{CanonicalError, Version};
 use crate::{MeshResources, ProxyRef, ProxyResources};
@@ -96,7 +96,7 @@ impl TypeView {
 enum ViewKey {
     Listeners(usize),
     Clusters(usize),
-    Routes(Option<NamespaceName>),
+    Routes((ProxyKind, Option<NamespaceName>)),
     Endpoints,
 }
 
@@ -297,6 +297,7 @@ impl MeshSnapshot {
         ProxyRef {
             namespace: identity.namespace.clone(),
             workload,
+            kind: identity.kind,
         }
     }
 
@@ -305,7 +306,9 @@ impl MeshSnapshot {
         let key = match ty {
             ResourceType::Listener => ViewKey::Listeners(self.mesh.inbound_key(proxy)),
             ResourceType::Cluster => ViewKey::Clusters(self.mesh.inbound_key(proxy)),
-            ResourceType::Route => ViewKey::Routes(self.mesh.routes_key(&proxy.namespace)),
+            ResourceType::Route => {
+                ViewKey::Routes(self.mesh.routes_key(&proxy.namespace, proxy.kind))
+            }
             ResourceType::Endpoint => ViewKey::Endpoints,
         };
         if let Some(view) = lock(&self.views).get(&key) {
@@ -326,7 +329,7 @@ impl MeshSnapshot {
                 .collect(),
             ResourceType::Route => self
                 .mesh
-                .routes_for(&proxy.namespace)
+                .routes_for(&proxy.namespace, proxy.kind)
                 .iter()
                 .map(|r| self.encoded.get(&r.name, r))
                 .collect(),
@@ -393,10 +396,7 @@ mod tests {
     }
 
     fn proxy(ns: &str, pod: Option<&str>) -> ProxyRef {
-        ProxyRef {
-            namespace: NamespaceName::new(ns),
-            workload: pod.map(|p| WorkloadKey::new(ns, p)),
-        }
+        ProxyRef::envoy(NamespaceName::new(ns), pod.map(|p| WorkloadKey::new(ns, p)))
     }
 
     #[test]

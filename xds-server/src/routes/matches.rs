@@ -10,29 +10,24 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use lanyard_model::{PathMatch, Protocol, RequestMatch, StringMatch};
 
 /// How segment-wise path prefixes are written for a route table.
-///
-/// Proxyless gRPC rejects a whole RouteConfiguration that uses `path_separated_prefix`
-/// ("invalid path specifier"), so tables a gRPC client may read use another form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathStyle {
     /// `path_separated_prefix: /foo`: matches `/foo` and `/foo/...`, exactly the Gateway API
-    /// rule. For HTTP tables on HTTP/1.1 ports.
+    /// rule. For HTTP tables served to Envoy.
     Segments,
     /// `prefix: /foo/`: gRPC's own shape, identical to `Segments` for gRPC paths (always
-    /// `/service/method`). For tables lowered from GRPCRoutes.
+    /// `/service/method`). For tables lowered from GRPCRoutes, and for every table served to
+    /// proxyless gRPC clients, which refuse `path_separated_prefix` (their HTTP tables first
+    /// split each prefix route into an exact `/foo` and a `/foo/` prefix; see
+    /// `routes::for_grpc`).
     Grpc,
-    /// `safe_regex: ^/foo(/.*)?$`: the Gateway API rule exactly, in a form gRPC accepts. For
-    /// HTTP tables on gRPC and h2c ports, which proxyless gRPC clients may use.
-    Regex,
 }
 
 impl PathStyle {
-    /// The style for a table of `table_protocol` attached to a port of `port_protocol`.
-    pub fn for_table(table_protocol: Protocol, port_protocol: Protocol) -> Self {
+    /// The style for a table of `table_protocol` served to Envoy.
+    pub fn for_table(table_protocol: Protocol) -> Self {
         if table_protocol == Protocol::Grpc {
             PathStyle::Grpc
-        } else if port_protocol.is_http2() {
-            PathStyle::Regex
         } else {
             PathStyle::Segments
         }
@@ -48,9 +43,6 @@ pub enum MatchedPrefix {
     Segments(String),
     /// `prefix: "m/"`: the path is `m/...`.
     Slash(String),
-    /// `safe_regex: ^m(/.*)?$`: the path is `m` or `m/...`, and Envoy counts the whole path
-    /// as matched.
-    Regex(String),
     /// An exact or regex match: the whole path is the matched part.
     Whole,
 }
@@ -66,14 +58,8 @@ impl MatchedPrefix {
             _ if m.is_empty() => MatchedPrefix::Root,
             PathStyle::Segments => MatchedPrefix::Segments(m),
             PathStyle::Grpc => MatchedPrefix::Slash(m),
-            PathStyle::Regex => MatchedPrefix::Regex(m),
         }
     }
-}
-
-/// The anchored regex matching `m` and `m/...`.
-pub fn segments_regex(m: &str) -> String {
-    format!("^{}(/.*)?$", regex::escape(m))
 }
 
 /// The Envoy match: path, then headers (with the method as `:method`), then query parameters.
@@ -84,7 +70,6 @@ pub fn route_match(matcher: &RequestMatch, style: PathStyle) -> RouteMatch {
         prefix @ PathMatch::Prefix(_) => match MatchedPrefix::of(prefix, style) {
             MatchedPrefix::Segments(m) => PathSpecifier::PathSeparatedPrefix(m),
             MatchedPrefix::Slash(m) => PathSpecifier::Prefix(format!("{m}/")),
-            MatchedPrefix::Regex(m) => PathSpecifier::SafeRegex(regex_matcher(&segments_regex(&m))),
             MatchedPrefix::Root | MatchedPrefix::Whole => PathSpecifier::Prefix("/".into()),
         },
     };
@@ -207,38 +192,9 @@ mod tests {
     }
 
     #[test]
-    fn regex_style_prefixes_match_segments() {
-        let PathSpecifier::SafeRegex(r) =
-            path_of(PathMatch::Prefix("/api.v1/".into()), PathStyle::Regex)
-        else {
-            panic!("expected a regex");
-        };
-        assert_eq!(r.regex, "^/api\\.v1(/.*)?$");
-        let re = regex::Regex::new(&r.regex).unwrap();
-        for (path, matches) in [
-            ("/api.v1", true),
-            ("/api.v1/", true),
-            ("/api.v1/x/y", true),
-            ("/api.v1x", false),
-            ("/apixv1", false),
-            ("/other/api.v1", false),
-        ] {
-            assert_eq!(re.is_match(path), matches, "{path}");
-        }
-        assert_eq!(
-            path_of(PathMatch::Prefix("/".into()), PathStyle::Regex),
-            PathSpecifier::Prefix("/".into())
-        );
-    }
-
-    #[test]
-    fn style_by_table_and_port_protocol() {
-        use Protocol::*;
-        assert_eq!(PathStyle::for_table(Http, Http), PathStyle::Segments);
-        assert_eq!(PathStyle::for_table(Http, Http2), PathStyle::Regex);
-        assert_eq!(PathStyle::for_table(Http, Grpc), PathStyle::Regex);
-        assert_eq!(PathStyle::for_table(Grpc, Http), PathStyle::Grpc);
-        assert_eq!(PathStyle::for_table(Grpc, Grpc), PathStyle::Grpc);
+    fn style_by_table_protocol() {
+        assert_eq!(PathStyle::for_table(Protocol::Http), PathStyle::Segments);
+        assert_eq!(PathStyle::for_table(Protocol::Grpc), PathStyle::Grpc);
     }
 
     #[test]

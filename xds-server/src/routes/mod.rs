@@ -6,6 +6,11 @@
 //! keep the model's order (first match wins); a request matching none gets Envoy's 404, which
 //! is the GAMMA rule. `validate_clusters` stays unset so a route to a cluster that is not (or
 //! not yet) there does not reject the whole configuration.
+//!
+//! Each table is written twice when the two readers need different forms: for Envoy, and for
+//! proxyless gRPC clients ([`ProxyKind`]), whose xDS client refuses `path_separated_prefix`
+//! and cannot match a method (every gRPC call is a POST with no query string). Both forms
+//! carry the same name; which one a proxy gets depends on its kind.
 
 mod actions;
 mod cors;
@@ -14,6 +19,7 @@ pub mod matches;
 mod paths;
 mod policies;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -21,11 +27,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
     route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
-use lanyard_model::{Action, Model, Protocol, RouteTable, ServiceKey, ServicePortKey};
+use lanyard_model::{Action, Model, PathMatch, RouteTable, ServiceKey, ServicePortKey};
 
 use self::headers::HeaderEdits;
 use self::matches::{MatchedPrefix, PathStyle};
 use crate::names;
+use crate::node::ProxyKind;
 use crate::protobuf::duration;
 
 /// What route translation needs besides the route: which backends exist in the model, and
@@ -59,20 +66,73 @@ impl<'a> RouteContext<'a> {
     }
 }
 
-/// The configuration `name` built from a route table. Path prefixes are written in a form
-/// proxyless gRPC accepts when the table came from GRPCRoutes or the port speaks HTTP/2 (see
-/// [`PathStyle`]).
+/// The configuration `name` built from a route table, in the form a proxy of `kind` reads.
 pub fn for_table(
     name: &str,
     table: &RouteTable,
-    port_protocol: Protocol,
+    kind: ProxyKind,
     ctx: &RouteContext<'_>,
 ) -> RouteConfiguration {
-    let style = PathStyle::for_table(table.protocol, port_protocol);
-    configuration(
-        name,
-        table.routes.iter().map(|r| route(r, style, ctx)).collect(),
-    )
+    let routes = match kind {
+        ProxyKind::Envoy => {
+            let style = PathStyle::for_table(table.protocol);
+            table.routes.iter().map(|r| route(r, style, ctx)).collect()
+        }
+        ProxyKind::Grpc => for_grpc(table)
+            .iter()
+            .map(|r| route(r, PathStyle::Grpc, ctx))
+            .collect(),
+    };
+    configuration(name, routes)
+}
+
+/// Whether proxyless gRPC clients need another form of this table than Envoy does.
+pub fn differs_for_grpc(table: &RouteTable) -> bool {
+    table.routes.iter().any(|r| {
+        r.matcher.method.is_some()
+            || !r.matcher.query.is_empty()
+            || (PathStyle::for_table(table.protocol) == PathStyle::Segments
+                && is_sub_prefix(&r.matcher.path))
+    })
+}
+
+/// A prefix other than `/`.
+fn is_sub_prefix(path: &PathMatch) -> bool {
+    matches!(path, PathMatch::Prefix(p) if !p.trim_end_matches('/').is_empty())
+}
+
+/// A table's routes as a proxyless gRPC client must get them, with the same meaning for gRPC
+/// calls:
+/// - a route that matches a method other than POST, or query parameters, can never match a
+///   gRPC call and is left out; a POST match always holds and is dropped from the match;
+/// - a path prefix `/foo` (which must match `/foo` and `/foo/...`) becomes two routes, an exact
+///   `/foo` and a prefix `/foo/`, because gRPC refuses `path_separated_prefix`
+///   (gRPC: src/core/xds/grpc/xds_route_config_parser.cc, `RoutePathMatchParse`).
+fn for_grpc(table: &RouteTable) -> Vec<Cow<'_, lanyard_model::Route>> {
+    let split_prefixes = PathStyle::for_table(table.protocol) == PathStyle::Segments;
+    let mut out = Vec::with_capacity(table.routes.len());
+    for r in &table.routes {
+        if !r.matcher.query.is_empty() || r.matcher.method.as_deref().is_some_and(|m| m != "POST") {
+            continue;
+        }
+        let mut r = Cow::Borrowed(r);
+        if r.matcher.method.is_some() {
+            r.to_mut().matcher.method = None;
+        }
+        match &r.matcher.path {
+            PathMatch::Prefix(prefix) if split_prefixes && is_sub_prefix(&r.matcher.path) => {
+                let m = prefix.trim_end_matches('/').to_string();
+                let mut exact = r.clone().into_owned();
+                exact.matcher.path = PathMatch::Exact(m.clone());
+                let mut under = r.into_owned();
+                under.matcher.path = PathMatch::Prefix(format!("{m}/"));
+                out.push(Cow::Owned(exact));
+                out.push(Cow::Owned(under));
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// The pass-through configuration `name`: every request (prefix `/`) to `cluster`, without a
@@ -145,7 +205,7 @@ fn route(r: &lanyard_model::Route, style: PathStyle, ctx: &RouteContext<'_>) -> 
 
 #[cfg(test)]
 mod tests {
-    use lanyard_model::{Cors, HeaderModifier, PathMatch, Redirect};
+    use lanyard_model::{Cors, HeaderModifier, Protocol, Redirect};
 
     use super::*;
     use crate::fixtures::{forward_to, mk_model, mk_route, mk_service, mk_table, prefix, spk};
@@ -182,7 +242,7 @@ mod tests {
             mk_route(prefix("/api"), forward_to(&[(web.clone(), 1)])),
             mk_route(prefix("/"), Action::DirectResponse { status: 503 }),
         ]);
-        let config = for_table("web.a.svc.cluster.local:80", &table, Protocol::Http, &ctx);
+        let config = for_table("web.a.svc.cluster.local:80", &table, ProxyKind::Envoy, &ctx);
         assert_eq!(config.name, "web.a.svc.cluster.local:80");
         assert_eq!(config.validate_clusters, None);
         assert_eq!(config.virtual_hosts.len(), 1);
@@ -215,39 +275,97 @@ mod tests {
         assert_eq!(action.timeout, Some(duration(Duration::ZERO)));
     }
 
+    fn paths(config: &RouteConfiguration) -> Vec<PathSpecifier> {
+        config.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.r#match.as_ref().unwrap().path_specifier.clone().unwrap())
+            .collect()
+    }
+
     #[test]
-    fn grpc_tables_and_ports_use_grpc_compatible_prefixes() {
+    fn envoy_gets_segment_prefixes_and_grpc_an_exact_path_and_a_slash_prefix() {
         let model = model();
         let ctx = RouteContext::new(&model, "cluster.local");
         let web = spk("a", "web", 80);
+        let table = mk_table(vec![
+            mk_route(prefix("/pkg.Greeter"), forward_to(&[(web.clone(), 1)])),
+            mk_route(prefix("/"), forward_to(&[(web, 1)])),
+        ]);
+        assert!(differs_for_grpc(&table));
+        assert_eq!(
+            paths(&for_table("n", &table, ProxyKind::Envoy, &ctx)),
+            [
+                PathSpecifier::PathSeparatedPrefix("/pkg.Greeter".into()),
+                PathSpecifier::Prefix("/".into()),
+            ]
+        );
+        assert_eq!(
+            paths(&for_table("n", &table, ProxyKind::Grpc, &ctx)),
+            [
+                PathSpecifier::Path("/pkg.Greeter".into()),
+                PathSpecifier::Prefix("/pkg.Greeter/".into()),
+                PathSpecifier::Prefix("/".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn grpc_route_tables_read_the_same_for_both() {
+        let model = model();
+        let ctx = RouteContext::new(&model, "cluster.local");
         let mut table = mk_table(vec![mk_route(
-            prefix("/pkg.Greeter"),
-            forward_to(&[(web, 1)]),
+            prefix("/pkg.Greeter/"),
+            forward_to(&[(spk("a", "web", 80), 1)]),
         )]);
-        let path = |config: &RouteConfiguration| {
-            config.virtual_hosts[0].routes[0]
-                .r#match
-                .as_ref()
-                .unwrap()
-                .path_specifier
-                .clone()
-                .unwrap()
-        };
-        let on_http_port = for_table("n", &table, Protocol::Http, &ctx);
-        assert_eq!(
-            path(&on_http_port),
-            PathSpecifier::PathSeparatedPrefix("/pkg.Greeter".into())
-        );
-        let on_grpc_port = for_table("n", &table, Protocol::Grpc, &ctx);
-        assert_eq!(
-            path(&on_grpc_port),
-            PathSpecifier::SafeRegex(matches::regex_matcher("^/pkg\\.Greeter(/.*)?$"))
-        );
         table.protocol = Protocol::Grpc;
-        let grpc_table = for_table("n", &table, Protocol::Http2, &ctx);
+        assert!(!differs_for_grpc(&table));
+        let envoy = for_table("n", &table, ProxyKind::Envoy, &ctx);
+        assert_eq!(envoy, for_table("n", &table, ProxyKind::Grpc, &ctx));
         assert_eq!(
-            path(&grpc_table),
-            PathSpecifier::Prefix("/pkg.Greeter/".into())
+            paths(&envoy),
+            [PathSpecifier::Prefix("/pkg.Greeter/".into())]
+        );
+    }
+
+    #[test]
+    fn grpc_clients_never_see_routes_that_cannot_match_a_grpc_call() {
+        let model = model();
+        let ctx = RouteContext::new(&model, "cluster.local");
+        let web = spk("a", "web", 80);
+        let with = |method: Option<&str>, query: bool| {
+            let mut r = mk_route(
+                PathMatch::Exact("/a".into()),
+                forward_to(&[(web.clone(), 1)]),
+            );
+            r.matcher.method = method.map(str::to_string);
+            if query {
+                r.matcher.query.push(lanyard_model::QueryMatch {
+                    name: "q".into(),
+                    value: lanyard_model::StringMatch::Exact("1".into()),
+                });
+            }
+            r
+        };
+        let table = mk_table(vec![
+            with(Some("GET"), false),
+            with(None, true),
+            with(Some("POST"), false),
+        ]);
+        assert!(differs_for_grpc(&table));
+        let grpc = for_table("n", &table, ProxyKind::Grpc, &ctx);
+        let routes = &grpc.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 1, "{routes:#?}");
+        let m = routes[0].r#match.as_ref().unwrap();
+        assert!(
+            m.headers.is_empty() && m.query_parameters.is_empty(),
+            "{m:?}"
+        );
+        assert_eq!(
+            for_table("n", &table, ProxyKind::Envoy, &ctx).virtual_hosts[0]
+                .routes
+                .len(),
+            3
         );
     }
 

@@ -8,7 +8,7 @@
 
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 
-use super::matches::{MatchedPrefix, regex_matcher, segments_regex};
+use super::matches::{MatchedPrefix, regex_matcher};
 
 /// What to do with the request path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,13 +37,6 @@ pub fn replace_prefix(matched: &MatchedPrefix, replacement: &str) -> PathEdit {
             regex_edit(format!("^{}/?(.*)$", regex::escape(m)), "/\\1".to_string())
         }
         MatchedPrefix::Segments(_) => PathEdit::Prefix(r.to_string()),
-        // Envoy counts the whole path of a regex route as matched: rewrite with a regex.
-        MatchedPrefix::Regex(m) if r.is_empty() => {
-            regex_edit(format!("^{}/?(.*)$", regex::escape(m)), "/\\1".to_string())
-        }
-        MatchedPrefix::Regex(m) => {
-            regex_edit(segments_regex(m), format!("{}\\1", escape_substitution(r)))
-        }
         // The path is `m/...`: the matched prefix includes the slash.
         MatchedPrefix::Slash(_) => PathEdit::Prefix(format!("{r}/")),
         MatchedPrefix::Root if r.is_empty() => PathEdit::Keep,
@@ -93,10 +86,6 @@ mod tests {
             MatchedPrefix::Slash(m) => {
                 assert!(path.starts_with(&format!("{m}/")));
                 m.len() + 1
-            }
-            MatchedPrefix::Regex(m) => {
-                assert!(path == m || path.starts_with(&format!("{m}/")));
-                path.len()
             }
             MatchedPrefix::Whole => path.len(),
         };
@@ -196,32 +185,6 @@ mod tests {
         assert_eq!(seg("/", "/xyz", "/bar/baz"), "/xyz/bar/baz");
         assert_eq!(seg("/", "/", "/bar"), "/bar");
         assert_eq!(replace_prefix(&MatchedPrefix::Root, "/"), PathEdit::Keep);
-    }
-
-    #[test]
-    fn regex_style_prefix_follows_the_same_table() {
-        let r = |prefix, replacement, path| rewrite(prefix, replacement, PathStyle::Regex, path);
-        for (path, prefix, replacement, expected) in [
-            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
-            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
-            ("/foo", "/foo", "/xyz", "/xyz"),
-            ("/foo/", "/foo", "/xyz", "/xyz/"),
-            ("/foo/bar", "/foo", "", "/bar"),
-            ("/foo", "/foo", "/", "/"),
-            ("/prefix/one/two", "/prefix/one", "/one", "/one/two"),
-            ("/strip-prefix/three", "/strip-prefix", "/", "/three"),
-        ] {
-            assert_eq!(
-                r(prefix, replacement, path),
-                expected,
-                "{path} {prefix} {replacement}"
-            );
-        }
-        let matched = MatchedPrefix::Regex("/foo".into());
-        assert!(matches!(
-            replace_prefix(&matched, "/xyz"),
-            PathEdit::Regex(_)
-        ));
     }
 
     #[test]

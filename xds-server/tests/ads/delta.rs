@@ -83,15 +83,18 @@ async fn a_nack_is_recorded_and_not_resent() {
     set_endpoints(&mut model, "cart", &["10.1.0.7"]);
     server.publish(&model).await;
     let v2 = client.recv().await;
-    client.nack(&v2, "rejected by the test");
+    client.nack(&v2, &format!("{CART}: rejected by the test"));
     let status = server
         .wait_for_stream(CART_0, "showing the NACK", |s| {
             s.type_sync("EDS").is_some_and(|t| t.last_nack.is_some())
         })
         .await;
     let nack = status.type_sync("EDS").unwrap().last_nack.unwrap();
-    assert_eq!(nack.message, "rejected by the test");
+    assert_eq!(nack.message, format!("{CART}: rejected by the test"));
     assert_eq!(nack.nonce, v2.nonce);
+    assert_eq!(nack.resources.len(), 1);
+    assert_eq!(nack.resources[0].name, CART);
+    assert_eq!(nack.resources[0].version, versions(&v2)[CART]);
 
     set_endpoints(&mut model, "cart", &["10.1.0.8"]);
     server.publish(&model).await;

@@ -83,7 +83,7 @@ async fn a_nack_is_recorded_and_not_resent_and_the_next_change_is_pushed() {
     let mut model = base();
     let server = TestServer::start(&model).await;
     let mut client = SotwClient::connect(server.ads, node(CART_0)).await;
-    client.subscribe(EDS, &[CART]);
+    client.subscribe(EDS, &[CART, CART_V2]);
     let v1 = client.recv_type(EDS).await;
     client.ack(&v1);
 
@@ -102,6 +102,9 @@ async fn a_nack_is_recorded_and_not_resent_and_the_next_change_is_pushed() {
     assert_eq!(nack.message, "bad endpoints, says the test");
     assert_eq!(nack.version, v2.version_info);
     assert_eq!(nack.nonce, v2.nonce);
+    // The message names nothing: what the response changed is what was rejected.
+    let rejected: Vec<&str> = nack.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(rejected, [CART]);
     assert_eq!(
         sync.version_acked.as_deref(),
         Some(v1.version_info.as_str())
