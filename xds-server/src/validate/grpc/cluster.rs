@@ -33,10 +33,10 @@ pub fn check_cluster(cluster: &Cluster) -> Vec<Violation> {
     check_lb_policy(cluster, &mut report);
     if let Some(socket) = &cluster.transport_socket {
         let path = "transport_socket.typed_config";
-        let any = match &socket.config_type {
-            Some(transport_socket::ConfigType::TypedConfig(any)) => Some(any),
-            None => None,
-        };
+        let any = socket
+            .config_type
+            .as_ref()
+            .map(|transport_socket::ConfigType::TypedConfig(any)| any);
         // HTTP CONNECT (Http11ProxyUpstreamTransport) is off by default.
         if let Some(ext) = extract_extension(any, path, &mut report) {
             if ext.type_name == UPSTREAM_TLS_CONTEXT {

@@ -1,6 +1,7 @@
 //! ClusterLoadAssignment, as gRPC: src/core/xds/grpc/xds_endpoint_parser.cc
 //! (EdsResourceParse, LocalityParse, EndpointAddressesParse, DropParseAndAppend) reads it.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -44,16 +45,20 @@ pub fn check_load_assignment(assignment: &ClusterLoadAssignment) -> Vec<Violatio
             .map(|l| (l.region.clone(), l.zone.clone(), l.sub_zone.clone()))
             .unwrap_or_default();
         let localities = priorities.entry(locality.priority).or_default();
-        if localities.contains_key(&name) {
-            report.add(
-                path,
-                format!(
-                    "duplicate locality {{region=\"{}\", zone=\"{}\", sub_zone=\"{}\"}} found in priority {}",
-                    name.0, name.1, name.2, locality.priority
-                ),
-            );
-        } else {
-            localities.insert(name, weight);
+        match localities.entry(name) {
+            Entry::Occupied(taken) => {
+                let (region, zone, sub_zone) = taken.key();
+                report.add(
+                    path,
+                    format!(
+                        "duplicate locality {{region=\"{region}\", zone=\"{zone}\", sub_zone=\"{sub_zone}\"}} found in priority {}",
+                        locality.priority
+                    ),
+                );
+            }
+            Entry::Vacant(free) => {
+                free.insert(weight);
+            }
         }
     }
     let highest = priorities.keys().next_back().copied();
@@ -225,7 +230,7 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use envoy_types::pb::envoy::config::core::v3::Locality;
+    use envoy_types::pb::envoy::config::core::v3::{Locality, SocketAddress};
     use envoy_types::pb::envoy::config::endpoint::v3::{
         Endpoint, cluster_load_assignment::Policy, cluster_load_assignment::policy::DropOverload,
     };
@@ -386,14 +391,19 @@ mod tests {
                 "endpoints[0].lb_endpoints[0].endpoint.address.socket_address: Failed to parse address:cart.shop:80"
             ]
         );
-        let mut big_port = mk_lb_endpoint("10.0.0.1", 80);
-        if let Some(HostIdentifier::Endpoint(e)) = &mut big_port.host_identifier {
-            if let Some(address::Address::SocketAddress(s)) =
-                e.address.as_mut().and_then(|a| a.address.as_mut())
-            {
-                s.port_specifier = Some(PortSpecifier::PortValue(70_000));
-            }
-        }
+        let big_port = LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: "10.0.0.1".into(),
+                        port_specifier: Some(PortSpecifier::PortValue(70_000)),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
         assert_eq!(
             check(vec![mk_locality("a", 0, vec![big_port])]),
             [

@@ -138,10 +138,10 @@ fn check_route(route: &Route, plugins: &Plugins, path: &str, report: &mut Report
     if let Some(fraction) = &matcher.runtime_fraction {
         check_runtime_fraction(fraction, &field(&match_path, "runtime_fraction"), report);
     }
-    if let Some(Action::Route(action)) = &route.action {
-        if !check_route_action(action, plugins, &field(path, "route"), report) {
-            return;
-        }
+    if let Some(Action::Route(action)) = &route.action
+        && !check_route_action(action, plugins, &field(path, "route"), report)
+    {
+        return;
     }
     check_typed_per_filter_config(
         &route.typed_per_filter_config,
@@ -197,11 +197,7 @@ fn prefix_can_match_a_method(prefix: &str) -> bool {
         return prefix.is_empty();
     };
     let parts: Vec<&str> = rest.splitn(3, '/').collect();
-    match parts.as_slice() {
-        [_, _, _] => false,
-        ["", _] => false,
-        _ => true,
-    }
+    !matches!(parts.as_slice(), [_, _, _] | ["", _])
 }
 
 /// Exactly `/service/method`, both non-empty.
@@ -215,13 +211,13 @@ fn is_service_method_path(path: &str) -> bool {
 
 /// gRPC: RouteRuntimeFractionParse.
 fn check_runtime_fraction(fraction: &RuntimeFractionalPercent, path: &str, report: &mut Report) {
-    if let Some(value) = &fraction.default_value {
-        if DenominatorType::try_from(value.denominator).is_err() {
-            report.add(
-                field(path, "default_value.denominator"),
-                "unknown denominator type",
-            );
-        }
+    if let Some(value) = &fraction.default_value
+        && DenominatorType::try_from(value.denominator).is_err()
+    {
+        report.add(
+            field(path, "default_value.denominator"),
+            "unknown denominator type",
+        );
     }
 }
 
