@@ -155,6 +155,7 @@ fn what_lanyard_serves_proxyless_clients_today() {
 /// gRPC stops reading a route at the path specifier it refuses, so nothing after it in that
 /// route is checked above. With `prefix` in its place the configuration passes: the CORS
 /// per-route config gRPC has no filter for is wrapped in an optional `FilterConfig`.
+/// The notes say what a proxyless client still reads differently.
 #[test]
 fn only_the_path_specifier_fails_cart_80() {
     use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
@@ -180,6 +181,21 @@ fn only_the_path_specifier_fails_cart_80() {
     let cors = &config.virtual_hosts[0].routes[0].typed_per_filter_config;
     assert!(cors.contains_key("envoy.filters.http.cors"), "{cors:?}");
     assert_eq!(check_route_configuration(&config), vec![]);
+    // The HTTP retry (code 503) has no code gRPC reads: a proxyless client does not retry.
+    assert_eq!(
+        notes_route_configuration(&config),
+        vec![
+            Violation::new(
+                "virtual_hosts[0].routes[0].route.retry_policy.retry_on",
+                "gRPC ignores connect-failure,refused-stream,reset,retriable-status-codes: it \
+                 retries only on cancelled,deadline-exceeded,internal,resource-exhausted,unavailable"
+            ),
+            Violation::new(
+                "virtual_hosts[0].routes[1].match.path",
+                "route skipped: the path is not of the form /service/method"
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -210,4 +226,33 @@ fn tcp_ports_and_ports_without_routes_pass() {
             );
         }
     }
+}
+
+/// What gRPC reads differently without refusing it, in the route configurations of the rich
+/// model (each variant once).
+#[test]
+fn notes_on_what_lanyard_serves_today() {
+    let mesh = translate(&rich_model(), &Default::default());
+    let mut notes = BTreeSet::new();
+    for namespace in CLIENT_NAMESPACES {
+        let view = mesh.for_proxy(&ProxyRef {
+            namespace: NamespaceName::new(*namespace),
+            workload: None,
+        });
+        for config in &view.routes {
+            notes.extend(
+                notes_route_configuration(config)
+                    .into_iter()
+                    .map(|v| format!("RDS {}: {v}", config.name)),
+            );
+        }
+    }
+    // The producer's `Exact /old` redirect: not a gRPC method path, so gRPC skips the route
+    // (and a redirect would fail the call anyway).
+    let expected: BTreeSet<String> = [
+        "RDS cart.shop.svc.cluster.local:80: virtual_hosts[0].routes[1].match.path: route skipped: the path is not of the form /service/method".to_string(),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(notes, expected, "notes: {notes:#?}");
 }

@@ -12,7 +12,8 @@
 //! its default (RLS cluster specifier plugins on; composite and ext_proc filters, HTTP CONNECT
 //! and ORCA propagation off; SNI, dual-stack endpoints on).
 //!
-//! What gRPC only ignores is not a violation. It skips, without NACKing:
+//! What gRPC only ignores is not a violation; [`notes_route_configuration`] lists the routes
+//! it skips or cannot serve, and the retry codes it ignores. It skips, without NACKing:
 //! - a route with `query_parameters`, a `prefix` that cannot match `/service/method` (no
 //!   leading `/`, a `//` start, more than two `/`), a `path` not of the form
 //!   `/service/method`; nothing else in such a route is checked;
@@ -56,7 +57,7 @@ use prost::Message;
 pub use cluster::check_cluster;
 pub use endpoints::check_load_assignment;
 pub use listener::check_listener;
-pub use route_config::check_route_configuration;
+pub use route_config::{check_route_configuration, notes_route_configuration};
 
 use super::Violation;
 
@@ -64,11 +65,17 @@ use super::Violation;
 #[derive(Debug, Default)]
 struct Report {
     violations: Vec<Violation>,
+    /// What gRPC reads differently from Envoy without refusing it (skipped routes, ...).
+    notes: Vec<Violation>,
 }
 
 impl Report {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.violations.push(Violation::new(path, message));
+    }
+
+    fn note(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.notes.push(Violation::new(path, message));
     }
 
     fn count(&self) -> usize {

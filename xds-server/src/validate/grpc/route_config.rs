@@ -29,6 +29,16 @@ pub fn check_route_configuration(config: &RouteConfiguration) -> Vec<Violation> 
     report.violations
 }
 
+/// What gRPC reads differently from Envoy in a RouteConfiguration without refusing it: routes
+/// it skips (so requests fall through to later routes), routes whose calls all fail
+/// (an action gRPC does not have), `retry_on` codes it ignores. Not violations: the
+/// resource is accepted.
+pub fn notes_route_configuration(config: &RouteConfiguration) -> Vec<Violation> {
+    let mut report = Report::default();
+    check_route_config_at(config, "", &mut report);
+    report.notes
+}
+
 /// The plugins a route may name: `true` when gRPC knows the plugin's type, `false` when it
 /// does not but the plugin is optional (routes naming it are skipped).
 type Plugins = BTreeMap<String, bool>;
@@ -123,6 +133,10 @@ fn check_route(route: &Route, plugins: &Plugins, path: &str, report: &mut Report
     };
     // A route with query parameters is skipped before anything else in it is read.
     if !matcher.query_parameters.is_empty() {
+        report.note(
+            field(&match_path, "query_parameters"),
+            "route skipped: gRPC does not match query parameters",
+        );
         return;
     }
     if !check_path_specifier(matcher, &match_path, report) {
@@ -138,10 +152,22 @@ fn check_route(route: &Route, plugins: &Plugins, path: &str, report: &mut Report
     if let Some(fraction) = &matcher.runtime_fraction {
         check_runtime_fraction(fraction, &field(&match_path, "runtime_fraction"), report);
     }
-    if let Some(Action::Route(action)) = &route.action
-        && !check_route_action(action, plugins, &field(path, "route"), report)
-    {
-        return;
+    match &route.action {
+        Some(Action::Route(action)) => {
+            if !check_route_action(action, plugins, &field(path, "route"), report) {
+                return;
+            }
+        }
+        // Server-side only; a client fails the call too.
+        Some(Action::NonForwardingAction(_)) => {}
+        Some(other) => report.note(
+            field(path, action_name(other)),
+            "every call this route matches fails with UNAVAILABLE: gRPC has no such action",
+        ),
+        None => report.note(
+            path,
+            "every call this route matches fails with UNAVAILABLE: no action",
+        ),
     }
     check_typed_per_filter_config(
         &route.typed_per_filter_config,
@@ -154,8 +180,26 @@ fn check_route(route: &Route, plugins: &Plugins, path: &str, report: &mut Report
 /// `/service/method` makes gRPC skip the route (not a violation).
 fn check_path_specifier(matcher: &RouteMatch, path: &str, report: &mut Report) -> bool {
     match &matcher.path_specifier {
-        Some(PathSpecifier::Prefix(prefix)) => prefix_can_match_a_method(prefix),
-        Some(PathSpecifier::Path(p)) => is_service_method_path(p),
+        Some(PathSpecifier::Prefix(prefix)) => {
+            let kept = prefix_can_match_a_method(prefix);
+            if !kept {
+                report.note(
+                    field(path, "prefix"),
+                    "route skipped: the prefix cannot match a gRPC method path /service/method",
+                );
+            }
+            kept
+        }
+        Some(PathSpecifier::Path(p)) => {
+            let kept = is_service_method_path(p);
+            if !kept {
+                report.note(
+                    field(path, "path"),
+                    "route skipped: the path is not of the form /service/method",
+                );
+            }
+            kept
+        }
         Some(PathSpecifier::SafeRegex(regex)) => match regex_error(&regex.regex) {
             Some(error) => {
                 report.add(
@@ -177,6 +221,16 @@ fn check_path_specifier(matcher: &RouteMatch, path: &str, report: &mut Report) -
             report.add(path, "invalid path specifier");
             false
         }
+    }
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Route(_) => "route",
+        Action::Redirect(_) => "redirect",
+        Action::DirectResponse(_) => "direct_response",
+        Action::FilterAction(_) => "filter_action",
+        Action::NonForwardingAction(_) => "non_forwarding_action",
     }
 }
 
@@ -320,19 +374,64 @@ fn check_route_action(
                     );
                     true
                 }
-                Some(known) => *known,
+                Some(true) => true,
+                Some(false) => {
+                    report.note(
+                        ppath,
+                        "route skipped: an optional cluster specifier plugin gRPC does not know",
+                    );
+                    false
+                }
             }
         }
         // cluster_header, inline plugins or nothing: gRPC skips the route.
-        Some(
-            ClusterSpecifier::ClusterHeader(_) | ClusterSpecifier::InlineClusterSpecifierPlugin(_),
-        )
-        | None => false,
+        Some(ClusterSpecifier::ClusterHeader(_)) => {
+            report.note(
+                field(path, "cluster_header"),
+                "route skipped: gRPC does not read cluster_header",
+            );
+            false
+        }
+        Some(ClusterSpecifier::InlineClusterSpecifierPlugin(_)) => {
+            report.note(
+                field(path, "inline_cluster_specifier_plugin"),
+                "route skipped: gRPC does not read inline cluster specifier plugins",
+            );
+            false
+        }
+        None => {
+            report.note(path, "route skipped: no cluster specifier");
+            false
+        }
     }
 }
 
+/// The `retry_on` codes gRPC reads. gRPC: RetryPolicyParse.
+const GRPC_RETRY_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
 /// gRPC: RetryPolicyParse.
 fn check_retry_policy(retry: &RetryPolicy, path: &str, report: &mut Report) {
+    let ignored: Vec<&str> = retry
+        .retry_on
+        .split(',')
+        .filter(|code| !code.is_empty() && !GRPC_RETRY_ON.contains(code))
+        .collect();
+    if !ignored.is_empty() {
+        report.note(
+            field(path, "retry_on"),
+            format!(
+                "gRPC ignores {}: it retries only on {}",
+                ignored.join(","),
+                GRPC_RETRY_ON.join(",")
+            ),
+        );
+    }
     // Unset means 1.
     if retry.num_retries.as_ref().is_some_and(|n| n.value == 0) {
         report.add(field(path, "num_retries"), "must be greater than 0");
@@ -946,5 +1045,60 @@ mod tests {
                 "{R0}.route.max_stream_duration.max_stream_duration.seconds: value must be in the range [0, 315576000000]"
             )]
         );
+    }
+
+    fn notes(routes: Vec<Route>) -> Vec<String> {
+        notes_route_configuration(&mk_config(routes))
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn notes_name_the_routes_grpc_skips() {
+        assert_eq!(
+            notes(vec![
+                to_cluster(PathSpecifier::Path("/old".into())),
+                to_cluster(PathSpecifier::Prefix("/a/b/c".into())),
+                mk_route(
+                    PathSpecifier::Prefix("/".into()),
+                    mk_action(ClusterSpecifier::ClusterHeader("x".into()))
+                ),
+            ]),
+            [
+                format!("{R0}.match.path: route skipped: the path is not of the form /service/method"),
+                "virtual_hosts[0].routes[1].match.prefix: route skipped: the prefix cannot match a gRPC method path /service/method".to_string(),
+                "virtual_hosts[0].routes[2].route.cluster_header: route skipped: gRPC does not read cluster_header".to_string(),
+            ]
+        );
+        assert_eq!(
+            notes(vec![to_cluster(PathSpecifier::Path("/a/b".into()))]),
+            NONE
+        );
+    }
+
+    #[test]
+    fn notes_name_actions_grpc_cannot_serve_and_ignored_retry_codes() {
+        let mut redirect = to_cluster(PathSpecifier::Prefix("/".into()));
+        redirect.action = Some(Action::Redirect(RedirectAction::default()));
+        assert_eq!(
+            notes(vec![redirect]),
+            [format!(
+                "{R0}.redirect: every call this route matches fails with UNAVAILABLE: gRPC has no such action"
+            )]
+        );
+        let retry = |retry_on: &str| {
+            with_retry(RetryPolicy {
+                retry_on: retry_on.into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            notes(vec![retry("5xx,unavailable,retriable-status-codes")]),
+            [format!(
+                "{R0}.route.retry_policy.retry_on: gRPC ignores 5xx,retriable-status-codes: it retries only on cancelled,deadline-exceeded,internal,resource-exhausted,unavailable"
+            )]
+        );
+        assert_eq!(notes(vec![retry("unavailable,cancelled")]), NONE);
     }
 }
