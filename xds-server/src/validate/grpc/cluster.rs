@@ -613,4 +613,25 @@ mod tests {
         });
         assert_eq!(messages(&c), Vec::<String>::new());
     }
+
+    #[test]
+    fn upstream_config_must_be_http_protocol_options() {
+        use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+        let with_config = |config: Any| {
+            let mut c = mk_eds_cluster();
+            c.upstream_config = Some(TypedExtensionConfig {
+                name: "envoy.upstreams.http.http_protocol_options".into(),
+                typed_config: Some(config),
+            });
+            messages(&c)
+        };
+        assert_eq!(
+            with_config(any(&HttpProtocolOptions::default())),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            with_config(any(&UpstreamTlsContext::default())),
+            ["upstream_config.typed_config.type_url: unsupported upstream config type"]
+        );
+    }
 }

@@ -457,4 +457,20 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn endpoint_without_address() {
+        let no_address = LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint::default())),
+            ..Default::default()
+        };
+        let no_endpoint = LbEndpoint::default();
+        assert_eq!(
+            check(vec![mk_locality("a", 0, vec![no_address, no_endpoint])]),
+            [
+                "endpoints[0].lb_endpoints[0].endpoint.address: field not present",
+                "endpoints[0].lb_endpoints[1].endpoint: field not present",
+            ]
+        );
+    }
 }

@@ -444,4 +444,25 @@ mod tests {
         };
         assert_eq!(check_listener(&server).len(), 1);
     }
+
+    #[test]
+    fn http_max_stream_duration_range() {
+        use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
+        use envoy_types::pb::google::protobuf::Duration;
+        let mut hcm = mk_hcm(vec![router()]);
+        hcm.common_http_protocol_options = Some(HttpProtocolOptions {
+            max_stream_duration: Some(Duration {
+                seconds: 1,
+                nanos: -1,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            check(&hcm),
+            vec![Violation::new(
+                format!("{HCM}.common_http_protocol_options.max_stream_duration.nanos"),
+                "value must be in the range [0, 999999999]"
+            )]
+        );
+    }
 }

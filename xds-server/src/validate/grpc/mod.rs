@@ -4,8 +4,8 @@
 //! client to reject the whole resource, and a client that starts afterwards has no
 //! configuration at all.
 //!
-//! Read from grpcio 1.85.1 (the release the end-to-end tests run; its sdist carries C-core),
-//! `src/core/xds/grpc/`: `xds_listener_parser.cc`, `xds_route_config_parser.cc`,
+//! Read from grpcio 1.85.1 (the release the end-to-end tests run; its PyPI sdist carries the
+//! C-core sources of that release), `src/core/xds/grpc/`: `xds_listener_parser.cc`, `xds_route_config_parser.cc`,
 //! `xds_cluster_parser.cc`, `xds_endpoint_parser.cc`, `xds_common_types_parser.cc`,
 //! `xds_http_filter_registry.cc` / `xds_bootstrap_grpc_builder.cc` (which filters exist) and
 //! `src/core/util/matchers.cc`. Behaviour behind experiment environment variables is taken at
@@ -21,10 +21,11 @@
 //!   optional plugin gRPC does not know;
 //! - `retry_on` codes other than `cancelled`, `deadline-exceeded`, `internal`,
 //!   `resource-exhausted`, `unavailable`; hash policies other than `header` and the
-//!   `io.grpc.channel_id` filter state; and everything it does not read (header rewrites,
-//!   mirrors, CORS in the HttpConnectionManager, timeouts other than `max_stream_duration`);
+//!   `io.grpc.channel_id` filter state; and every field it does not read (header rewrites,
+//!   mirrors, timeouts other than `max_stream_duration`, a Listener's `address` next to its
+//!   `api_listener`, `typed_extension_protocol_options` of a Cluster);
 //! - a locality without `load_balancing_weight` (or 0), an endpoint whose health status is not
-//!   UNKNOWN, HEALTHY or DRAINING, an endpoint without an address.
+//!   UNKNOWN, HEALTHY or DRAINING.
 //!
 //! Routes whose action is a redirect, a direct response or a filter action are kept and fail
 //! every call they match with UNAVAILABLE; `non_forwarding_action` is for servers.
@@ -34,8 +35,8 @@
 //! tree, metadata, and the finer rules of `CommonTlsContext`.
 //!
 //! Regular expressions are compiled with the `regex` crate here; gRPC uses RE2 with default
-//! options and no program-size limit, so [`regex_error`] is the one place to switch to an
-//! RE2 binding.
+//! options and no program-size limit, so `regex_error` is the one place to switch to an RE2
+//! binding: until then a pattern RE2 refuses but Rust accepts (`(?x)...`) passes here.
 
 mod cluster;
 mod endpoints;

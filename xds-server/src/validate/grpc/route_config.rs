@@ -1101,4 +1101,17 @@ mod tests {
         );
         assert_eq!(notes(vec![retry("unavailable,cancelled")]), NONE);
     }
+
+    #[test]
+    fn case_insensitive_matching_and_non_forwarding_actions_are_accepted() {
+        use envoy_types::pb::envoy::config::route::v3::NonForwardingAction;
+        let mut route = to_cluster(PathSpecifier::Prefix("/shop.Cart/".into()));
+        if let Some(m) = &mut route.r#match {
+            m.case_sensitive = Some(envoy_types::pb::google::protobuf::BoolValue { value: false });
+        }
+        assert_eq!(check(vec![route.clone()]), NONE);
+        route.action = Some(Action::NonForwardingAction(NonForwardingAction::default()));
+        assert_eq!(check(vec![route.clone()]), NONE);
+        assert_eq!(notes(vec![route]), NONE);
+    }
 }
