@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter::ConfigType,
 };
@@ -12,7 +13,7 @@ use prost::Message;
 
 use super::route_config::check_route_config_at;
 use super::{
-    HttpFilterKind, Report, Violation, check_duration, extract_extension, field,
+    HttpFilterKind, ROUTER, Report, Violation, check_duration, extract_extension, field,
     filter_for_top_level_type, is_ads_or_self,
 };
 
@@ -131,7 +132,12 @@ fn check_http_filters(hcm: &HttpConnectionManager, path: &str, report: &mut Repo
             }
             continue;
         }
-        // The filter's own config is not checked here.
+        // Of the filters' own configs only the router's is checked (it has no rules beyond
+        // being a Router). gRPC: xds_bootstrap_grpc_builder.cc
+        // (XdsHttpRouterFilterFactory::ParseTopLevelConfig).
+        if ext.type_name == ROUTER && !ext.bytes.is_some_and(|b| Router::decode(b).is_ok()) {
+            report.add(cpath, "could not parse router filter config");
+        }
         kept.push(kind);
     }
     if report.count() == before && kept.is_empty() {
@@ -171,7 +177,6 @@ mod tests {
     };
     use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
     use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
-    use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
         HttpFilter, Rds, ScopedRoutes,
     };
@@ -462,6 +467,25 @@ mod tests {
             vec![Violation::new(
                 format!("{HCM}.common_http_protocol_options.max_stream_duration.nanos"),
                 "value must be in the range [0, 999999999]"
+            )]
+        );
+    }
+
+    #[test]
+    fn router_config_must_be_a_router() {
+        let typed_struct = Any {
+            type_url: "type.googleapis.com/xds.type.v3.TypedStruct".into(),
+            value: super::super::TypedStruct {
+                type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                    .into(),
+            }
+            .encode_to_vec(),
+        };
+        assert_eq!(
+            check(&mk_hcm(vec![mk_filter("router", typed_struct)])),
+            vec![Violation::new(
+                format!("{HCM}.http_filters[0].typed_config"),
+                "could not parse router filter config"
             )]
         );
     }

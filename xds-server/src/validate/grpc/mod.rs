@@ -267,9 +267,12 @@ struct HttpFilterKind {
     terminal: bool,
 }
 
+/// The router's config type, the one terminal filter.
+const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+
 const HTTP_FILTERS: &[HttpFilterKind] = &[
     HttpFilterKind {
-        config_type: "envoy.extensions.filters.http.router.v3.Router",
+        config_type: ROUTER,
         override_type: None,
         on_clients: true,
         terminal: true,
