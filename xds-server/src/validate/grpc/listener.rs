@@ -135,7 +135,7 @@ fn check_http_filters(hcm: &HttpConnectionManager, path: &str, report: &mut Repo
         // Of the filters' own configs only the router's is checked (it has no rules beyond
         // being a Router). gRPC: xds_bootstrap_grpc_builder.cc
         // (XdsHttpRouterFilterFactory::ParseTopLevelConfig).
-        if ext.type_name == ROUTER && !ext.bytes.is_some_and(|b| Router::decode(b).is_ok()) {
+        if ext.type_name == ROUTER && ext.bytes.is_none_or(|b| Router::decode(b).is_err()) {
             report.add(cpath, "could not parse router filter config");
         }
         kept.push(kind);
