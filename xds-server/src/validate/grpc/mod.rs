@@ -23,7 +23,8 @@
 //!   `resource-exhausted`, `unavailable`; hash policies other than `header` and the
 //!   `io.grpc.channel_id` filter state; and every field it does not read (header rewrites,
 //!   mirrors, timeouts other than `max_stream_duration`, a Listener's `address` next to its
-//!   `api_listener`, `typed_extension_protocol_options` of a Cluster);
+//!   `api_listener`, `typed_extension_protocol_options` of a Cluster; of `circuit_breakers`
+//!   only the DEFAULT priority's `max_requests`);
 //! - a locality without `load_balancing_weight` (or 0), an endpoint whose health status is not
 //!   UNKNOWN, HEALTHY or DRAINING.
 //!
