@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+pub mod grpc;
+
 /// One rule a resource breaks.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Violation {
