@@ -65,6 +65,8 @@ pub struct VersionSchema {
     kind: String,
     version: String,
     schema: Schema,
+    /// Whether any node has CEL rules (the API server has no CEL validator otherwise).
+    has_rules: bool,
 }
 
 static CRDS: LazyLock<Result<Crds, String>> = LazyLock::new(|| {
@@ -124,11 +126,13 @@ fn read_crd(text: &str, versions: &mut Vec<VersionSchema>) -> Result<(), SchemaE
         let root = version
             .pointer("/schema/openAPIV3Schema")
             .ok_or_else(|| invalid("a served version without a schema"))?;
+        let schema = Schema::parse(root, &format!("{name}.openAPIV3Schema"))?;
         versions.push(VersionSchema {
             group: group.to_string(),
             kind: kind.to_string(),
             version: name.to_string(),
-            schema: Schema::parse(root, &format!("{name}.openAPIV3Schema"))?,
+            has_rules: schema.has_rules(),
+            schema,
         });
     }
     Ok(())
@@ -161,7 +165,8 @@ impl VersionSchema {
     ///
     /// The order is the API server's: schema errors, then duplicate keys of sets and maps,
     /// then CEL rules. As there, the rules are not run once the schema reported a missing,
-    /// unsupported, too long or mistyped value, or too many items; a last error says so.
+    /// unsupported, too long or mistyped value, or too many items; a last error says so
+    /// (only for a CRD that has rules).
     // Kubernetes: apiextensions-apiserver pkg/registry/customresource/strategy.go
     // (customResourceStrategy.Validate) and validator.go (customResourceValidator.Validate).
     pub fn default_and_validate(&self, object: &mut serde_json::Value) -> Result<(), Invalid> {
@@ -172,7 +177,9 @@ impl VersionSchema {
         let mut causes = Vec::new();
         validate::openapi(object, &self.schema, &root, &mut causes);
         validate::list_types(object, &self.schema, &root, &mut causes);
-        if causes.iter().any(FieldError::blocks_cel) {
+        if !self.has_rules {
+            // Kubernetes: cel.NewValidator returns nil for a schema without rules.
+        } else if causes.iter().any(FieldError::blocks_cel) {
             causes.push(FieldError::new(
                 ErrorType::Invalid,
                 "<nil>",

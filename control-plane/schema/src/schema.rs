@@ -204,6 +204,18 @@ impl Schema {
         })
     }
 
+    /// Whether this node or any below it has CEL rules.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+            || self
+                .properties
+                .values()
+                .chain(self.items.as_deref())
+                .chain(self.additional_properties.as_deref())
+                .chain(self.any_of.iter())
+                .any(Schema::has_rules)
+    }
+
     /// The schema of a property or of a map value, if the schema says anything about it.
     pub fn property(&self, name: &str) -> Option<&Schema> {
         self.properties

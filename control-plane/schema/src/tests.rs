@@ -321,3 +321,162 @@ fn an_unknown_version_or_kind_has_no_schema() {
             .is_some()
     );
 }
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn documents(path: &std::path::Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The SMI manifests the webhook's CRD tests use (webhook/tests/crds.rs: the golden SMI cases
+/// and its EXAMPLES.md fixture), by `file: Kind name`.
+fn smi_examples() -> Vec<(String, Value)> {
+    let cases = workspace().join("tests/golden/cases");
+    let mut paths: Vec<_> = std::fs::read_dir(&cases)
+        .unwrap_or_else(|e| panic!("{cases:?}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("smi-") && n.ends_with(".in.yaml"))
+        })
+        .collect();
+    paths.sort();
+    paths.push(workspace().join("webhook/tests/fixtures/smi-examples.yaml"));
+    let mut examples = Vec::new();
+    for path in paths {
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        for object in documents(&path) {
+            if object["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.contains(".smi-spec.io/"))
+            {
+                let name = format!("{file}: {} {}", object["kind"], object["metadata"]["name"]);
+                examples.push((name, object));
+            }
+        }
+    }
+    examples
+}
+
+#[test]
+fn smi_examples_validate_in_their_version_except_the_two_refused_on_purpose() {
+    let examples = smi_examples();
+    assert!(examples.len() >= 15, "{}", examples.len());
+    let mut refused = Vec::new();
+    for (name, object) in examples {
+        for message in messages(object) {
+            refused.push(format!("{name}: {message}"));
+        }
+    }
+    // The same two the webhook's tests list as refused by the schema (webhook/tests/crds.rs).
+    assert_eq!(
+        refused,
+        [
+            "smi-edge-cases.in.yaml: \"TrafficSplit\" \"malformed-weight\": \
+             spec.backends[0].weight: Invalid value: \"string\": spec.backends[0].weight in \
+             body must be of type integer: \"string\"",
+            "smi-v1alpha4-matches.in.yaml: \"HTTPRouteGroup\" \"beta-users\": \
+             spec.matches[1].headers: Invalid value: \"object\": spec.matches[1].headers in \
+             body must be of type array: \"object\"",
+        ]
+    );
+}
+
+#[test]
+fn bad_smi_manifests_are_refused_in_every_version() {
+    let split = |version: &str, weight: Value| {
+        json!({"apiVersion": format!("split.smi-spec.io/{version}"), "kind": "TrafficSplit",
+            "metadata": {"name": "s", "namespace": "shop"},
+            "spec": {"service": "web", "backends": [{"service": "web-v1", "weight": weight}]}})
+    };
+    assert_eq!(
+        messages(split("v1alpha1", json!("500m"))),
+        Vec::<String>::new()
+    );
+    assert_eq!(messages(split("v1alpha1", json!(2))), Vec::<String>::new());
+    assert_eq!(messages(split("v1alpha2", json!(10))), Vec::<String>::new());
+    assert_eq!(
+        messages(split("v1alpha4", json!(1.5))),
+        [
+            "spec.backends[0].weight: Invalid value: \"number\": spec.backends[0].weight in body \
+          must be of type integer: \"number\""
+        ]
+    );
+    assert_eq!(
+        messages(split("v1alpha1", json!(true)))[0],
+        "spec.backends[0].weight: Invalid value: \"boolean\": spec.backends[0].weight in body \
+         must be of type integer,string: \"boolean\""
+    );
+    let mut no_service = split("v1alpha3", json!(1));
+    no_service["spec"]["backends"][0]
+        .as_object_mut()
+        .map(|b| b.remove("service"));
+    assert_eq!(
+        messages(no_service)[0],
+        "spec.backends[0].service: Required value"
+    );
+    let route_group = json!({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
+        "metadata": {"name": "g"}, "spec": {"matches": [{"name": "m", "methods": ["FETCH"]}]}});
+    let messages = messages(route_group);
+    assert!(
+        messages[0].starts_with("spec.matches[0].methods[0]: Unsupported value: \"FETCH\""),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn parent_rules_read_namespace_through_its_escaped_name() {
+    let parent = |namespace: &str, section: &str| {
+        json!({"group": "", "kind": "Service", "name": "web", "namespace": namespace,
+            "sectionName": section})
+    };
+    // Same parent twice (same namespace), once without sectionName.
+    let mut same = parent("shop", "http");
+    same.as_object_mut().map(|p| p.remove("sectionName"));
+    let route = mk_route(json!({"parentRefs": [parent("shop", "http"), same]}));
+    assert_eq!(
+        messages(route),
+        [
+            "spec.parentRefs: Invalid value: sectionName must be specified when parentRefs \
+          includes 2 or more references to the same parent"
+        ]
+    );
+    // Same parent and sectionName twice: `exists_one` finds two.
+    let route = mk_route(json!({"parentRefs": [parent("shop", "http"), parent("shop", "http")]}));
+    assert_eq!(
+        messages(route),
+        [
+            "spec.parentRefs: Invalid value: sectionName must be unique when parentRefs \
+          includes 2 or more references to the same parent"
+        ]
+    );
+    // Different namespaces are different parents: only `namespace` tells them apart.
+    let route = mk_route(json!({"parentRefs": [parent("shop", "http"), parent("other", "http")]}));
+    assert_eq!(messages(route), Vec::<String>::new());
+}
+
+#[test]
+fn a_repeated_filter_fails_the_filter_rule() {
+    let modifier = json!({"type": "RequestHeaderModifier",
+        "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}});
+    let route = mk_route(json!({
+        "parentRefs": [mk_parent()],
+        "rules": [{"filters": [modifier.clone(), modifier]}],
+    }));
+    assert_eq!(
+        messages(route),
+        ["spec.rules[0].filters: Invalid value: RequestHeaderModifier filter cannot be repeated"]
+    );
+}
