@@ -480,3 +480,61 @@ fn a_repeated_filter_fails_the_filter_rule() {
         ["spec.rules[0].filters: Invalid value: RequestHeaderModifier filter cannot be repeated"]
     );
 }
+
+/// Every YAML file under `dir`, recursively, sorted.
+fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn examples_and_golden_inputs_are_valid_but_for_the_cases_about_invalid_objects() {
+    let mut checked = 0;
+    let mut refused = Vec::new();
+    let mut paths = yaml_files(&workspace().join("examples"));
+    paths.extend(yaml_files(&workspace().join("tests/golden/cases")));
+    for path in paths {
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        for object in documents(&path) {
+            let (Some(api_version), Some(kind)) =
+                (object["apiVersion"].as_str(), object["kind"].as_str())
+            else {
+                continue;
+            };
+            if crds().schema(api_version, kind).is_none() {
+                continue;
+            }
+            checked += 1;
+            if let Err(e) = check(object).1 {
+                refused.push(format!("{file}: {}", e.name));
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked}");
+    // The golden cases that show how the translator treats objects a cluster refuses.
+    assert_eq!(
+        refused,
+        [
+            "invalid-routes.in.yaml: bad-rewrite",
+            "invalid-routes.in.yaml: redirect-and-backends",
+            "smi-edge-cases.in.yaml: malformed-weight",
+            "smi-v1alpha4-matches.in.yaml: beta-users",
+        ]
+    );
+}
