@@ -538,3 +538,101 @@ fn examples_and_golden_inputs_are_valid_but_for_the_cases_about_invalid_objects(
         ]
     );
 }
+
+/// A CRD of one version with the given `spec` schema, read as the embedded ones are.
+fn mk_crd(spec: Value) -> VersionSchema {
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "spec": {"group": "example.com", "names": {"kind": "Widget"}, "versions": [{
+            "name": "v1", "served": true,
+            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "metadata": {"type": "object"}, "spec": spec}}},
+        }]},
+    });
+    let mut versions = Vec::new();
+    let text = serde_json::to_string(&crd).unwrap_or_default();
+    if let Err(e) = read_crd(&text, &mut versions) {
+        panic!("{e}");
+    }
+    versions.remove(0)
+}
+
+fn widget_messages(crd: &VersionSchema, spec: Value) -> Vec<String> {
+    let mut object = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": spec});
+    match crd.default_and_validate(&mut object) {
+        Ok(()) => Vec::new(),
+        Err(e) => e.causes.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn message_expressions_field_paths_and_reasons_shape_the_error() {
+    let crd = mk_crd(json!({"type": "object",
+    "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+    "x-kubernetes-validations": [
+        {"rule": "self.min <= self.max", "messageExpression": "'min ' + string(self.min) + ' is above max'",
+         "fieldPath": ".min"},
+        {"rule": "self.max < 100", "message": "max too big", "reason": "FieldValueForbidden"},
+        {"rule": "self.min == oldSelf.min", "message": "immutable"},
+        {"rule": "self.max != 7"},
+    ]}));
+    assert_eq!(
+        widget_messages(&crd, json!({"min": 800, "max": 700})),
+        [
+            "spec.min: Invalid value: min 800 is above max",
+            "spec: Forbidden: max too big"
+        ]
+    );
+    assert_eq!(
+        widget_messages(&crd, json!({"min": 1, "max": 7})),
+        ["spec: Invalid value: failed rule: self.max != 7"]
+    );
+}
+
+#[test]
+fn a_rule_calling_an_unknown_function_fails_naming_the_rule() {
+    let crd = mk_crd(json!({"type": "object", "x-kubernetes-validations": [
+        {"rule": "self.isWidget()", "message": "must be a widget"}]}));
+    assert_eq!(
+        widget_messages(&crd, json!({})),
+        [
+            "spec: Invalid value: \"object\": rule compile error: undeclared reference to \
+          'isWidget' (rule: self.isWidget())"
+        ]
+    );
+}
+
+#[test]
+fn a_rule_that_errors_at_run_time_names_the_rule() {
+    let crd = mk_crd(
+        json!({"type": "object", "properties": {"a": {"type": "string"}},
+        "x-kubernetes-validations": [{"rule": "self.a == 'x'", "message": "a must be x"}]}),
+    );
+    let messages = widget_messages(&crd, json!({}));
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with("spec: Invalid value: \"object\": ")
+            && messages[0].ends_with(" evaluating rule: a must be x"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn an_int32_out_of_range_and_sets_with_duplicates() {
+    let crd = mk_crd(json!({"type": "object", "properties": {
+        "n": {"type": "integer", "format": "int32"},
+        "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+    }}));
+    assert_eq!(
+        widget_messages(
+            &crd,
+            json!({"n": 3_000_000_000_i64, "tags": ["a", "b", "a", "a"]})
+        ),
+        [
+            "<nil>: Invalid value: \"\": Checked value must be of type integer with format int32 in spec.n",
+            "spec.tags[2]: Duplicate value: \"a\"",
+        ]
+    );
+}

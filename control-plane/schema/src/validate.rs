@@ -355,6 +355,22 @@ fn number_errors(
     path: &Path,
     errors: &mut Vec<FieldError>,
 ) {
+    // kube-openapi checks that an int32 fits first (validate/values.go, IsValueValidAgainstRange);
+    // its plain error becomes an `Invalid value` of the whole object (validation.go).
+    if schema.type_ == "integer"
+        && schema.format == "int32"
+        && !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&f)
+    {
+        errors.push(FieldError::new(
+            ErrorType::Invalid,
+            "<nil>",
+            BadValue::Value(Value::String(String::new())),
+            format!(
+                "Checked value must be of type integer with format int32 in {}",
+                path.as_str()
+            ),
+        ));
+    }
     if let Some(factor) = schema.multiple_of
         && factor > 0.0
         && (f / factor).fract() != 0.0
