@@ -636,3 +636,19 @@ fn an_int32_out_of_range_and_sets_with_duplicates() {
         ]
     );
 }
+
+#[test]
+fn a_grpc_method_match_needs_a_service_or_a_method() {
+    let route = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": "g", "namespace": "shop"},
+        "spec": {"parentRefs": [mk_parent()], "rules": [{"matches": [{"method": {"type": "Exact"}}]}]},
+    });
+    assert_eq!(
+        messages(route),
+        [
+            "spec.rules[0].matches[0].method: Invalid value: One or both of 'service' or 'method' \
+          must be specified"
+        ]
+    );
+}
