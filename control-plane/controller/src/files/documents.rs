@@ -61,11 +61,67 @@ fn parse_document(
     default_namespace: &str,
     contents: &mut FileContents,
 ) {
+    // A List's items are checked and named one by one, as `kubectl apply` sends them.
+    if is_list(&value) {
+        let items = match value {
+            serde_json::Value::Object(mut map) => map.remove("items"),
+            _ => None,
+        };
+        if let Some(serde_json::Value::Array(items)) = items {
+            for item in items {
+                parse_object(file, number, item, default_namespace, contents);
+            }
+        }
+        return;
+    }
+    parse_object(file, number, value, default_namespace, contents);
+}
+
+/// Whether `parse_value` would read this document as a List of objects.
+fn is_list(value: &serde_json::Value) -> bool {
+    value
+        .get("apiVersion")
+        .is_some_and(serde_json::Value::is_string)
+        && value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| k.ends_with("List"))
+        && value.get("items").is_some_and(serde_json::Value::is_array)
+}
+
+/// Defaults and validates an object of a kind Lanyard ships a CRD for, as the API server
+/// would before anyone could read it; other kinds pass unchanged.
+fn admit(value: &mut serde_json::Value) -> Result<(), lanyard_schema::Invalid> {
+    let api_version = value.get("apiVersion").and_then(|v| v.as_str());
+    let kind = value.get("kind").and_then(|v| v.as_str());
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        return Ok(());
+    };
+    match lanyard_schema::crds().schema(api_version, kind) {
+        Some(schema) => schema.default_and_validate(value),
+        None => Ok(()),
+    }
+}
+
+fn parse_object(
+    file: &Path,
+    number: usize,
+    mut value: serde_json::Value,
+    default_namespace: &str,
+    contents: &mut FileContents,
+) {
     let label = describe(&value, default_namespace);
     let with_label = |d: Diagnostic| match &label {
         Some(label) => d.with_object(label.clone()),
         None => d,
     };
+    if let Err(invalid) = admit(&mut value) {
+        contents.diagnostics.push(with_label(Diagnostic::error(
+            file,
+            format!("document {number}: {invalid}"),
+        )));
+        return;
+    }
     for result in parse_value(value, default_namespace) {
         match result {
             Ok(Parsed::Object {
@@ -224,6 +280,45 @@ mod tests {
         assert_eq!(d.severity, Severity::Warning);
         assert_eq!(d.object.as_deref(), Some("HTTPRoute ns/r"));
         assert!(d.message.contains("`spec.rules.0.matchs`"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_route_gets_the_api_servers_defaults_before_it_is_read() {
+        // Without `group`, the API server makes this parentRef a Gateway API one, so it does
+        // not name the Service: the route's parent is a Gateway.
+        let contents = parse(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\nspec:\n  parentRefs: [{kind: Service, name: s}]\n",
+        );
+        assert!(
+            contents.diagnostics.is_empty(),
+            "{:?}",
+            contents.diagnostics
+        );
+        let Some(Object::HttpRoute(route)) = contents.objects.first() else {
+            panic!("{:?}", contents.objects);
+        };
+        let parent = &route.spec.parent_refs[0];
+        assert_eq!(parent.group.as_deref(), Some("gateway.networking.k8s.io"));
+        assert_eq!(route.spec.rules.len(), 1);
+    }
+
+    #[test]
+    fn the_items_of_a_list_are_checked_one_by_one() {
+        let contents = parse(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: gateway.networking.k8s.io/v1\n  kind: HTTPRoute\n  metadata: {name: bad, namespace: ns}\n  spec: {parentRefs: [{kind: Service}]}\n- apiVersion: gateway.networking.k8s.io/v1\n  kind: HTTPRoute\n  metadata: {name: good, namespace: ns}\n  spec: {parentRefs: [{group: '', kind: Service, name: s}]}\n",
+        );
+        assert_eq!(contents.objects.len(), 1);
+        assert_eq!(
+            contents.objects[0].object_ref().to_string(),
+            "HTTPRoute ns/good"
+        );
+        assert_eq!(contents.diagnostics.len(), 1);
+        let d = &contents.diagnostics[0];
+        assert_eq!(d.object.as_deref(), Some("HTTPRoute ns/bad"));
+        assert_eq!(
+            d.message,
+            "document 1: HTTPRoute.gateway.networking.k8s.io \"bad\" is invalid: [spec.parentRefs[0].name: Required value, <nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation]"
+        );
     }
 
     #[test]

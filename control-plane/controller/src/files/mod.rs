@@ -13,6 +13,10 @@
 //! - A file that cannot be read or is not valid YAML, and a document that is not a valid
 //!   object, are **errors** naming the file and the document (and the object, when its kind
 //!   and name can be read).
+//! - An object of a kind Lanyard ships a CRD for (HTTPRoute, GRPCRoute, ReferenceGrant, the
+//!   SMI kinds) first gets the CRD's defaults and is checked against its schema and CEL rules
+//!   ([`lanyard_schema`]), as the API server would before anyone could read it. One the API
+//!   server would refuse is an **error** with the API server's message, and is not used.
 //! - A kind Lanyard does not know is a **warning** naming the file and the kind; an unknown
 //!   field (likely a typo) a **warning** naming the object and the field's path.
 //! - Kinds that are common in manifests but do not matter to the mesh (Deployment,

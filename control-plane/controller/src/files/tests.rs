@@ -425,3 +425,42 @@ fn a_file_named_twice_is_read_once() {
     );
     assert_eq!(loaded.files, 1);
 }
+
+fn mk_route(name: &str, rules: usize) -> String {
+    let rules = vec!["{}"; rules].join(", ");
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: ns}}\nspec:\n  parentRefs: [{{group: '', kind: Service, name: s}}]\n  rules: [{rules}]\n"
+    )
+}
+
+fn route(namespace: &str, name: &str) -> ObjectRef {
+    ObjectRef {
+        kind: Kind::HttpRoute,
+        key: ObjectKey::new(namespace, name),
+    }
+}
+
+#[test]
+fn a_route_the_api_server_would_refuse_is_reported_and_the_valid_one_served() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "routes.yaml",
+        &format!("{}---\n{}", mk_route("too-many", 17), mk_route("fine", 2)),
+    );
+    let loaded = load(dir.path());
+    assert!(loaded.objects.contains(&route("ns", "fine")));
+    assert!(!loaded.objects.contains(&route("ns", "too-many")));
+    let errors = errors(&loaded);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].file, dir.path().join("routes.yaml"));
+    assert_eq!(errors[0].object.as_deref(), Some("HTTPRoute ns/too-many"));
+    assert!(
+        errors[0].message.starts_with(
+            "document 1: HTTPRoute.gateway.networking.k8s.io \"too-many\" is invalid: \
+             [spec.rules: Too many: 17: must have at most 16 items, "
+        ),
+        "{}",
+        errors[0].message
+    );
+}
