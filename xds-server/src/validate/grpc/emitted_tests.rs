@@ -1,8 +1,6 @@
-//! What Lanyard serves proxyless clients today, checked against gRPC's rules: every API
-//! listener a client in `shop` (producer routes), `web` (consumer routes) or `other` would
-//! get for the rich model, and the RouteConfigurations, Clusters and ClusterLoadAssignments
-//! it leads to. The expected violations document today's translator; when it changes what
-//! proxyless clients get, this list shrinks.
+//! What Lanyard serves proxyless clients, checked against gRPC's rules: every API listener a
+//! client in `shop` (producer routes), `web` (consumer routes) or `other` would get for the
+//! rich model, and the RouteConfigurations, Clusters and ClusterLoadAssignments it leads to.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +15,17 @@ use prost::Message;
 
 use super::*;
 use crate::fixtures::rich_model;
+use crate::node::ProxyKind;
 use crate::{INVALID_BACKEND_CLUSTER, Listener, MeshResources, ProxyRef, translate};
+
+/// A proxyless gRPC client in `namespace`.
+fn grpc_client(namespace: NamespaceName) -> ProxyRef {
+    ProxyRef {
+        namespace,
+        workload: None,
+        kind: ProxyKind::Grpc,
+    }
+}
 
 /// The Service ports of the rich model, as `xds:///` names.
 const TARGETS: &[&str] = &[
@@ -68,10 +76,7 @@ fn check_client(mesh: &MeshResources, target: &str, namespace: &str) -> Vec<Stri
         .into_iter()
         .map(|v| format!("LDS {target}: {v}"))
         .collect();
-    let view = mesh.for_proxy(&ProxyRef {
-        namespace: ns,
-        workload: None,
-    });
+    let view = mesh.for_proxy(&grpc_client(ns));
     let route_configs: Vec<RouteConfiguration> = match hcm(&listener).route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             let config = view
@@ -137,34 +142,35 @@ fn check_all() -> BTreeSet<String> {
 }
 
 #[test]
-fn what_lanyard_serves_proxyless_clients_today() {
-    // cart:80 is an HTTP port: its producer routes (seen from `shop` and `other`) match
-    // `PathPrefix /v2` by `path_separated_prefix`, which gRPC refuses: the whole
-    // RouteConfiguration is NACKed. (`prefix "/"` stays a plain prefix; the Exact `/old`
-    // route is skipped by gRPC, not refused.) See `only_the_path_specifier_fails_cart_80`
-    // for the rest of that route.
-    let expected: BTreeSet<String> = [
-        "RDS cart.shop.svc.cluster.local:80: virtual_hosts[0].routes[0].match.path_separated_prefix: invalid path specifier".to_string(),
-    ]
-    .into_iter()
-    .collect();
+fn proxyless_clients_get_nothing_grpc_refuses() {
     let got = check_all();
-    assert_eq!(got, expected, "violations: {got:#?}");
+    assert_eq!(got, BTreeSet::new(), "violations: {got:#?}");
 }
 
-/// gRPC stops reading a route at the path specifier it refuses, so nothing after it in that
-/// route is checked above. With `prefix` in its place the configuration passes: the CORS
-/// per-route config gRPC has no filter for is wrapped in an optional `FilterConfig`.
-/// The notes say what a proxyless client still reads differently.
+/// Why proxyless clients get their own form: cart:80 is an HTTP port whose producer routes
+/// match `PathPrefix /v2`, which Envoy's form writes as `path_separated_prefix`; gRPC refuses
+/// it and NACKs the whole RouteConfiguration. gRPC stops reading a route at the path
+/// specifier it refuses; with `prefix` in its place the configuration passes: the CORS
+/// per-route config gRPC has no filter for is wrapped in an optional `FilterConfig`. The
+/// notes say what a proxyless client still reads differently.
 #[test]
-fn only_the_path_specifier_fails_cart_80() {
+fn the_envoy_form_of_cart_80_fails_grpc_only_for_its_path_specifier() {
     use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 
     let mesh = translate(&rich_model(), &Default::default());
-    let view = mesh.for_proxy(&ProxyRef {
-        namespace: NamespaceName::new("shop"),
-        workload: None,
-    });
+    let view = mesh.for_proxy(&ProxyRef::envoy(NamespaceName::new("shop"), None));
+    let envoy_form = view
+        .routes
+        .iter()
+        .find(|r| r.name == "cart.shop.svc.cluster.local:80")
+        .expect("cart:80 routes");
+    assert_eq!(
+        check_route_configuration(envoy_form),
+        vec![Violation::new(
+            "virtual_hosts[0].routes[0].match.path_separated_prefix",
+            "invalid path specifier"
+        )]
+    );
     let mut config = (**view
         .routes
         .iter()
@@ -235,10 +241,7 @@ fn notes_on_what_lanyard_serves_today() {
     let mesh = translate(&rich_model(), &Default::default());
     let mut notes = BTreeSet::new();
     for namespace in CLIENT_NAMESPACES {
-        let view = mesh.for_proxy(&ProxyRef {
-            namespace: NamespaceName::new(*namespace),
-            workload: None,
-        });
+        let view = mesh.for_proxy(&grpc_client(NamespaceName::new(*namespace)));
         for config in &view.routes {
             notes.extend(
                 notes_route_configuration(config)
@@ -247,12 +250,17 @@ fn notes_on_what_lanyard_serves_today() {
             );
         }
     }
-    // The producer's `Exact /old` redirect: not a gRPC method path, so gRPC skips the route
-    // (and a redirect would fail the call anyway).
+    // The producer's `PathPrefix /v2` in gRPC's form: the exact `/v2` half (routes[0]) is not
+    // a gRPC method path, so gRPC skips it, and the `/v2/` half (routes[1]) carries an HTTP
+    // retry gRPC does not read. The `Exact /old` redirect (routes[2]) is skipped too (and a
+    // redirect would fail the call anyway).
     let expected: BTreeSet<String> = [
-        "RDS cart.shop.svc.cluster.local:80: virtual_hosts[0].routes[1].match.path: route skipped: the path is not of the form /service/method".to_string(),
+        "RDS cart.shop.svc.cluster.local:80: virtual_hosts[0].routes[0].match.path: route skipped: the path is not of the form /service/method",
+        "RDS cart.shop.svc.cluster.local:80: virtual_hosts[0].routes[1].route.retry_policy.retry_on: gRPC ignores connect-failure,refused-stream,reset,retriable-status-codes: it retries only on cancelled,deadline-exceeded,internal,resource-exhausted,unavailable",
+        "RDS cart.shop.svc.cluster.local:80: virtual_hosts[0].routes[2].match.path: route skipped: the path is not of the form /service/method",
     ]
     .into_iter()
+    .map(str::to_string)
     .collect();
     assert_eq!(notes, expected, "notes: {notes:#?}");
 }
