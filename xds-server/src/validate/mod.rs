@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+pub mod envoy;
+
 /// One rule a resource breaks.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Violation {
