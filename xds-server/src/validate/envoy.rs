@@ -858,6 +858,104 @@ mod tests {
         );
     }
 
+    /// What the translator writes passes these checks: its generated regexes (prefixes on h2c
+    /// ports, rewrites, CORS origins with characters `regex::escape` escapes) compile in RE2,
+    /// and header values with `%` or empty ones are written as Envoy reads them.
+    #[test]
+    fn translated_resources_pass() {
+        use lanyard_model::{
+            Cors, HeaderMatch, HeaderModifier, PathMatch, PathRewrite, Protocol, Redirect,
+            RequestMatch, StringMatch, UrlRewrite,
+        };
+
+        use crate::fixtures::{
+            forward_to, mk_model, mk_route, mk_service, mk_table, mk_workload, rich_model,
+            set_producer, spk,
+        };
+        use crate::{ProxyRef, XdsOptions, translate};
+
+        let mut model = mk_model(
+            vec![mk_service(
+                "a",
+                "web",
+                &["10.0.0.1"],
+                &[(80, Protocol::Http), (81, Protocol::Http2)],
+            )],
+            vec![mk_workload("a", "pod", &[(80, Protocol::Http)])],
+        );
+        let target = forward_to(&[(spk("a", "web", 80), 1)]);
+        let mut routes = vec![
+            mk_route(PathMatch::Prefix("/a-b.c~d#e&f".into()), target.clone()),
+            mk_route(PathMatch::Regex("/v[0-9]+/.*".into()), target.clone()),
+            mk_route(
+                PathMatch::Prefix("/strip".into()),
+                lanyard_model::Action::Redirect(Redirect {
+                    scheme: None,
+                    hostname: None,
+                    path: Some(PathRewrite::Prefix(String::new())),
+                    port: None,
+                    status: 302,
+                }),
+            ),
+        ];
+        let mut rewrite = mk_route(PathMatch::Prefix("/old-path".into()), target.clone());
+        if let lanyard_model::Action::Forward(forward) = &mut rewrite.action {
+            forward.rewrite = Some(UrlRewrite {
+                hostname: None,
+                path: Some(PathRewrite::Prefix(String::new())),
+            });
+        }
+        rewrite.request_headers = HeaderModifier {
+            set: vec![
+                ("x-pct".into(), "50%".into()),
+                ("x-empty".into(), String::new()),
+            ],
+            add: vec![("x-fmt".into(), "%REQ(x)%".into())],
+            remove: vec!["x-gone".into()],
+        };
+        rewrite.matcher = RequestMatch {
+            headers: vec![HeaderMatch {
+                name: "x-v".into(),
+                value: StringMatch::Regex("v[0-9]+".into()),
+            }],
+            ..rewrite.matcher
+        };
+        rewrite.cors = Some(Cors {
+            allow_origins: vec![
+                "*".into(),
+                "https://*.ex-am~ple.com".into(),
+                "http://a.b:8080".into(),
+            ],
+            allow_methods: vec!["GET".into()],
+            allow_headers: vec![],
+            expose_headers: vec![],
+            allow_credentials: false,
+            max_age_seconds: None,
+        });
+        routes.push(rewrite);
+        set_producer(&mut model, spk("a", "web", 80), mk_table(routes.clone()));
+        set_producer(&mut model, spk("a", "web", 81), mk_table(routes));
+
+        for model in [model, rich_model()] {
+            let mesh = translate(&model, &XdsOptions::default());
+            for (namespace, workload) in [("a", Some("pod")), ("shop", Some("cart-0")), ("x", None)]
+            {
+                let proxy = ProxyRef {
+                    namespace: lanyard_model::NamespaceName::new(namespace),
+                    workload: workload.map(|w| lanyard_model::WorkloadKey::new(namespace, w)),
+                };
+                let resources = mesh.for_proxy(&proxy);
+                assert!(!resources.routes.is_empty());
+                for config in &resources.routes {
+                    assert_eq!(check_route_configuration(config), [], "{}", config.name);
+                }
+                for listener in &resources.listeners {
+                    assert_eq!(check_listener(listener), [], "{}", listener.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn inline_route_configurations_of_listeners() {
         let mut config = mk_config(vec![]);
