@@ -14,10 +14,18 @@
 //!   twice in a route configuration and `*` at most once. Envoy:
 //!   source/common/router/config_impl.cc (WeightedClustersConfig, RouteMatcher).
 //!
+//! - An `ORIGINAL_DST` cluster uses the `CLUSTER_PROVIDED` load balancer and has no load
+//!   assignment. Envoy: source/extensions/clusters/original_dst/original_dst_cluster.cc
+//!   (OriginalDstClusterFactory::createClusterImpl).
+//!
 //! Paths are protobuf field names from the resource's root, as [`Violation`] describes.
 
 use std::collections::HashSet;
 
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+};
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValueOption, header_value_option::HeaderAppendAction,
 };
@@ -76,6 +84,38 @@ pub fn check_listener(listener: &Listener) -> Vec<Violation> {
         c.hcm_any("api_listener.api_listener", api);
     }
     c.out
+}
+
+/// What Envoy refuses in code about a cluster.
+pub fn check_cluster(cluster: &Cluster) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let original_dst = matches!(
+        cluster.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::OriginalDst as i32
+    );
+    if !original_dst {
+        return out;
+    }
+    if cluster.lb_policy != LbPolicy::ClusterProvided as i32 {
+        let policy = LbPolicy::try_from(cluster.lb_policy).map_or_else(
+            |_| cluster.lb_policy.to_string(),
+            |p| p.as_str_name().to_string(),
+        );
+        out.push(Violation::new(
+            "lb_policy",
+            format!(
+                "cluster: LB policy {policy} is not valid for Cluster type ORIGINAL_DST. Only \
+                 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'"
+            ),
+        ));
+    }
+    if cluster.load_assignment.is_some() {
+        out.push(Violation::new(
+            "load_assignment",
+            "ORIGINAL_DST clusters must have no load assignment configured",
+        ));
+    }
+    out
 }
 
 /// Whether Envoy parses `value` as a header value: text where `%` starts a `%COMMAND%`,
@@ -952,8 +992,50 @@ mod tests {
                 for listener in &resources.listeners {
                     assert_eq!(check_listener(listener), [], "{}", listener.name);
                 }
+                for cluster in &resources.clusters {
+                    assert_eq!(check_cluster(cluster), [], "{}", cluster.name);
+                }
             }
         }
+    }
+
+    #[test]
+    fn original_dst_clusters() {
+        use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+        let mk_cluster = |kind: DiscoveryType, lb: LbPolicy| Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind as i32)),
+            lb_policy: lb as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            check_cluster(&mk_cluster(
+                DiscoveryType::OriginalDst,
+                LbPolicy::ClusterProvided
+            )),
+            []
+        );
+        assert_eq!(
+            check_cluster(&mk_cluster(DiscoveryType::Eds, LbPolicy::RoundRobin)),
+            []
+        );
+        let mut bad = mk_cluster(DiscoveryType::OriginalDst, LbPolicy::RoundRobin);
+        bad.load_assignment = Some(ClusterLoadAssignment::default());
+        assert_eq!(
+            check_cluster(&bad),
+            [
+                Violation::new(
+                    "lb_policy",
+                    "cluster: LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST. \
+                     Only 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'"
+                ),
+                Violation::new(
+                    "load_assignment",
+                    "ORIGINAL_DST clusters must have no load assignment configured"
+                ),
+            ]
+        );
     }
 
     #[test]
