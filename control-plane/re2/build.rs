@@ -35,13 +35,23 @@ fn main() -> ExitCode {
             };
             eprintln!(
                 "error: lanyard-re2 needs RE2's headers and static library (re2/re2.h, libre2.a) \
-                 and found neither through pkg-config nor in /usr/include, and {why}. \
+                 and did not find both through pkg-config or in /usr/include, and {why}. \
                  Install them: `apt-get install libre2-dev` on Debian or Ubuntu \
                  (or your system's RE2 development package), then build again."
             );
             return ExitCode::FAILURE;
         }
     };
+
+    // Build again if the package is removed or upgraded.
+    println!(
+        "cargo:rerun-if-changed={}",
+        re2.include.join("re2/re2.h").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        re2.lib.join("libre2.a").display()
+    );
 
     cc::Build::new()
         .cpp(true)
