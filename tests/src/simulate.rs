@@ -387,8 +387,10 @@ fn string_matches(s: &StringMatcher, value: &str) -> bool {
     }
 }
 
+/// Envoy's `safe_regex` matching, with RE2 itself (Rust's `regex` reads `[a-z&&b]` or `\<`
+/// differently).
 fn full_match(r: &RegexMatcher, value: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{})$", r.regex)).is_ok_and(|re| re.is_match(value))
+    lanyard_re2::Regex::new(&r.regex).is_ok_and(|re| re.full_match(value))
 }
 
 fn rewrite_path(

@@ -32,16 +32,28 @@ impl HeaderEdits {
     }
 }
 
+/// A header to add whose value Envoy reads as the Gateway API means it: literally, and kept
+/// when empty (`set: {name: x, value: ""}` sets `x` to the empty string; without
+/// `keep_empty_value` Envoy would skip it). Envoy: source/common/router/header_parser.cc
+/// (HeaderParser::evaluateHeaders).
 fn option(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: key.to_string(),
-            value: value.to_string(),
+            value: literal(value),
             ..Default::default()
         }),
         append_action: action as i32,
+        keep_empty_value: value.is_empty(),
         ..Default::default()
     }
+}
+
+/// `value` as an Envoy header-value format that yields it unchanged: `%` starts a formatter
+/// command there, and `%%` is a literal `%`. Envoy:
+/// source/common/formatter/substitution_formatter.cc (SubstitutionFormatParser::parse).
+fn literal(value: &str) -> String {
+    value.replace('%', "%%")
 }
 
 #[cfg(test)]
@@ -82,6 +94,97 @@ mod tests {
         assert_eq!(
             HeaderEdits::of(&HeaderModifier::default()),
             HeaderEdits::default()
+        );
+        assert!(edits.add.iter().all(|o| !o.keep_empty_value));
+    }
+
+    fn mk_set(value: &str) -> HeaderValueOption {
+        let edits = HeaderEdits::of(&HeaderModifier {
+            set: vec![("x-a".into(), value.into())],
+            ..Default::default()
+        });
+        edits.add[0].clone()
+    }
+
+    #[test]
+    fn values_are_literal_for_envoys_formatter() {
+        for (given, written) in [
+            ("50%", "50%%"),
+            ("%REQ(x)%", "%%REQ(x)%%"),
+            ("a%%b", "a%%%%b"),
+            ("plain", "plain"),
+            ("%", "%%"),
+        ] {
+            let option = mk_set(given);
+            let header = option.header.as_ref().unwrap();
+            assert_eq!(header.value, written, "{given:?}");
+            assert_eq!(
+                crate::validate::envoy::check_header_value(&header.value),
+                Ok(()),
+                "{given:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_values_are_kept() {
+        let empty = mk_set("");
+        assert_eq!(empty.header.as_ref().unwrap().value, "");
+        assert!(empty.keep_empty_value);
+        assert!(!mk_set("v").keep_empty_value);
+        let added = HeaderEdits::of(&HeaderModifier {
+            add: vec![("x-b".into(), String::new())],
+            ..Default::default()
+        });
+        assert!(added.add[0].keep_empty_value);
+    }
+
+    /// What the translator writes passes Envoy's checks; the same values written by hand as
+    /// the user gave them do not.
+    #[test]
+    fn envoy_accepts_what_is_written_and_refuses_raw_percent() {
+        use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+
+        let config = |add: Vec<HeaderValueOption>| RouteConfiguration {
+            name: "rc".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "vh".into(),
+                domains: vec!["*".into()],
+                request_headers_to_add: add,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let written = HeaderEdits::of(&HeaderModifier {
+            set: vec![
+                ("x-a".into(), "50%".into()),
+                ("x-b".into(), "%REQ(x)%".into()),
+            ],
+            add: vec![("x-c".into(), "a%%b".into())],
+            ..Default::default()
+        });
+        assert_eq!(
+            crate::validate::envoy::check_route_configuration(&config(written.add)),
+            []
+        );
+        let by_hand = HeaderValueOption {
+            header: Some(HeaderValue {
+                key: "x-a".into(),
+                value: "50%".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let violations = crate::validate::envoy::check_route_configuration(&config(vec![by_hand]));
+        assert_eq!(
+            violations
+                .iter()
+                .map(|v| (v.path.as_str(), v.message.as_str()))
+                .collect::<Vec<_>>(),
+            [(
+                "virtual_hosts[0].request_headers_to_add[0].header.value",
+                "Incorrect configuration: 50%. Couldn't find valid command at position 2"
+            )]
         );
     }
 }

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+pub mod envoy;
 pub mod grpc;
 
 /// One rule a resource breaks.

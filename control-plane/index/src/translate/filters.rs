@@ -427,19 +427,23 @@ pub(super) fn string_match(
     }
 }
 
-/// Compiles a regular expression to check it (Envoy's RE2 and Rust's `regex` accept the same
-/// syntax for what users write in routes).
+/// Checks a regular expression that reaches a proxy as Envoy will: compiled by RE2 (not Rust's
+/// `regex`, which accepts `(?x)` and reads `\<` or `[a-z&&b]` differently) and within Envoy's
+/// default program-size limit. gRPC compiles with RE2 too, without a size limit.
 pub(super) fn check_regex(regex: &str, at: &RuleLabel<'_>, findings: &mut Findings) -> Option<()> {
-    match regex::Regex::new(regex) {
-        Ok(_) => Some(()),
-        Err(e) => {
-            let first = e.to_string().lines().last().unwrap_or_default().to_string();
-            findings.invalid(format!(
-                "{at}: regular expression {regex:?} is invalid: {first}"
-            ));
+    match regex_refusal(regex) {
+        None => Some(()),
+        Some(why) => {
+            findings.invalid(format!("{at}: {why}"));
             None
         }
     }
+}
+
+/// Why Envoy would refuse `regex`, as a sentence that names it.
+pub(super) fn regex_refusal(regex: &str) -> Option<String> {
+    lanyard_re2::envoy_refusal(regex)
+        .map(|why| format!("regular expression {regex:?} is refused by Envoy: {why}"))
 }
 
 /// The CRD's rules for path values: absolute, and no `//`, `/./`, `/../`, `%2f` or `#`.

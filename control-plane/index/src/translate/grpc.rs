@@ -123,10 +123,11 @@ fn method_match<'a>(
             }
             let service_re = if service.is_empty() { "[^/]+" } else { service };
             let method_re = if name.is_empty() { "[^/]+" } else { name };
-            Some((
-                PathMatch::Regex(format!("/(?:{service_re})/(?:{method_re})")),
-                (service, name, true),
-            ))
+            // Envoy compiles the path regex the two parts become: each may be within the
+            // program-size limit and their combination not.
+            let combined = format!("/(?:{service_re})/(?:{method_re})");
+            filters::check_regex(&combined, at, findings)?;
+            Some((PathMatch::Regex(combined), (service, name, true)))
         }
         other => {
             findings.invalid(format!(

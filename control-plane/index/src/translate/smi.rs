@@ -445,12 +445,8 @@ fn check_match(m: &HttpMatch, at: &str) -> Result<(), (SmiOutcome, String)> {
             .filter(|v| v.contains(is_regex_meta)),
     );
     for regex in regexes {
-        if let Err(e) = regex::Regex::new(&regex) {
-            let first = e.to_string().lines().last().unwrap_or_default().to_string();
-            return Err(invalid(
-                reasons::INVALID_MATCH,
-                format!("{at}: regular expression {regex:?} is invalid: {first}"),
-            ));
+        if let Some(why) = super::filters::regex_refusal(&regex) {
+            return Err(invalid(reasons::INVALID_MATCH, format!("{at}: {why}")));
         }
     }
     if let Some((name, _)) = m.headers().into_iter().find(|(n, _)| !is_header_name(n)) {

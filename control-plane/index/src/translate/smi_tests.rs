@@ -361,3 +361,33 @@ fn invalid_regexes_header_names_and_huge_weights_make_the_split_invalid() {
     assert!(t.model.routing.is_empty());
     assert_eq!(report(&t, "huge").outcome, invalid(reasons::INVALID_WEIGHT));
 }
+
+#[test]
+fn smi_regexes_are_checked_with_re2_and_envoys_program_size_limit() {
+    for (name, matches, expected) in [
+        (
+            "extended",
+            json!([{"name": "m", "pathRegex": "(?x)/a b"}]),
+            "HTTPRouteGroup app/g match \"m\": regular expression \"(?x)/a b\" is refused by Envoy: RE2 does not compile it: invalid perl operator: (?x",
+        ),
+        (
+            "big-header",
+            json!([{"name": "m", "headers": [{"x-a": "/[a-z]{1,60}"}]}]),
+            "regular expression \"/[a-z]{1,60}\" is refused by Envoy: RE2 program size 124 is over the limit of 100",
+        ),
+    ] {
+        let mut objects = base();
+        objects.push(mk_group("g", matches));
+        let mut split = mk_split("v1alpha4", name, "web", &[("web-v1", json!(1))]);
+        split["spec"]["matches"] = json!([{"kind": "HTTPRouteGroup", "name": "g"}]);
+        objects.push(mk_object(split));
+        let t = run(objects);
+        let r = report(&t, name);
+        assert_eq!(r.outcome, invalid(reasons::INVALID_MATCH), "{name}");
+        assert!(
+            r.message.contains(expected),
+            "{expected:?} not in {:?}",
+            r.message
+        );
+    }
+}

@@ -467,7 +467,7 @@ fn spec_violations_reject_the_route_with_a_message() {
         ),
         (
             json!([{"matches": [{"path": {"type": "RegularExpression", "value": "/(a"}}]}]),
-            "regular expression \"/(a\" is invalid",
+            "regular expression \"/(a\" is refused by Envoy: RE2 does not compile it: missing ): /(a",
         ),
         (
             json!([{"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 302}}],
@@ -515,6 +515,107 @@ fn spec_violations_reject_the_route_with_a_message() {
             "a rejected route must not route"
         );
     }
+}
+
+/// The messages of every condition on `name`'s parents.
+fn messages_of(t: &Translation, name: &str) -> Vec<String> {
+    status_of(t, name)
+        .parents
+        .iter()
+        .flat_map(|p| p.conditions.iter().map(|c| c.message.clone()))
+        .collect()
+}
+
+#[test]
+fn regexes_are_checked_with_re2_and_envoys_program_size_limit() {
+    // `(?x)` compiles in Rust's regex, not in RE2; `/[a-z]{1,60}` compiles in both, but its RE2
+    // program (124 instructions) is over Envoy's default limit of 100.
+    let refusals = [
+        (
+            "(?x)/a b",
+            "rule 0: regular expression \"(?x)/a b\" is refused by Envoy: RE2 does not compile it: invalid perl operator: (?x",
+        ),
+        (
+            "/[a-z]{1,60}",
+            "rule 0: regular expression \"/[a-z]{1,60}\" is refused by Envoy: RE2 program size 124 is over the limit of 100",
+        ),
+    ];
+    for (regex, expected) in refusals {
+        let matches = [
+            json!({"path": {"type": "RegularExpression", "value": regex}}),
+            json!({"headers": [{"type": "RegularExpression", "name": "x-a", "value": regex}]}),
+            json!({"queryParams": [{"type": "RegularExpression", "name": "a", "value": regex}]}),
+        ];
+        for m in matches {
+            let mut objects = base();
+            objects.push(mk_http_route(
+                "app",
+                "bad",
+                json!({"parentRefs": [mk_parent("app", "echo")],
+                       "rules": [{"matches": [m], "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+            ));
+            let t = run(objects);
+            let messages = messages_of(&t, "bad");
+            assert!(
+                messages.iter().any(|msg| msg.contains(expected)),
+                "{expected:?} not in {messages:?}"
+            );
+        }
+    }
+    // RE2 reads `[a-z&&b]` as a class with `&`; it is accepted (and Rust's reading is not used).
+    let mut objects = base();
+    objects.push(mk_http_route(
+        "app",
+        "amp",
+        json!({"parentRefs": [mk_parent("app", "echo")],
+               "rules": [{"matches": [{"path": {"type": "RegularExpression", "value": "/[a-z&&b]"}}],
+                          "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let t = run(objects);
+    let routes = &table(&t, &port("app", "echo", 80), "app").unwrap().routes;
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.matcher.path == PathMatch::Regex("/[a-z&&b]".into()))
+    );
+}
+
+#[test]
+fn grpc_regexes_are_checked_as_the_path_regex_they_become() {
+    // Each part alone is within Envoy's limit; `/(?:svc)/(?:method)` is not.
+    let part = "[a-z]{1,25}";
+    assert_eq!(lanyard_re2::envoy_refusal(part), None);
+    let mut objects = base();
+    objects.push(mk_grpc_route(
+        "app",
+        "rpc",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 8080}],
+               "rules": [{"matches": [{"method": {"type": "RegularExpression", "service": part, "method": part}}],
+                          "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let t = run(objects);
+    let expected = "rule 0: regular expression \"/(?:[a-z]{1,25})/(?:[a-z]{1,25})\" is refused by Envoy: RE2 program size 104 is over the limit of 100";
+    let messages = messages_of(&t, "rpc");
+    assert!(
+        messages.iter().any(|msg| msg.contains(expected)),
+        "{expected:?} not in {messages:?}"
+    );
+    // A part RE2 refuses is reported as itself.
+    let mut objects = base();
+    objects.push(mk_grpc_route(
+        "app",
+        "rpc",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 8080}],
+               "rules": [{"matches": [{"method": {"type": "RegularExpression", "service": "(?R)"}}],
+                          "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let messages = messages_of(&run(objects), "rpc");
+    assert!(
+        messages
+            .iter()
+            .any(|msg| msg.contains("regular expression \"(?R)\" is refused by Envoy")),
+        "{messages:?}"
+    );
 }
 
 #[test]
