@@ -424,10 +424,13 @@ fn checked_weights(split: &TrafficSplit) -> Result<Vec<u32>, (SmiOutcome, String
         .collect())
 }
 
-/// `part` of `total` as a percentage, with one decimal when it is not whole.
+/// `part` of `total` as a percentage, with one decimal when it is not whole; a share that
+/// rounds to 0 but is not is shown as `<0.1%`.
 fn percent(part: u64, total: u64) -> String {
     let tenths = (part * 1000 + total / 2) / total.max(1);
-    if tenths.is_multiple_of(10) {
+    if tenths == 0 && part > 0 {
+        "<0.1%".to_string()
+    } else if tenths.is_multiple_of(10) {
         format!("{}%", tenths / 10)
     } else {
         format!("{}.{}%", tenths / 10, tenths % 10)
@@ -584,5 +587,6 @@ mod percent_tests {
         assert_eq!(percent(2, 3), "66.7%");
         assert_eq!(percent(u64::from(u32::MAX), u64::from(u32::MAX)), "100%");
         assert_eq!(percent(0, 0), "0%");
+        assert_eq!(percent(3, 4_048_003), "<0.1%");
     }
 }
