@@ -227,7 +227,8 @@ async fn lanyard_smi_crds_convert_and_a_traffic_split_is_followed_reported_and_k
     apply_lanyard_crds(&kubeconfig, &ca_pem).await;
     kubectl_apply(&kubeconfig, &shop()).await;
     // Written at v1alpha1, with quantity weights...
-    kubectl_apply(&kubeconfig, &[mk_split("v1alpha1", ("900m", "100m"))]).await;
+    let written = mk_split("v1alpha1", ("900m", "\"0.1\""));
+    kubectl_apply(&kubeconfig, std::slice::from_ref(&written)).await;
 
     // ... stored at v1alpha4 with whole-number weights of the same ratio, and readable at
     // either version, at v1alpha1 exactly as written.
@@ -249,7 +250,13 @@ async fn lanyard_smi_crds_convert_and_a_traffic_split_is_followed_reported_and_k
     assert_eq!(v4["spec"]["backends"][1]["weight"], 1, "{v4}");
     let v1 = read("v1alpha1").await;
     assert_eq!(v1["spec"]["backends"][0]["weight"], "900m", "{v1}");
-    assert_eq!(v1["spec"]["backends"][1]["weight"], "100m", "{v1}");
+    assert_eq!(v1["spec"]["backends"][1]["weight"], "0.1", "{v1}");
+    // So applying the same manifest again is no change for client-side apply.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("split.yaml");
+    std::fs::write(&file, &written).unwrap();
+    let again = kubectl(&kubeconfig, &["apply", "-f", file.to_str().unwrap()]).await;
+    assert!(again.contains("unchanged"), "{again}");
 
     let controller =
         process::start(&[std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
