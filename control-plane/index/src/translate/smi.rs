@@ -23,8 +23,8 @@
 //!   not it is valid, so that a broken edit never hands the root to another split; the
 //!   others are reported ignored.
 //! - An invalid split (negative or malformed weight, no backends, every weight 0, unknown or
-//!   missing HTTPRouteGroup, an invalid regex or header name in a match, weights adding up
-//!   past 32 bits) is not applied: the root keeps plain
+//!   missing HTTPRouteGroup, an invalid regex or header name in a match, integer weights
+//!   adding up past 32 bits, every backend left out) is not applied: the root keeps plain
 //!   pass-through to its own endpoints, which is where SMI sends traffic the split does not
 //!   cover. Every weight 0 is invalid rather than a 500 for all traffic: a split that can
 //!   send nothing anywhere is a half-done edit, and failing open to the root Service (as OSM
@@ -379,8 +379,8 @@ fn join(ports: &[u16]) -> String {
     shown.join(", ")
 }
 
-/// The weights as the model takes them (v1alpha1 thousandths reduced by their common
-/// divisor), or why the split is invalid.
+/// The weights as the model takes them (v1alpha1 quantities as whole numbers reduced by their
+/// common divisor), or why the split is invalid.
 fn checked_weights(split: &TrafficSplit) -> Result<Vec<u32>, (SmiOutcome, String)> {
     if split.spec.backends.is_empty() {
         return Err(invalid(
