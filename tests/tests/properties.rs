@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use lanyard_index::api::smi::convert::{WEIGHTS_ANNOTATION, convert};
 use lanyard_index::{Objects, Options, Parsed, parse_value};
 use lanyard_model::{Action, BackendTarget, NamespaceName};
 use lanyard_xds::{ProxyRef, XdsOptions};
@@ -243,6 +244,11 @@ fn smi_weight() -> impl Strategy<Value = Value> {
         Just(json!(1.5)),
         Just(json!("500m")),
         Just(json!("1")),
+        Just(json!("1e3")),
+        Just(json!("2T")),
+        Just(json!("1Ti")),
+        Just(json!("1500u")),
+        Just(json!("-1")),
         Just(json!("lots")),
         Just(json!(u64::MAX)),
         Just(Value::Null),
@@ -435,4 +441,83 @@ fn referenced_clusters(rendered: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// A Kubernetes quantity as someone might write it: a sign, digits with or without a
+/// fraction, and any suffix or exponent.
+fn quantity_text() -> impl Strategy<Value = String> {
+    (
+        any_of(&["", "+"]),
+        "[0-9]{0,7}",
+        prop::option::of("[0-9]{0,7}"),
+        any_of(&[
+            "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+            "e3", "E-2", "e+7", "e-12", "e40",
+        ]),
+    )
+        .prop_filter_map("a quantity has a digit", |(sign, int, frac, suffix)| {
+            let digits = int.len() + frac.as_ref().map_or(0, String::len);
+            let text = match frac {
+                Some(frac) => format!("{sign}{int}.{frac}{suffix}"),
+                None => format!("{sign}{int}{suffix}"),
+            };
+            (digits > 0).then_some(text)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any v1alpha1 weights convert to whole numbers that fit Envoy (32 bits in total), keep
+    /// zero and non-zero apart, agree with what the translator reads, and read back at
+    /// v1alpha1 exactly as written, through any version.
+    #[test]
+    fn v1alpha1_quantities_convert_and_read_back_as_written(
+        texts in prop::collection::vec(quantity_text(), 1..4),
+        via in any_of(&["v1alpha2", "v1alpha3", "v1alpha4"]),
+    ) {
+        let backends: Vec<Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"service": format!("web-v{i}"), "weight": t}))
+            .collect();
+        let v1 = json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "s", "namespace": "shop"},
+            "spec": {"service": "web", "backends": backends}});
+        let hub = convert(&v1, "split.smi-spec.io/v1alpha4").unwrap();
+        let numbers: Vec<u64> = hub["spec"]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["weight"].as_u64().unwrap())
+            .collect();
+        prop_assert!(numbers.iter().sum::<u64>() <= u64::from(u32::MAX), "{:?}", numbers);
+        for (text, &n) in texts.iter().zip(&numbers) {
+            let zero = !text.chars().take_while(|c| !c.is_ascii_alphabetic()).any(|c| ('1'..='9').contains(&c));
+            prop_assert_eq!(n == 0, zero, "{} became {}", text, n);
+        }
+
+        let mut objects = Objects::default();
+        for parsed in parse_value(v1.clone(), "test") {
+            if let Ok(Parsed::Object { object, .. }) = parsed {
+                objects.apply(*object);
+            }
+        }
+        let split = objects.traffic_splits.values().next().unwrap();
+        let read: Vec<u64> = split.weights().into_iter().map(Result::unwrap).collect();
+        prop_assert_eq!(&read, &numbers);
+
+        let there = convert(&hub, &format!("split.smi-spec.io/{via}")).unwrap();
+        let up = convert(&there, "split.smi-spec.io/v1alpha4").unwrap();
+        let mut back = convert(&up, "split.smi-spec.io/v1alpha1").unwrap();
+        if let Some(meta) = back["metadata"].as_object_mut()
+            && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+        {
+            a.remove(WEIGHTS_ANNOTATION);
+            if a.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+        prop_assert_eq!(back, v1);
+    }
 }

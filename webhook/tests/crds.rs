@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lanyard_index::api::smi::convert::{Version, convert};
+use lanyard_index::api::smi::convert::{Version, WEIGHTS_ANNOTATION, convert};
 use lanyard_webhook::crds::{self, CrdFile};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -277,15 +277,60 @@ fn smi_examples_convert_to_objects_valid_in_every_version() {
                 "{name} as {version}: {errors:?}\n{converted:#}"
             );
             let back = convert(&converted, object["apiVersion"].as_str().unwrap()).unwrap();
-            if object["apiVersion"] == "split.smi-spec.io/v1alpha1" {
-                // Quantities come back in thousandths ("1" as "1000m"): same value, and the
-                // same object once stored.
-                let hub = |o: &Value| convert(o, "split.smi-spec.io/v1alpha4").unwrap();
-                assert_eq!(hub(&back), hub(&object), "{name} to {version} and back");
-            } else {
-                assert_eq!(back, object, "{name} to {version} and back");
-            }
+            // Quantities come back as written, the text kept in an annotation of its own.
+            assert_eq!(
+                without_kept_weights(back),
+                object,
+                "{name} to {version} and back"
+            );
         }
+    }
+}
+
+fn without_kept_weights(mut object: Value) -> Value {
+    let meta = object["metadata"].as_object_mut().unwrap();
+    if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.remove(WEIGHTS_ANNOTATION);
+        if annotations.is_empty() {
+            meta.remove("annotations");
+        }
+    }
+    object
+}
+
+#[test]
+fn every_quantity_the_crd_accepts_converts_and_reads_back_as_written() {
+    let files = crds::all();
+    let split = |weights: [&str; 2]| {
+        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "s", "namespace": "shop"},
+            "spec": {"service": "web", "backends": [
+                {"service": "web-v1", "weight": weights[0]},
+                {"service": "web-v2", "weight": weights[1]}]}})
+    };
+    for weights in [
+        ["1e3", "2T"],
+        ["1Ti", "1500u"],
+        ["1.", ".5"],
+        ["+1E-2", "1E"],
+        ["7n", "3Ei"],
+        ["1e999999999", "1"],
+        ["0", "1"],
+    ] {
+        let object = split(weights);
+        let errors = violations(&files, &object);
+        assert!(errors.is_empty(), "{weights:?}: {errors:?}");
+        let hub = convert(&object, "split.smi-spec.io/v1alpha4")
+            .unwrap_or_else(|e| panic!("{weights:?}: {e}"));
+        assert!(violations(&files, &hub).is_empty(), "{weights:?}: {hub:#}");
+        let back = convert(&hub, "split.smi-spec.io/v1alpha1").unwrap();
+        assert_eq!(without_kept_weights(back), object, "{weights:?}");
+    }
+    for weight in ["1e1.5", "1e.5", "1e1234567890", "1K", "1 k", "k"] {
+        assert!(
+            !violations(&files, &split([weight, "1"])).is_empty(),
+            "{weight:?} is accepted"
+        );
     }
 }
 

@@ -142,8 +142,8 @@ async fn a_review_is_converted_and_converts_back() {
     let v1 = &objects[0];
     assert_eq!(v1["apiVersion"], "split.smi-spec.io/v1alpha1");
     assert_eq!(v1["metadata"]["uid"], "1f2e");
-    assert_eq!(v1["spec"]["backends"][0]["weight"], "250m");
-    assert_eq!(v1["spec"]["backends"][1]["weight"], "750m");
+    assert_eq!(v1["spec"]["backends"][0]["weight"], "250");
+    assert_eq!(v1["spec"]["backends"][1]["weight"], "750");
     assert!(v1["spec"].get("matches").is_none());
 
     let response = webhook

@@ -66,13 +66,17 @@ fn log_diagnostic(diagnostic: &Diagnostic) {
     }
 }
 
-/// One line per TrafficSplit: applied at info, ignored at warning, invalid at error level.
+/// One line per TrafficSplit: applied at info, applied with backends left out and ignored at
+/// warning, invalid at error level.
 fn log_smi_report(report: &SmiReport) {
     let split = &report.split;
     let service = &report.service;
     let message = &report.message;
     match &report.outcome {
         SmiOutcome::Applied => info!(%split, %service, "TrafficSplit applied: {message}"),
+        SmiOutcome::Degraded { reason } => {
+            warn!(%split, %service, reason, "TrafficSplit applied with backends left out: {message}")
+        }
         SmiOutcome::Ignored { reason } => {
             warn!(%split, %service, reason, "TrafficSplit ignored: {message}")
         }

@@ -86,7 +86,7 @@ pub struct SmiEntry {
     pub name: String,
     /// The root Service, `namespace/name`.
     pub service: String,
-    /// `Applied`, `Ignored` or `Invalid`.
+    /// `Applied`, `Degraded` (applied with backends left out), `Ignored` or `Invalid`.
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -100,6 +100,7 @@ pub fn smi_entries(reports: &[SmiReport]) -> Vec<SmiEntry> {
         .map(|r| {
             let (outcome, reason) = match &r.outcome {
                 SmiOutcome::Applied => ("Applied", None),
+                SmiOutcome::Degraded { reason } => ("Degraded", Some(reason.clone())),
                 SmiOutcome::Ignored { reason } => ("Ignored", Some(reason.clone())),
                 SmiOutcome::Invalid { reason } => ("Invalid", Some(reason.clone())),
             };
@@ -432,6 +433,23 @@ mod tests {
             }]
         );
         assert!(report.render(Format::Yaml).unwrap().contains("smi:"));
+    }
+
+    #[test]
+    fn a_split_applied_without_some_backends_shows_as_degraded_with_its_reason() {
+        let entries = smi_entries(&[SmiReport {
+            split: ObjectRef {
+                kind: Kind::TrafficSplit,
+                key: ObjectKey::new("ns", "canary"),
+            },
+            service: "ns/web".into(),
+            outcome: SmiOutcome::Degraded {
+                reason: "BackendPortNotFound".into(),
+            },
+            message: "web-v2 has no port 80".into(),
+        }]);
+        assert_eq!(entries[0].outcome, "Degraded");
+        assert_eq!(entries[0].reason.as_deref(), Some("BackendPortNotFound"));
     }
 
     #[test]

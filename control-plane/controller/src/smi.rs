@@ -80,6 +80,9 @@ pub fn translate(
                 .unwrap_or_default();
             let effect = match &report.outcome {
                 SmiOutcome::Applied => "is applied".to_string(),
+                SmiOutcome::Degraded { reason } => {
+                    format!("is applied with backends left out ({reason})")
+                }
                 SmiOutcome::Ignored { reason } => format!("is ignored ({reason})"),
                 SmiOutcome::Invalid { reason } => format!("is invalid too ({reason})"),
             };
@@ -225,6 +228,33 @@ spec:
                 .weight,
             serde_json::json!(50)
         );
+    }
+
+    #[test]
+    fn a_split_applied_without_a_missing_backend_is_remembered_as_valid() {
+        let options = Options::default();
+        let (degraded, memory) = translate(
+            &with(&split("a", "90", "10").replace("web-v2", "web-v3")),
+            &options,
+            &Default::default(),
+        );
+        assert!(
+            matches!(degraded.smi[0].outcome, SmiOutcome::Degraded { .. }),
+            "{:?}",
+            degraded.smi[0]
+        );
+        assert_eq!(weights(&degraded), vec![90]);
+        assert_eq!(memory.len(), 1);
+        // An invalid edit then falls back to it, still without the missing backend.
+        let (kept, _) = translate(&with(&split("a", "-5", "10")), &options, &memory);
+        assert!(
+            kept.smi[0].message.contains(
+                "stays in effect and is applied with backends left out (BackendNotFound)"
+            ),
+            "{}",
+            kept.smi[0].message
+        );
+        assert_eq!(weights(&kept), vec![90]);
     }
 
     #[test]

@@ -227,9 +227,11 @@ async fn lanyard_smi_crds_convert_and_a_traffic_split_is_followed_reported_and_k
     apply_lanyard_crds(&kubeconfig, &ca_pem).await;
     kubectl_apply(&kubeconfig, &shop()).await;
     // Written at v1alpha1, with quantity weights...
-    kubectl_apply(&kubeconfig, &[mk_split("v1alpha1", ("900m", "100m"))]).await;
+    let written = mk_split("v1alpha1", ("900m", "\"0.1\""));
+    kubectl_apply(&kubeconfig, std::slice::from_ref(&written)).await;
 
-    // ... stored at v1alpha4 with whole-number weights, and readable at either version.
+    // ... stored at v1alpha4 with whole-number weights of the same ratio, and readable at
+    // either version, at v1alpha1 exactly as written.
     let read = |version: &'static str| {
         let kubeconfig = kubeconfig.clone();
         async move {
@@ -244,10 +246,17 @@ async fn lanyard_smi_crds_convert_and_a_traffic_split_is_followed_reported_and_k
     };
     let v4 = read("v1alpha4").await;
     assert_eq!(v4["apiVersion"], "split.smi-spec.io/v1alpha4");
-    assert_eq!(v4["spec"]["backends"][0]["weight"], 900, "{v4}");
-    assert_eq!(v4["spec"]["backends"][1]["weight"], 100, "{v4}");
+    assert_eq!(v4["spec"]["backends"][0]["weight"], 9, "{v4}");
+    assert_eq!(v4["spec"]["backends"][1]["weight"], 1, "{v4}");
     let v1 = read("v1alpha1").await;
     assert_eq!(v1["spec"]["backends"][0]["weight"], "900m", "{v1}");
+    assert_eq!(v1["spec"]["backends"][1]["weight"], "0.1", "{v1}");
+    // So applying the same manifest again is no change for client-side apply.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("split.yaml");
+    std::fs::write(&file, &written).unwrap();
+    let again = kubectl(&kubeconfig, &["apply", "-f", file.to_str().unwrap()]).await;
+    assert!(again.contains("unchanged"), "{again}");
 
     let controller =
         process::start(&[std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
@@ -257,7 +266,7 @@ async fn lanyard_smi_crds_convert_and_a_traffic_split_is_followed_reported_and_k
         "the controller watches the newest version served"
     );
     let mut client = client_of_cart(&controller).await;
-    wait_for_weights(&mut client, &[("cart-v1", 900), ("cart-v2", 100)]).await;
+    wait_for_weights(&mut client, &[("cart-v1", 9), ("cart-v2", 1)]).await;
     let report = wait_for_report(controller.debug, |e| e["outcome"] == "Applied").await;
     assert_eq!(
         report["message"], "shop/cart port 80 split: cart-v1 90%, cart-v2 10%",

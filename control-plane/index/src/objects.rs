@@ -665,16 +665,27 @@ mod tests {
     fn traffic_split_v1alpha1_weights_are_quantities() {
         assert_eq!(
             split_weights("v1alpha1", json!(["500m", "1"])),
-            vec![Ok(500), Ok(1000)]
+            vec![Ok(5), Ok(10)]
         );
         assert_eq!(
             split_weights("v1alpha1", json!(["10m", "990m"])),
-            vec![Ok(10), Ok(990)]
+            vec![Ok(1), Ok(99)]
         );
+        assert_eq!(
+            split_weights("v1alpha1", json!(["1e3", "2T"])),
+            vec![Ok(1), Ok(2_000_000_000)]
+        );
+        // 1Ti is 733 trillion times 1500u: scaled into 32 bits, the small share stays 1.
+        let scaled = split_weights("v1alpha1", json!(["1Ti", "1500u"]));
+        assert!(
+            scaled[0].as_ref().is_ok_and(|&w| w > 4_000_000_000),
+            "{scaled:?}"
+        );
+        assert_eq!(scaled[1], Ok(1));
         // A bare number is a quantity too.
         assert_eq!(
             split_weights("v1alpha1", json!([1, "0"])),
-            vec![Ok(1000), Ok(0)]
+            vec![Ok(1), Ok(0)]
         );
         let bad = split_weights("v1alpha1", json!(["-100m", "lots"]));
         assert!(bad.iter().all(Result::is_err), "{bad:?}");

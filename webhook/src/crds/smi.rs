@@ -21,8 +21,12 @@ pub enum Quantity {
     String(String),
 }
 
-/// The pattern the API server itself uses for `resource.Quantity`.
-pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+/// The pattern the API server uses for `resource.Quantity`, with the exponent narrowed to
+/// at most nine whole digits: the API server's pattern also accepts `1e1.5`, which its own
+/// parser refuses (apimachinery suffix.go reads the exponent with `ParseInt`), and so does
+/// Lanyard's (`lanyard_index::api::smi::quantity`), which keeps exponents in 32 bits.
+pub const QUANTITY_PATTERN: &str =
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,9}))?$";
 
 impl JsonSchema for Quantity {
     fn schema_name() -> std::borrow::Cow<'static, str> {

@@ -113,7 +113,7 @@ mod tests {
         let objects = response["convertedObjects"].as_array().unwrap();
         assert_eq!(objects.len(), 2);
         assert_eq!(objects[0]["metadata"]["name"], "a");
-        assert_eq!(objects[0]["spec"]["backends"][0]["weight"], 500);
+        assert_eq!(objects[0]["spec"]["backends"][0]["weight"], 5);
         assert_eq!(objects[1]["spec"]["backends"][0]["weight"], 7);
         for o in objects {
             assert_eq!(o["apiVersion"], "split.smi-spec.io/v1alpha2");

@@ -1,9 +1,9 @@
 //! Kubernetes Events for SMI TrafficSplits, which have no status field.
 //!
 //! Whenever what became of a TrafficSplit changes (applied, ignored because a Gateway API
-//! route or an older split takes precedence, invalid), the replica holding the Lease records
-//! an `events.k8s.io/v1` Event regarding the split: `Normal` when applied, `Warning`
-//! otherwise, with the reason and the translator's message as its note, so that
+//! route or an older split takes precedence, invalid, or applied with backends left out), the
+//! replica holding the Lease records an `events.k8s.io/v1` Event regarding the split:
+//! `Normal` when applied as written, `Warning` otherwise, with the reason and the translator's message as its note, so that
 //! `kubectl describe trafficsplit` and `kubectl get events` show it. The same report is in
 //! the controller's log and on the debug endpoint (`/debug/translation`).
 //!
@@ -37,12 +37,13 @@ const NOTE_LIMIT: usize = 1024;
 pub fn event_for(report: &SmiReport) -> Event {
     let (type_, reason) = match &report.outcome {
         SmiOutcome::Applied => (EventType::Normal, APPLIED.to_string()),
-        SmiOutcome::Ignored { reason } | SmiOutcome::Invalid { reason } => {
-            (EventType::Warning, reason.clone())
-        }
+        SmiOutcome::Degraded { reason }
+        | SmiOutcome::Ignored { reason }
+        | SmiOutcome::Invalid { reason } => (EventType::Warning, reason.clone()),
     };
     let outcome = match &report.outcome {
         SmiOutcome::Applied => "applied",
+        SmiOutcome::Degraded { .. } => "applied without some backends",
         SmiOutcome::Ignored { .. } => "ignored",
         SmiOutcome::Invalid { .. } => "invalid",
     };
@@ -189,6 +190,21 @@ mod tests {
         ));
         assert_eq!(ignored.type_, EventType::Warning);
         assert_eq!(ignored.reason, "GatewayAPIRoute");
+
+        let degraded = event_for(&mk_report(
+            SmiOutcome::Degraded {
+                reason: "BackendNotFound".into(),
+            },
+            "web-v1 100%; backend Service shop/gone not found, left out",
+        ));
+        assert_eq!(degraded.type_, EventType::Warning);
+        assert_eq!(degraded.reason, "BackendNotFound");
+        assert_eq!(
+            degraded.note.as_deref(),
+            Some(
+                "applied without some backends on Service shop/web: web-v1 100%; backend Service shop/gone not found, left out"
+            )
+        );
 
         let long = event_for(&mk_report(
             SmiOutcome::Invalid {

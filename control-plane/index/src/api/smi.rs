@@ -11,6 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 pub mod convert;
+pub mod quantity;
+
+use quantity::Quantity;
 
 pub const SPLIT_GROUP: &str = "split.smi-spec.io";
 pub const SPECS_GROUP: &str = "specs.smi-spec.io";
@@ -61,108 +64,70 @@ pub struct TrafficSplitMatch {
 
 impl TrafficSplit {
     /// Each backend's weight as a relative whole number, or why it cannot be read.
-    /// v1alpha1 quantities read in thousandths (`"500m"` is 500, `"1"` is 1000); the weights
-    /// of one split always come from one version, so only their ratio matters.
+    /// v1alpha1 quantities of the readable backends become whole numbers with their ratio
+    /// ([`quantity::whole_weights`]: `"500m"` and `"1"` are 5 and 10); the weights of one
+    /// split always come from one version, so only their ratio matters.
     pub fn weights(&self) -> Vec<Result<u64, String>> {
-        let quantity = self.version == "v1alpha1";
-        self.spec
+        if self.version != "v1alpha1" {
+            return self
+                .spec
+                .backends
+                .iter()
+                .map(|b| read_weight(&b.weight))
+                .collect();
+        }
+        let read: Vec<Result<Quantity, String>> = self
+            .spec
             .backends
             .iter()
-            .map(|b| read_weight(&b.weight, quantity))
+            .map(|b| match read_quantity(&b.weight) {
+                Ok(q) if q.negative && !q.is_zero() => {
+                    Err(format!("weight {} is negative", b.weight))
+                }
+                other => other,
+            })
+            .collect();
+        let readable: Vec<Quantity> = read.iter().filter_map(|r| r.clone().ok()).collect();
+        let mut whole = quantity::whole_weights(&readable).into_iter();
+        read.into_iter()
+            .map(|r| r.map(|_| whole.next().unwrap_or_default()))
             .collect()
     }
 }
 
-fn read_weight(value: &serde_json::Value, quantity: bool) -> Result<u64, String> {
+/// A v1alpha1 weight: a quantity written as a string, or as a number (whose text is read
+/// as a quantity too, so `1` is one and `0.5` is a half).
+pub fn read_quantity(value: &serde_json::Value) -> Result<Quantity, String> {
+    let shown = value.to_string();
+    let text = match value {
+        serde_json::Value::Null => return Err("weight is missing".to_string()),
+        serde_json::Value::String(s) => s.as_str(),
+        serde_json::Value::Number(_) => shown.as_str(),
+        _ => return Err(format!("weight {shown} is not a quantity")),
+    };
+    text.parse().map_err(|e| format!("weight {shown} {e}"))
+}
+
+/// An integer weight (v1alpha2 and later).
+fn read_weight(value: &serde_json::Value) -> Result<u64, String> {
     let shown = value.to_string();
     match value {
         serde_json::Value::Null => Err("weight is missing".to_string()),
         serde_json::Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                if i < 0 {
-                    return Err(format!("weight {shown} is negative"));
-                }
-                let i = i as u64;
-                if quantity {
-                    i.checked_mul(1000)
-                        .ok_or_else(|| format!("weight {shown} is too large"))
-                } else {
-                    Ok(i)
-                }
+                u64::try_from(i).map_err(|_| format!("weight {shown} is negative"))
             } else if let Some(u) = n.as_u64() {
-                if quantity {
-                    u.checked_mul(1000)
-                        .ok_or_else(|| format!("weight {shown} is too large"))
-                } else {
-                    Ok(u)
-                }
-            } else if quantity {
-                parse_quantity(&shown)
+                Ok(u)
             } else {
                 Err(format!("weight {shown} is not a whole number"))
             }
         }
-        serde_json::Value::String(s) if quantity => parse_quantity(s),
-        serde_json::Value::String(s) => {
-            let s = s.trim();
-            match s.parse::<i64>() {
-                Ok(i) if i < 0 => Err(format!("weight {shown} is negative")),
-                Ok(i) => Ok(i as u64),
-                Err(_) => Err(format!("weight {shown} is not a whole number")),
-            }
-        }
+        serde_json::Value::String(s) => match s.trim().parse::<i64>() {
+            Ok(i) => u64::try_from(i).map_err(|_| format!("weight {shown} is negative")),
+            Err(_) => Err(format!("weight {shown} is not a whole number")),
+        },
         _ => Err(format!("weight {shown} is not a number")),
     }
-}
-
-/// A Kubernetes quantity in thousandths: `"10m"` is 10, `"1"` is 1000, `"1.5"` is 1500,
-/// `"2k"` is 2_000_000. Fractions below a thousandth are rejected rather than rounded away.
-pub fn parse_quantity(text: &str) -> Result<u64, String> {
-    let bad = || format!("weight {text:?} is not a valid quantity");
-    let s = text.trim();
-    if s.starts_with('-') {
-        return Err(format!("weight {text:?} is negative"));
-    }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    // Thousandths per unit of the suffix, as a power of ten (binary suffixes as factors).
-    let (pow10, factor): (u32, u64) = match suffix {
-        "m" => (0, 1),
-        "" => (3, 1),
-        "k" => (6, 1),
-        "M" => (9, 1),
-        "G" => (12, 1),
-        "Ki" => (3, 1 << 10),
-        "Mi" => (3, 1 << 20),
-        "Gi" => (3, 1 << 30),
-        _ => return Err(bad()),
-    };
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    if int.is_empty() && frac.is_empty() {
-        return Err(bad());
-    }
-    if frac.len() > pow10 as usize && frac[pow10 as usize..].chars().any(|c| c != '0') {
-        return Err(format!("weight {text:?} is finer than a thousandth"));
-    }
-    let digits: String = int
-        .chars()
-        .chain(
-            frac.chars()
-                .chain(std::iter::repeat('0'))
-                .take(pow10 as usize),
-        )
-        .collect();
-    let value = if digits.is_empty() {
-        0
-    } else {
-        digits.parse::<u64>().map_err(|_| bad())?
-    };
-    value
-        .checked_mul(factor)
-        .ok_or_else(|| format!("weight {text:?} is too large"))
 }
 
 /// `HTTPRouteGroup`, any version from v1alpha1 to v1alpha4. v1alpha1 and v1alpha2 keep
@@ -270,24 +235,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantities_read_in_thousandths() {
-        assert_eq!(parse_quantity("10m"), Ok(10));
-        assert_eq!(parse_quantity("500m"), Ok(500));
-        assert_eq!(parse_quantity("1"), Ok(1000));
-        assert_eq!(parse_quantity("1.5"), Ok(1500));
-        assert_eq!(parse_quantity("0"), Ok(0));
-        assert_eq!(parse_quantity("2k"), Ok(2_000_000));
-        assert_eq!(parse_quantity("1Ki"), Ok(1_024_000));
-        assert!(parse_quantity("-1").unwrap_err().contains("negative"));
-        assert!(parse_quantity("abc").is_err());
-        assert!(parse_quantity("m").is_err());
-        assert!(parse_quantity("1.0005").is_err());
-        assert!(parse_quantity("99999999999999999999G").is_err());
-    }
-
-    #[test]
     fn integer_weights_and_their_errors() {
-        let w = |v: serde_json::Value| read_weight(&v, false);
+        let w = |v: serde_json::Value| read_weight(&v);
         assert_eq!(w(serde_json::json!(90)), Ok(90));
         assert_eq!(w(serde_json::json!("10")), Ok(10));
         assert!(w(serde_json::json!(-5)).unwrap_err().contains("negative"));
@@ -295,8 +244,20 @@ mod tests {
         assert!(w(serde_json::json!("ten")).is_err());
         assert!(w(serde_json::json!(null)).is_err());
         assert!(w(serde_json::json!([1])).is_err());
-        assert_eq!(read_weight(&serde_json::json!(1), true), Ok(1000));
-        assert_eq!(read_weight(&serde_json::json!("250m"), true), Ok(250));
+    }
+
+    #[test]
+    fn quantity_weights_read_from_strings_and_numbers() {
+        let q = |v: serde_json::Value| read_quantity(&v).map(|q| (q.mantissa, q.exponent));
+        assert_eq!(q(serde_json::json!("250m")), Ok((25, -2)));
+        assert_eq!(q(serde_json::json!(1)), Ok((1, 0)));
+        assert_eq!(q(serde_json::json!(0.5)), Ok((5, -1)));
+        assert_eq!(
+            q(serde_json::json!("ten")),
+            Err("weight \"ten\" is not a valid quantity".to_string())
+        );
+        assert!(q(serde_json::json!(null)).is_err());
+        assert!(q(serde_json::json!(true)).is_err());
     }
 
     #[test]

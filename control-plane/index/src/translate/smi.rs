@@ -4,11 +4,16 @@
 //! - A TrafficSplit on root Service S gives every HTTP-capable port of S (declared HTTP,
 //!   HTTP/2 or gRPC, or undeclared) a producer table: clients of S get the weighted split.
 //!   Ports declared opaque (TCP, TLS, ...) stay pass-through.
-//! - Each backend Service is reached by its own endpoints at the root port's number, or at
-//!   its only port when it has one port. A backend that is missing, or has neither, keeps its
-//!   share, answered with 500 (as an unresolved Gateway API backendRef). A backend equal to
-//!   the root reaches the root's own endpoints: table backends are endpoint sets, never
-//!   routed again, so this cannot loop.
+//! - Each backend Service is reached by its own endpoints at the root port's number. A
+//!   backend Service that does not exist, or has no such port, is left out of that port's
+//!   split and the others share its traffic: SMI says backends must expose the root's port
+//!   (ports are not part of a TrafficSplit), and OSM ignores such a backend
+//!   (OSM: pkg/catalog/outbound_traffic_policies.go, `getUpstreamClusters`, through
+//!   pkg/compute/kube/client.go `GetMeshService`). The split is then reported
+//!   [`SmiOutcome::Degraded`]; a port left with no backend stays pass-through, and a split
+//!   that leaves every port so is invalid. A backend equal to the root reaches the root's
+//!   own endpoints: table backends are endpoint sets, never routed again, so this cannot
+//!   loop.
 //! - With `matches`, only requests matching one of the referenced HTTPRouteGroups' matches
 //!   are split; a final catch-all route sends everything else to S's own endpoints.
 //! - Gateway API wins: when any port of S has a producer HTTPRoute or GRPCRoute table, the
@@ -18,8 +23,8 @@
 //!   not it is valid, so that a broken edit never hands the root to another split; the
 //!   others are reported ignored.
 //! - An invalid split (negative or malformed weight, no backends, every weight 0, unknown or
-//!   missing HTTPRouteGroup, an invalid regex or header name in a match, weights adding up
-//!   past 32 bits) is not applied: the root keeps plain
+//!   missing HTTPRouteGroup, an invalid regex or header name in a match, integer weights
+//!   adding up past 32 bits, every backend left out) is not applied: the root keeps plain
 //!   pass-through to its own endpoints, which is where SMI sends traffic the split does not
 //!   cover. Every weight 0 is invalid rather than a 500 for all traffic: a split that can
 //!   send nothing anywhere is a half-done edit, and failing open to the root Service (as OSM
@@ -27,6 +32,7 @@
 //!   last good configuration through the snapshot machinery.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use lanyard_model::{
     Action, Backend, BackendTarget, Forward, HeaderMatch, PathMatch, PortRouting, Protocol,
@@ -55,6 +61,9 @@ pub struct SmiReport {
 pub enum SmiOutcome {
     /// In effect on the root Service's ports.
     Applied,
+    /// In effect, but some backends are left out (a backend Service that does not exist or
+    /// lacks the root's port); `reason` names why.
+    Degraded { reason: String },
     /// Valid but not in effect: a Gateway API route or another split takes precedence, or
     /// the root Service does not exist.
     Ignored { reason: String },
@@ -71,6 +80,10 @@ pub(super) mod reasons {
     pub const NO_WEIGHT: &str = "NoWeight";
     pub const NO_BACKENDS: &str = "NoBackends";
     pub const INVALID_MATCH: &str = "InvalidMatch";
+    /// A backend Service does not exist (ahead of [`BACKEND_PORT_NOT_FOUND`] when both apply).
+    pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// A backend Service does not have a port of the root Service.
+    pub const BACKEND_PORT_NOT_FOUND: &str = "BackendPortNotFound";
 }
 
 /// Adds the producer tables of every TrafficSplit in effect to `routing`, and reports on
@@ -116,14 +129,20 @@ pub(super) fn apply(
         }
         let (_, key, split) = splits[0];
         let (outcome, message) = match lower(objects, services, &root, split, routing) {
-            Ok((tables, message)) => {
+            Ok((tables, message, degraded)) => {
                 for (port, table) in tables {
                     routed_protocols
                         .entry(port.clone())
                         .or_insert(table.protocol);
                     routing.entry(port).or_default().producer = Some(table);
                 }
-                (SmiOutcome::Applied, message)
+                let outcome = match degraded {
+                    Some(reason) => SmiOutcome::Degraded {
+                        reason: reason.to_string(),
+                    },
+                    None => SmiOutcome::Applied,
+                };
+                (outcome, message)
             }
             Err(e) => e,
         };
@@ -163,7 +182,19 @@ fn invalid(reason: &str, message: String) -> (SmiOutcome, String) {
     )
 }
 
-type Lowered = (Vec<(ServicePortKey, RouteTable)>, String);
+/// The tables, the message, and the reason when some backends are left out.
+type Lowered = (
+    Vec<(ServicePortKey, RouteTable)>,
+    String,
+    Option<&'static str>,
+);
+
+/// Why a backend is left out of a port's split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LeftOut {
+    NotFound,
+    NoPort,
+}
 
 /// The tables of one split, or why it is not applied.
 fn lower(
@@ -203,6 +234,11 @@ fn lower(
 
     let mut tables = Vec::new();
     let mut notes = Vec::new();
+    // Backends left out, with the ports they are left out on.
+    let mut left_out: BTreeMap<(&str, LeftOut), Vec<u16>> = BTreeMap::new();
+    let mut emptied = Vec::new();
+    // The shares of each applied port, to group ports that split alike in the message.
+    let mut shares: Vec<(String, Vec<u16>)> = Vec::new();
     for port in &service.ports {
         let declared = services
             .declared
@@ -222,26 +258,42 @@ fn lower(
         };
         let root_port = ServicePortKey::new(root.clone(), port.port);
         let mut backends = Vec::new();
+        let mut kept = Vec::new();
         for (backend, &weight) in split.spec.backends.iter().zip(&weights) {
+            // A weight-0 backend gets nothing, so whether it could serve is moot.
             if weight == 0 {
+                kept.push((backend.service.as_str(), 0));
                 continue;
             }
-            let target = match backend_port(
+            match backend_port(
                 services,
                 root.namespace.as_str(),
                 &backend.service,
                 port.port,
             ) {
-                Ok(key) => BackendTarget::Service(key),
-                Err(problem) => {
-                    notes.push(format!(
-                        "port {}: {problem}, its share is answered 500",
-                        port.port
-                    ));
-                    BackendTarget::Unresolved
+                Ok(key) => {
+                    backends.push(Backend::new(BackendTarget::Service(key), weight));
+                    kept.push((backend.service.as_str(), weight));
                 }
-            };
-            backends.push(Backend::new(target, weight));
+                Err(why) => left_out
+                    .entry((backend.service.as_str(), why))
+                    .or_default()
+                    .push(port.port),
+            }
+        }
+        if backends.is_empty() {
+            emptied.push(port.port);
+            continue;
+        }
+        let total: u64 = kept.iter().map(|&(_, w)| u64::from(w)).sum();
+        let shown: Vec<String> = kept
+            .iter()
+            .map(|&(name, w)| format!("{name} {}", percent(u64::from(w), total)))
+            .collect();
+        let shown = shown.join(", ");
+        match shares.iter_mut().find(|(s, _)| *s == shown) {
+            Some((_, ports)) => ports.push(port.port),
+            None => shares.push((shown, vec![port.port])),
         }
         let forward = Action::Forward(Forward {
             backends,
@@ -262,38 +314,73 @@ fn lower(
         }
         tables.push((root_port, RouteTable { protocol, routes }));
     }
+    let degraded = left_out
+        .keys()
+        .map(|&(_, why)| why)
+        .min()
+        .map(|why| match why {
+            LeftOut::NotFound => reasons::BACKEND_NOT_FOUND,
+            LeftOut::NoPort => reasons::BACKEND_PORT_NOT_FOUND,
+        });
+    let left_out: Vec<String> = left_out
+        .iter()
+        .map(|(&(name, why), ports)| {
+            let shown = format!("{}/{name}", root.namespace);
+            match why {
+                LeftOut::NotFound => format!("backend Service {shown} not found, left out"),
+                LeftOut::NoPort => format!(
+                    "backend Service {shown} has no port {}, left out there",
+                    join(ports)
+                ),
+            }
+        })
+        .collect();
     if tables.is_empty() {
+        if let Some(reason) = degraded {
+            return Err(invalid(
+                reason,
+                format!(
+                    "no backend can serve root Service {shown_root} port {}: {}; the root Service keeps its own endpoints",
+                    join(&emptied),
+                    left_out.join("; ")
+                ),
+            ));
+        }
         return Err(ignored(
             reasons::NO_HTTP_PORT,
             format!("root Service {shown_root} has no HTTP port to split"),
         ));
     }
-    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-    let shares: Vec<String> = split
-        .spec
-        .backends
+    let splits: Vec<String> = shares
         .iter()
-        .zip(&weights)
-        .map(|(b, &w)| format!("{} {}", b.service, percent(u64::from(w), total)))
+        .map(|(shown, ports)| format!("port {} split: {shown}", join(ports)))
         .collect();
-    let ports: Vec<String> = tables.iter().map(|(k, _)| k.port.to_string()).collect();
-    let mut message = format!(
-        "{shown_root} port {} split: {}",
-        ports.join(", "),
-        shares.join(", ")
-    );
+    let mut message = format!("{shown_root} {}", splits.join("; "));
     if !split.spec.matches.is_empty() {
         message.push_str("; requests that match no HTTPRouteGroup match go to the root Service");
     }
-    for note in notes {
+    for note in left_out.into_iter().chain(notes) {
         message.push_str("; ");
         message.push_str(&note);
     }
-    Ok((tables, message))
+    if !emptied.is_empty() {
+        let _ = write!(
+            message,
+            "; port {} has no backend left and stays pass-through",
+            join(&emptied)
+        );
+    }
+    Ok((tables, message, degraded))
 }
 
-/// The weights as the model takes them (v1alpha1 thousandths reduced by their common
-/// divisor), or why the split is invalid.
+/// Port numbers as `80, 8080`.
+fn join(ports: &[u16]) -> String {
+    let shown: Vec<String> = ports.iter().map(u16::to_string).collect();
+    shown.join(", ")
+}
+
+/// The weights as the model takes them (v1alpha1 quantities as whole numbers reduced by their
+/// common divisor), or why the split is invalid.
 fn checked_weights(split: &TrafficSplit) -> Result<Vec<u32>, (SmiOutcome, String)> {
     if split.spec.backends.is_empty() {
         return Err(invalid(
@@ -337,10 +424,13 @@ fn checked_weights(split: &TrafficSplit) -> Result<Vec<u32>, (SmiOutcome, String
         .collect())
 }
 
-/// `part` of `total` as a percentage, with one decimal when it is not whole.
+/// `part` of `total` as a percentage, with one decimal when it is not whole; a share that
+/// rounds to 0 but is not is shown as `<0.1%`.
 fn percent(part: u64, total: u64) -> String {
     let tenths = (part * 1000 + total / 2) / total.max(1);
-    if tenths.is_multiple_of(10) {
+    if tenths == 0 && part > 0 {
+        "<0.1%".to_string()
+    } else if tenths.is_multiple_of(10) {
         format!("{}%", tenths / 10)
     } else {
         format!("{}.{}%", tenths / 10, tenths % 10)
@@ -465,25 +555,20 @@ fn is_regex_meta(c: char) -> bool {
     )
 }
 
-/// The port of backend Service `name` that serves the root's `port`.
+/// The port of backend Service `name` that serves the root's `port`: the same port number,
+/// as SMI requires of backends (OSM: pkg/compute/kube/client.go, `GetMeshService`).
 fn backend_port(
     services: &Services,
     namespace: &str,
     name: &str,
     port: u16,
-) -> Result<ServicePortKey, String> {
+) -> Result<ServicePortKey, LeftOut> {
     let key = ServiceKey::new(namespace, name);
-    let Some(service) = services.services.get(&key) else {
-        return Err(format!("backend Service {namespace}/{name} not found"));
-    };
+    let service = services.services.get(&key).ok_or(LeftOut::NotFound)?;
     if service.ports.iter().any(|p| p.port == port) {
-        return Ok(ServicePortKey::new(key, port));
-    }
-    match service.ports.as_slice() {
-        [only] => Ok(ServicePortKey::new(key, only.port)),
-        _ => Err(format!(
-            "backend Service {namespace}/{name} has no port {port} and not exactly one port"
-        )),
+        Ok(ServicePortKey::new(key, port))
+    } else {
+        Err(LeftOut::NoPort)
     }
 }
 
@@ -498,5 +583,6 @@ mod percent_tests {
         assert_eq!(percent(2, 3), "66.7%");
         assert_eq!(percent(u64::from(u32::MAX), u64::from(u32::MAX)), "100%");
         assert_eq!(percent(0, 0), "0%");
+        assert_eq!(percent(3, 4_048_003), "<0.1%");
     }
 }

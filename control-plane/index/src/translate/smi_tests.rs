@@ -36,7 +36,7 @@ fn base() -> Vec<Object> {
     vec![
         mk_service("app", "web", &[("http", 80), ("tcp", 9090)]),
         mk_service("app", "web-v1", &[("http", 80)]),
-        mk_service("app", "web-v2", &[("http-alt", 8080)]),
+        mk_service("app", "web-v2", &[("http", 80)]),
     ]
 }
 
@@ -86,10 +86,9 @@ fn a_split_weights_every_http_port_of_the_root_and_leaves_opaque_ports_alone() {
     let table = producer(&t, &port("web", 80)).expect("a split table on web:80");
     assert_eq!(table.routes.len(), 1);
     assert_eq!(table.routes[0].matcher, RequestMatch::default());
-    // web-v2 has no port 80 but only one port: that one is used.
     assert_eq!(
         backends(&table, 0),
-        vec![(svc("web-v1", 80), 90), (svc("web-v2", 8080), 10)]
+        vec![(svc("web-v1", 80), 90), (svc("web-v2", 80), 10)]
     );
     assert!(producer(&t, &port("web", 9090)).is_none());
     let r = report(&t, "canary");
@@ -111,7 +110,7 @@ fn v1alpha1_quantities_are_reduced_to_their_ratio() {
     let table = producer(&t, &port("web", 80)).unwrap();
     assert_eq!(
         backends(&table, 0),
-        vec![(svc("web-v1", 80), 1), (svc("web-v2", 8080), 2)]
+        vec![(svc("web-v1", 80), 1), (svc("web-v2", 80), 2)]
     );
 }
 
@@ -157,7 +156,7 @@ fn matches_split_only_matching_requests_and_the_rest_goes_to_the_root() {
     assert_eq!(matchers[2].method.as_deref(), Some("POST"));
     assert_eq!(matchers[3].method, None);
     // Weight 0 backends get no share; the catch-all goes to the root's own endpoints.
-    assert_eq!(backends(&table, 0), vec![(svc("web-v2", 8080), 100)]);
+    assert_eq!(backends(&table, 0), vec![(svc("web-v2", 80), 100)]);
     assert_eq!(*matchers[4], RequestMatch::default());
     assert_eq!(backends(&table, 4), vec![(svc("web", 80), 1)]);
     assert_eq!(report(&t, "ab").outcome, SmiOutcome::Applied);
@@ -206,7 +205,7 @@ fn the_oldest_split_on_a_root_wins_then_the_first_by_name() {
     )));
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
-    assert_eq!(backends(&table, 0), vec![(svc("web-v2", 8080), 1)]);
+    assert_eq!(backends(&table, 0), vec![(svc("web-v2", 80), 1)]);
     assert_eq!(report(&t, "b-old").outcome, SmiOutcome::Applied);
     for loser in ["a-young", "c-old"] {
         let r = report(&t, loser);
@@ -246,8 +245,14 @@ fn all_zero_negative_and_malformed_weights_leave_the_root_pass_through() {
     }
 }
 
+fn degraded(reason: &str) -> SmiOutcome {
+    SmiOutcome::Degraded {
+        reason: reason.into(),
+    }
+}
+
 #[test]
-fn a_missing_backend_keeps_its_share_answered_500() {
+fn a_missing_backend_is_left_out_and_reported() {
     let mut objects = base();
     objects.push(mk_object(mk_split(
         "v1alpha2",
@@ -257,13 +262,144 @@ fn a_missing_backend_keeps_its_share_answered_500() {
     )));
     let t = run(objects);
     let table = producer(&t, &port("web", 80)).unwrap();
+    assert_eq!(backends(&table, 0), vec![(svc("web-v1", 80), 3)]);
+    let r = report(&t, "s");
+    assert_eq!(r.outcome, degraded(reasons::BACKEND_NOT_FOUND));
+    assert!(
+        r.message
+            .contains("backend Service app/gone not found, left out"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message.contains("port 80 split: web-v1 100%"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_backend_without_the_root_port_is_left_out_even_with_one_port() {
+    let mut objects = base();
+    objects.push(mk_service("app", "web-alt", &[("http-alt", 8080)]));
+    objects.push(mk_object(mk_split(
+        "v1alpha2",
+        "s",
+        "web",
+        &[("web-v1", json!(90)), ("web-alt", json!(10))],
+    )));
+    let t = run(objects);
+    let table = producer(&t, &port("web", 80)).unwrap();
+    assert_eq!(backends(&table, 0), vec![(svc("web-v1", 80), 90)]);
+    let r = report(&t, "s");
+    assert_eq!(r.outcome, degraded(reasons::BACKEND_PORT_NOT_FOUND));
+    assert!(
+        r.message
+            .contains("backend Service app/web-alt has no port 80, left out there"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn each_root_port_keeps_the_backends_that_have_it() {
+    let mut objects = vec![
+        mk_service("app", "web", &[("http", 80), ("http-admin", 81)]),
+        mk_service("app", "web-v1", &[("http", 80), ("http-admin", 81)]),
+        mk_service("app", "web-v2", &[("http", 80)]),
+    ];
+    objects.push(mk_object(mk_split(
+        "v1alpha2",
+        "s",
+        "web",
+        &[("web-v1", json!(1)), ("web-v2", json!(1))],
+    )));
+    let t = run(objects);
     assert_eq!(
-        backends(&table, 0),
-        vec![(svc("web-v1", 80), 3), (BackendTarget::Unresolved, 1)]
+        backends(&producer(&t, &port("web", 80)).unwrap(), 0),
+        vec![(svc("web-v1", 80), 1), (svc("web-v2", 80), 1)]
+    );
+    assert_eq!(
+        backends(&producer(&t, &port("web", 81)).unwrap(), 0),
+        vec![(svc("web-v1", 81), 1)]
     );
     let r = report(&t, "s");
-    assert_eq!(r.outcome, SmiOutcome::Applied);
+    assert_eq!(r.outcome, degraded(reasons::BACKEND_PORT_NOT_FOUND));
+    assert!(
+        r.message.starts_with(
+            "app/web port 80 split: web-v1 50%, web-v2 50%; port 81 split: web-v1 100%; backend Service app/web-v2 has no port 81"
+        ),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_port_every_backend_lacks_stays_pass_through() {
+    let mut objects = vec![
+        mk_service("app", "web", &[("http", 80), ("http-admin", 81)]),
+        mk_service("app", "web-v1", &[("http", 80)]),
+    ];
+    objects.push(mk_object(mk_split(
+        "v1alpha2",
+        "s",
+        "web",
+        &[("web-v1", json!(1)), ("gone", json!(0))],
+    )));
+    let t = run(objects);
+    assert!(producer(&t, &port("web", 80)).is_some());
+    assert!(producer(&t, &port("web", 81)).is_none());
+    let r = report(&t, "s");
+    // A missing backend with weight 0 gets nothing either way and is not reported.
+    assert_eq!(r.outcome, degraded(reasons::BACKEND_PORT_NOT_FOUND));
+    assert!(!r.message.contains("gone not found"), "{}", r.message);
+    assert!(
+        r.message
+            .ends_with("port 81 has no backend left and stays pass-through"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_split_whose_every_backend_is_left_out_is_invalid() {
+    let mut objects = base();
+    objects.push(mk_service("app", "web-alt", &[("http-alt", 8080)]));
+    objects.push(mk_object(mk_split(
+        "v1alpha2",
+        "ports",
+        "web",
+        &[("web-alt", json!(1))],
+    )));
+    let t = run(objects.clone());
+    assert!(t.model.routing.is_empty(), "{:?}", t.model.routing);
+    let r = report(&t, "ports");
+    assert_eq!(r.outcome, invalid(reasons::BACKEND_PORT_NOT_FOUND));
+    assert!(
+        r.message
+            .starts_with("no backend can serve root Service app/web port 80"),
+        "{}",
+        r.message
+    );
+
+    let mut objects = base();
+    objects.push(mk_service("app", "web-alt", &[("http-alt", 8080)]));
+    objects.push(mk_object(mk_split(
+        "v1alpha2",
+        "mixed",
+        "web",
+        &[("web-alt", json!(1)), ("gone", json!(1))],
+    )));
+    let t = run(objects);
+    assert!(t.model.routing.is_empty(), "{:?}", t.model.routing);
+    let r = report(&t, "mixed");
+    assert_eq!(r.outcome, invalid(reasons::BACKEND_NOT_FOUND));
     assert!(r.message.contains("app/gone not found"), "{}", r.message);
+    assert!(
+        r.message.contains("app/web-alt has no port 80"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]
@@ -279,7 +415,7 @@ fn a_backend_equal_to_the_root_reaches_the_root_endpoints() {
     let table = producer(&t, &port("web", 80)).unwrap();
     assert_eq!(
         backends(&table, 0),
-        vec![(svc("web", 80), 1), (svc("web-v2", 8080), 1)]
+        vec![(svc("web", 80), 1), (svc("web-v2", 80), 1)]
     );
     assert_eq!(report(&t, "self").outcome, SmiOutcome::Applied);
 }

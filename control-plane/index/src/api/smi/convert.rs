@@ -4,9 +4,13 @@
 //! raised to v1alpha4, then lowered to the version asked for. Objects are plain JSON, so
 //! fields this module does not know (and `metadata`) pass through untouched.
 //!
-//! - TrafficSplit weights: v1alpha1 quantities become whole numbers of thousandths
-//!   (`"500m"` is 500, `"1"` is 1000), so the ratio between backends is kept; whole numbers
-//!   go back to v1alpha1 as `"<n>m"`. A weight that cannot be read fails the conversion with
+//! - TrafficSplit weights: v1alpha1 quantities become whole numbers with the same ratio
+//!   ([`whole_weights`]: `"500m"` and `"1"` are 5 and 10, `"90"` stays 90); whole numbers
+//!   go back to v1alpha1 as canonical quantities (`1000` is `"1k"`). So that a v1alpha1 object
+//!   reads back as written (client-side `kubectl apply` compares it), the text and the numbers
+//!   it became are kept in [`WEIGHTS_ANNOTATION`] when the canonical text would differ; the
+//!   text is given back only while the numbers are unchanged, so a later edit in another
+//!   version reads back canonically. A weight that cannot be read fails the conversion with
 //!   an [`Error`] naming the backend; it is not written through as it is, because the storage
 //!   version types `weight` as an integer and a string there would break every reader.
 //! - Fields a lower version cannot hold (TrafficSplit `spec.matches` in v1alpha1 and
@@ -22,12 +26,20 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use super::{SPECS_GROUP, SPLIT_GROUP, parse_quantity};
+use super::quantity::{Quantity, canonical, same_ratio, whole_weights};
+use super::{SPECS_GROUP, SPLIT_GROUP, read_quantity};
 
 /// Annotation holding, as a JSON object shaped like the v1alpha4 object (for example
 /// `{"spec":{"matches":[...]}}`), the fields the object's version cannot hold. Present only
 /// on objects served in such a version; removed whenever an object is raised.
 pub const PRESERVED_ANNOTATION: &str = "lanyard.dev/smi-preserved-fields";
+
+/// Annotation holding, as JSON `{"v1alpha1": [...], "v1alpha4": [...]}`, the v1alpha1 weights
+/// as written (`null` where a backend has none) and the whole numbers they stand for in the
+/// other versions. Unlike [`PRESERVED_ANNOTATION`] it is stored, since the text must survive
+/// in the storage version; it is present only when the canonical text of the numbers differs
+/// from what was written, and trusted only while both lists still agree with the object.
+pub const WEIGHTS_ANNOTATION: &str = "lanyard.dev/smi-v1alpha1-weights";
 
 /// The SMI versions Lanyard serves, oldest first. v1alpha4 is the hub and storage version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -213,12 +225,7 @@ fn raise(cx: &Context, from: Version, object: &mut Map<String, Value>) -> Result
     match cx.kind {
         Kind::TrafficSplit => {
             if from == Version::V1alpha1 {
-                for_each_weight(object, |i, weight| {
-                    *weight = Value::from(quantity_to_thousandths(weight).map_err(|message| {
-                        cx.error(format!("spec.backends[{i}].weight"), message)
-                    })?);
-                    Ok(())
-                })?;
+                raise_weights(cx, object)?;
             }
         }
         Kind::HttpRouteGroup => {
@@ -243,16 +250,7 @@ fn lower(cx: &Context, to: Version, object: &mut Map<String, Value>) -> Result<(
     match cx.kind {
         Kind::TrafficSplit => {
             if to == Version::V1alpha1 {
-                for_each_weight(object, |i, weight| {
-                    let n = weight.as_i64().ok_or_else(|| {
-                        cx.error(
-                            format!("spec.backends[{i}].weight"),
-                            format!("weight {weight} is not a whole number"),
-                        )
-                    })?;
-                    *weight = Value::String(format!("{n}m"));
-                    Ok(())
-                })?;
+                lower_weights(cx, object)?;
             }
         }
         Kind::HttpRouteGroup => {
@@ -360,55 +358,173 @@ fn child_object<'a>(object: &'a mut Map<String, Value>, key: &str) -> &'a mut Ma
     entry.as_object_mut().expect("just made an object")
 }
 
-/// Calls `f` with every `spec.backends[i].weight` that is present and not null.
-fn for_each_weight(
-    object: &mut Map<String, Value>,
-    mut f: impl FnMut(usize, &mut Value) -> Result<(), Error>,
-) -> Result<(), Error> {
+/// Each backend's `weight`, `null` when it has none.
+fn weights_of(object: &Map<String, Value>) -> Vec<Value> {
+    let backends = object
+        .get("spec")
+        .and_then(|s| s.get("backends"))
+        .and_then(Value::as_array);
+    backends
+        .into_iter()
+        .flatten()
+        .map(|b| b.get("weight").cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+/// Replaces every backend's `weight` that is present and not null with `weights[i]`.
+fn set_weights(object: &mut Map<String, Value>, weights: Vec<Value>) {
     let backends = object
         .get_mut("spec")
         .and_then(|s| s.get_mut("backends"))
         .and_then(Value::as_array_mut);
-    for (i, backend) in backends.into_iter().flatten().enumerate() {
-        if let Some(weight) = backend.get_mut("weight").filter(|w| !w.is_null()) {
-            f(i, weight)?;
+    for (backend, weight) in backends.into_iter().flatten().zip(weights) {
+        if let Some(slot) = backend.get_mut("weight").filter(|w| !w.is_null()) {
+            *slot = weight;
         }
     }
+}
+
+/// The whole numbers that v1alpha1 weights stand for: the magnitudes' [`whole_weights`]
+/// with their signs (negative weights are converted too: they are invalid, but the
+/// translator is the one that reports them, whatever version they were written in).
+fn numbers_of(texts: &[Value]) -> Result<Vec<Option<i64>>, (usize, String)> {
+    let mut read = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        read.push(match text {
+            Value::Null => None,
+            _ => Some(read_quantity(text).map_err(|e| (i, e))?),
+        });
+    }
+    let magnitudes: Vec<Quantity> = read.iter().flatten().map(|q| q.magnitude()).collect();
+    let mut whole = whole_weights(&magnitudes).into_iter();
+    Ok(read
+        .iter()
+        .map(|q| {
+            let q = q.as_ref()?;
+            // At most `MAX_TOTAL`, so it fits.
+            let w = i64::try_from(whole.next()?).unwrap_or(i64::MAX);
+            Some(if q.negative { -w } else { w })
+        })
+        .collect())
+}
+
+/// Whether two lists of signed weights have the same signs, zeros and ratio.
+fn same_numbers(a: &[Option<i64>], b: &[Option<i64>]) -> bool {
+    let signs =
+        |l: &[Option<i64>]| -> Vec<Option<bool>> { l.iter().map(|w| w.map(|w| w < 0)).collect() };
+    let magnitudes =
+        |l: &[Option<i64>]| -> Vec<u64> { l.iter().flatten().map(|w| w.unsigned_abs()).collect() };
+    signs(a) == signs(b) && same_ratio(&magnitudes(a), &magnitudes(b))
+}
+
+fn canonical_texts(numbers: &[Option<i64>]) -> Vec<Value> {
+    numbers
+        .iter()
+        .map(|n| n.map_or(Value::Null, |n| Value::String(canonical(n))))
+        .collect()
+}
+
+fn numbers_json(numbers: &[Option<i64>]) -> Vec<Value> {
+    numbers
+        .iter()
+        .map(|n| n.map_or(Value::Null, Value::from))
+        .collect()
+}
+
+/// The texts and numbers in [`WEIGHTS_ANNOTATION`]; a malformed annotation is ignored, as
+/// it only spares a rewrite of the text.
+fn kept_weights(object: &Map<String, Value>) -> Option<(Vec<Value>, Vec<Option<i64>>)> {
+    let text = object
+        .get("metadata")?
+        .get("annotations")?
+        .get(WEIGHTS_ANNOTATION)?
+        .as_str()?;
+    let kept: Value = serde_json::from_str(text).ok()?;
+    let texts = kept.get(Version::V1alpha1.as_str())?.as_array()?.clone();
+    let numbers = kept
+        .get(Version::V1alpha4.as_str())?
+        .as_array()?
+        .iter()
+        .map(|n| match n {
+            Value::Null => Some(None),
+            n => n.as_i64().map(Some),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (texts.len() == numbers.len()).then_some((texts, numbers))
+}
+
+/// Writes [`WEIGHTS_ANNOTATION`] when `texts` are not what `numbers` read back as without
+/// it, and removes it otherwise.
+fn keep_weights(object: &mut Map<String, Value>, texts: &[Value], numbers: &[Option<i64>]) {
+    let canonical = canonical_texts(numbers);
+    let plain = texts == canonical.as_slice()
+        && numbers_of(&canonical).is_ok_and(|n| n.as_slice() == numbers);
+    if plain {
+        let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return;
+        };
+        if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove(WEIGHTS_ANNOTATION);
+            if annotations.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+        return;
+    }
+    let kept = serde_json::json!({
+        Version::V1alpha1.as_str(): texts,
+        Version::V1alpha4.as_str(): numbers_json(numbers),
+    });
+    annotations_mut(object).insert(
+        WEIGHTS_ANNOTATION.to_string(),
+        Value::String(kept.to_string()),
+    );
+}
+
+/// v1alpha1 quantities to whole numbers, the ones kept in the annotation when they are for
+/// these very texts (a v1alpha4 `[90, 10]` read at v1alpha1 and written back stays 90/10).
+fn raise_weights(cx: &Context, object: &mut Map<String, Value>) -> Result<(), Error> {
+    let texts = weights_of(object);
+    let mut numbers = numbers_of(&texts)
+        .map_err(|(i, message)| cx.error(format!("spec.backends[{i}].weight"), message))?;
+    if let Some((kept_texts, kept_numbers)) = kept_weights(object)
+        && kept_texts == texts
+        && same_numbers(&kept_numbers, &numbers)
+    {
+        numbers = kept_numbers;
+    }
+    keep_weights(object, &texts, &numbers);
+    set_weights(object, numbers_json(&numbers));
     Ok(())
 }
 
-/// A v1alpha1 weight (a quantity, written as a string or a whole number) in thousandths.
-/// Negative quantities are converted too: they are invalid weights, but the translator is
-/// the one that reports them, whatever version they were written in.
-pub fn quantity_to_thousandths(weight: &Value) -> Result<i64, String> {
-    let too_large = || format!("weight {weight} is too large");
-    match weight {
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => i.checked_mul(1000).ok_or_else(too_large),
-            None if n.is_u64() => Err(too_large()),
-            None => Err(format!(
-                "weight {weight} is not a quantity (write a fraction as a string, e.g. \"500m\")"
-            )),
-        },
-        Value::String(s) => {
-            let t = s.trim();
-            let (negative, magnitude) = match t.strip_prefix('-') {
-                Some(rest) => (true, rest),
-                None => (false, t),
-            };
-            // `parse_quantity` names the weight as written in its messages.
-            let value = parse_quantity(magnitude).map_err(|e| {
-                if negative {
-                    e.replace(&format!("{magnitude:?}"), &format!("{s:?}"))
-                } else {
-                    e
-                }
-            })?;
-            let value = i64::try_from(value).map_err(|_| too_large())?;
-            Ok(if negative { -value } else { value })
-        }
-        _ => Err(format!("weight {weight} is not a quantity")),
+/// Whole numbers to v1alpha1 quantities: the text kept in the annotation when it was
+/// written for these very numbers, else their canonical form.
+fn lower_weights(cx: &Context, object: &mut Map<String, Value>) -> Result<(), Error> {
+    let mut numbers = Vec::new();
+    for (i, weight) in weights_of(object).iter().enumerate() {
+        numbers.push(match weight {
+            Value::Null => None,
+            w => Some(w.as_i64().ok_or_else(|| {
+                cx.error(
+                    format!("spec.backends[{i}].weight"),
+                    format!("weight {w} is not a whole number"),
+                )
+            })?),
+        });
     }
+    let texts = match kept_weights(object) {
+        Some((kept_texts, kept_numbers))
+            if kept_numbers == numbers
+                && numbers_of(&kept_texts).is_ok_and(|n| same_numbers(&n, &numbers)) =>
+        {
+            kept_texts
+        }
+        _ => canonical_texts(&numbers),
+    };
+    keep_weights(object, &texts, &numbers);
+    set_weights(object, texts);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -444,20 +560,20 @@ mod tests {
     fn split_in(version: Version) -> Value {
         match version {
             Version::V1alpha1 => {
-                let mut s = split(version, [json!("250m"), json!("750m")], None);
+                let mut s = split(version, [json!("1"), json!("3k")], None);
                 s["metadata"]["annotations"] = json!({
                     PRESERVED_ANNOTATION: json!({"spec": {"matches": beta_matches()}}).to_string()
                 });
                 s
             }
             Version::V1alpha2 => {
-                let mut s = split(version, [json!(250), json!(750)], None);
+                let mut s = split(version, [json!(1), json!(3000)], None);
                 s["metadata"]["annotations"] = json!({
                     PRESERVED_ANNOTATION: json!({"spec": {"matches": beta_matches()}}).to_string()
                 });
                 s
             }
-            _ => split(version, [json!(250), json!(750)], Some(beta_matches())),
+            _ => split(version, [json!(1), json!(3000)], Some(beta_matches())),
         }
     }
 
@@ -477,30 +593,125 @@ mod tests {
         }
     }
 
+    fn weights(object: &Value) -> Vec<Value> {
+        weights_of(object.as_object().unwrap())
+    }
+
+    fn kept(object: &Value) -> Option<&Value> {
+        object["metadata"]
+            .get("annotations")
+            .and_then(|a| a.get(WEIGHTS_ANNOTATION))
+    }
+
     #[test]
-    fn v1alpha1_quantities_become_thousandths_and_keep_their_ratio() {
+    fn v1alpha1_quantities_become_whole_numbers_with_their_ratio() {
         let v1 = split(Version::V1alpha1, [json!("500m"), json!("1")], None);
         let hub = convert(&v1, "split.smi-spec.io/v1alpha4").unwrap();
-        assert_eq!(hub["spec"]["backends"][0]["weight"], json!(500));
-        assert_eq!(hub["spec"]["backends"][1]["weight"], json!(1000));
+        assert_eq!(weights(&hub), vec![json!(5), json!(10)]);
         assert!(hub["spec"].get("matches").is_none());
-        assert!(hub["metadata"].get("annotations").is_none());
-        // Whole numbers in v1alpha1 are quantities too: 1 is 1000 thousandths.
+        // Whole numbers in v1alpha1 are quantities too, and every suffix reads.
         let ints = split(Version::V1alpha1, [json!(1), json!("2k")], None);
         let hub = convert(&ints, "split.smi-spec.io/v1alpha2").unwrap();
-        assert_eq!(hub["spec"]["backends"][0]["weight"], json!(1000));
-        assert_eq!(hub["spec"]["backends"][1]["weight"], json!(2_000_000));
-        // Back down, whole numbers are written in thousandths.
+        assert_eq!(weights(&hub), vec![json!(1), json!(2000)]);
+        for (texts, numbers) in [
+            ([json!("1e3"), json!("1")], [json!(1000), json!(1)]),
+            ([json!("2T"), json!("1T")], [json!(2), json!(1)]),
+            ([json!("1Ti"), json!("1Gi")], [json!(1024), json!(1)]),
+            ([json!("1500u"), json!("1m")], [json!(15), json!(10)]),
+            ([json!("+1.5"), json!(".5")], [json!(15), json!(5)]),
+        ] {
+            let v1 = split(Version::V1alpha1, texts.clone(), None);
+            let hub = convert(&v1, "split.smi-spec.io/v1alpha4").unwrap();
+            assert_eq!(weights(&hub), numbers.to_vec(), "{texts:?}");
+        }
+    }
+
+    #[test]
+    fn v1alpha1_weights_read_back_as_written() {
+        for texts in [
+            [json!("1"), json!("1")],
+            [json!(1), json!("500m")],
+            [json!("1e3"), json!("2T")],
+            [json!("1Ti"), json!("1500u")],
+            [json!("0.5"), json!("0")],
+            [json!("-10m"), json!("1")],
+        ] {
+            let v1 = split(Version::V1alpha1, texts.clone(), None);
+            for via in [Version::V1alpha2, Version::V1alpha3, Version::V1alpha4] {
+                let there = convert(&v1, &api(SPLIT_GROUP, via)).unwrap();
+                let hub = convert(&there, "split.smi-spec.io/v1alpha4").unwrap();
+                let back = convert(&hub, "split.smi-spec.io/v1alpha1").unwrap();
+                assert_eq!(weights(&back), texts.to_vec(), "{texts:?} via {via}");
+                let mut without = back.clone();
+                if let Some(a) = without["metadata"]
+                    .get_mut("annotations")
+                    .and_then(Value::as_object_mut)
+                {
+                    a.remove(WEIGHTS_ANNOTATION);
+                    if a.is_empty() {
+                        without["metadata"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("annotations");
+                    }
+                }
+                assert_eq!(without, v1, "{texts:?} via {via}");
+            }
+        }
+        // Canonical text needs no annotation.
+        let plain = split(Version::V1alpha1, [json!("1k"), json!("3")], None);
+        let hub = convert(&plain, "split.smi-spec.io/v1alpha4").unwrap();
+        assert_eq!(kept(&hub), None);
+        assert_eq!(convert(&hub, "split.smi-spec.io/v1alpha1").unwrap(), plain);
+    }
+
+    #[test]
+    fn an_edit_in_another_version_reads_back_canonically() {
+        let v1 = split(Version::V1alpha1, [json!("500m"), json!("1")], None);
+        let mut hub = convert(&v1, "split.smi-spec.io/v1alpha4").unwrap();
+        assert!(kept(&hub).is_some());
+        hub["spec"]["backends"][1]["weight"] = json!(1500);
         let down = convert(&hub, "split.smi-spec.io/v1alpha1").unwrap();
-        assert_eq!(down["spec"]["backends"][0]["weight"], json!("1000m"));
-        assert_eq!(down["spec"]["backends"][1]["weight"], json!("2000000m"));
+        assert_eq!(weights(&down), vec![json!("5"), json!("1500")]);
+        assert_eq!(kept(&down), None, "the stale text is dropped");
+        // Whole numbers read at v1alpha1 and written back are the same numbers.
+        let hub = split(Version::V1alpha4, [json!(90), json!(10)], None);
+        let down = convert(&hub, "split.smi-spec.io/v1alpha1").unwrap();
+        assert_eq!(weights(&down), vec![json!("90"), json!("10")]);
+        assert_eq!(kept(&down), None);
+        assert_eq!(convert(&down, "split.smi-spec.io/v1alpha4").unwrap(), hub);
+        // Numbers whose canonical text would read back in another ratio unit keep their own.
+        let big = split(
+            Version::V1alpha4,
+            [json!(4_000_000_000u64), json!(2_000_000_000u64)],
+            None,
+        );
+        let down = convert(&big, "split.smi-spec.io/v1alpha1").unwrap();
+        assert_eq!(weights(&down), vec![json!("4G"), json!("2G")]);
+        assert!(kept(&down).is_some());
+        let up = convert(&down, "split.smi-spec.io/v1alpha4").unwrap();
+        assert_eq!(weights(&up), weights(&big));
+        // The same text with numbers of another ratio (a hand-edited annotation) is not
+        // trusted either way.
+        let mut forged = v1.clone();
+        forged["metadata"]["annotations"] = json!({
+            WEIGHTS_ANNOTATION: json!({"v1alpha1": ["500m", "1"], "v1alpha4": [1, 1]}).to_string()
+        });
+        let hub = convert(&forged, "split.smi-spec.io/v1alpha4").unwrap();
+        assert_eq!(weights(&hub), vec![json!(5), json!(10)]);
+        let mut forged = split(Version::V1alpha4, [json!(1), json!(1)], None);
+        forged["metadata"]["annotations"] = json!({
+            WEIGHTS_ANNOTATION: json!({"v1alpha1": ["500m", "1"], "v1alpha4": [1, 1]}).to_string()
+        });
+        let down = convert(&forged, "split.smi-spec.io/v1alpha1").unwrap();
+        assert_eq!(weights(&down), vec![json!("1"), json!("1")]);
     }
 
     #[test]
     fn negative_weights_survive_conversion_for_the_translator_to_report() {
         let v2 = split(Version::V1alpha2, [json!(-10), json!(110)], None);
         let v1 = convert(&v2, "split.smi-spec.io/v1alpha1").unwrap();
-        assert_eq!(v1["spec"]["backends"][0]["weight"], json!("-10m"));
+        assert_eq!(v1["spec"]["backends"][0]["weight"], json!("-10"));
         assert_eq!(convert(&v1, "split.smi-spec.io/v1alpha2").unwrap(), v2);
     }
 
@@ -512,17 +723,14 @@ mod tests {
             err.to_string(),
             "TrafficSplit shop/web-beta: spec.backends[0].weight: weight \"ten\" is not a valid quantity"
         );
-        let fine = split(Version::V1alpha1, [json!("1.0005"), json!("1")], None);
-        let err = convert(&fine, "split.smi-spec.io/v1alpha2").unwrap_err();
-        assert!(err.to_string().contains("finer than a thousandth"), "{err}");
-        let float = split(Version::V1alpha1, [json!(0.5), json!("1")], None);
-        assert!(convert(&float, "split.smi-spec.io/v1alpha2").is_err());
-        let huge = split(
-            Version::V1alpha1,
-            [json!("99999999999999999G"), json!("1")],
-            None,
-        );
-        assert!(convert(&huge, "split.smi-spec.io/v1alpha2").is_err());
+        for weight in [json!("1e1.5"), json!("1K"), json!(true), json!("")] {
+            let bad = split(Version::V1alpha1, [json!("1"), weight.clone()], None);
+            let err = convert(&bad, "split.smi-spec.io/v1alpha2").unwrap_err();
+            assert!(
+                err.to_string().contains("spec.backends[1].weight"),
+                "{weight}: {err}"
+            );
+        }
         // A string in an integer version cannot be written as a quantity either.
         let text = split(Version::V1alpha2, [json!("ten"), json!(1)], None);
         let err = convert(&text, "split.smi-spec.io/v1alpha1").unwrap_err();
@@ -665,23 +873,5 @@ mod tests {
             ),
             "the object has no apiVersion or kind"
         );
-    }
-
-    #[test]
-    fn quantities_in_thousandths() {
-        let q = |v: Value| quantity_to_thousandths(&v);
-        assert_eq!(q(json!("500m")), Ok(500));
-        assert_eq!(q(json!("1")), Ok(1000));
-        assert_eq!(q(json!(" 1.5 ")), Ok(1500));
-        assert_eq!(q(json!("-10m")), Ok(-10));
-        assert_eq!(q(json!(3)), Ok(3000));
-        assert_eq!(q(json!(-3)), Ok(-3000));
-        assert_eq!(
-            q(json!("-x")),
-            Err("weight \"-x\" is not a valid quantity".to_string())
-        );
-        assert!(q(json!(u64::MAX)).is_err());
-        assert!(q(json!(null)).is_err());
-        assert!(q(json!(true)).is_err());
     }
 }
