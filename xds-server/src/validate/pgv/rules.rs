@@ -976,30 +976,21 @@ pub(super) fn check_count(
     report: &mut impl FnMut(String),
 ) {
     let (one, many) = noun;
-    match (min, max) {
-        (Some(min), Some(max)) if min == max && min > 0 => {
-            if n != min {
-                report(format!("value must contain exactly {min} {one}"));
-            }
+    // PGV tests `min_items` for being non-zero and `max_items` for being set.
+    let failed = match (min.filter(|&m| m > 0), max) {
+        (Some(min), Some(max)) if min == max => {
+            (n != min).then(|| format!("value must contain exactly {min} {one}"))
         }
-        (Some(min), Some(max)) if min > 0 => {
-            if n < min || n > max {
-                report(format!(
-                    "value must contain between {min} and {max} {many}, inclusive"
-                ));
-            }
+        (Some(min), Some(max)) => (n < min || n > max)
+            .then(|| format!("value must contain between {min} and {max} {many}, inclusive")),
+        (Some(min), None) => (n < min).then(|| format!("value must contain at least {min} {one}")),
+        (None, Some(max)) => {
+            (n > max).then(|| format!("value must contain no more than {max} {one}"))
         }
-        (Some(min), _) if min > 0 => {
-            if n < min {
-                report(format!("value must contain at least {min} {one}"));
-            }
-        }
-        (_, Some(max)) => {
-            if n > max {
-                report(format!("value must contain no more than {max} {one}"));
-            }
-        }
-        _ => {}
+        (None, None) => None,
+    };
+    if let Some(m) = failed {
+        report(m);
     }
 }
 

@@ -616,3 +616,79 @@ fn throughput() {
         );
     }
 }
+
+#[test]
+fn map_keys_and_min_pairs() {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    let mut c = mk_cluster("c");
+    c.metadata = Some(Metadata {
+        filter_metadata: [
+            (String::new(), Default::default()),
+            ("ok".into(), Default::default()),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    });
+    assert_eq!(
+        run(&c),
+        [v(
+            r#"metadata.filter_metadata[""]"#,
+            "value length must be at least 1 characters"
+        )]
+    );
+    assert_eq!(
+        check_encoded(
+            "envoy.config.common.matcher.v3.Matcher.MatcherTree.MatchMap",
+            &[]
+        ),
+        [v("map", "value must contain at least 1 pair(s)")]
+    );
+}
+
+#[test]
+fn enum_not_in() {
+    use envoy_types::pb::envoy::config::core::v3::health_check::HttpHealthCheck;
+    let hc = HttpHealthCheck {
+        path: "/healthz".into(),
+        method: 6, // CONNECT
+        ..Default::default()
+    };
+    assert_eq!(run(&hc), [v("method", "value must not be in list [6]")]);
+}
+
+#[test]
+fn double_range_in_a_wrapper() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::PreconnectPolicy;
+    use envoy_types::pb::google::protobuf::DoubleValue;
+    let mut c = mk_cluster("c");
+    c.preconnect_policy = Some(PreconnectPolicy {
+        per_upstream_preconnect_ratio: Some(DoubleValue { value: 3.5 }),
+        ..Default::default()
+    });
+    assert_eq!(
+        run(&c),
+        [v(
+            "preconnect_policy.per_upstream_preconnect_ratio",
+            "value must be inside range [1, 3]"
+        )]
+    );
+}
+
+#[test]
+fn strict_header_name_with_ignore_empty() {
+    use envoy_types::pb::envoy::config::core::v3::UpstreamHttpProtocolOptions;
+    let with = |name: &str| UpstreamHttpProtocolOptions {
+        override_auto_sni_header: name.into(),
+        ..Default::default()
+    };
+    assert_eq!(run(&with("")), []);
+    assert_eq!(run(&with(":authority")), []);
+    assert_eq!(
+        run(&with("a b")),
+        [v(
+            "override_auto_sni_header",
+            "value does not match regex pattern \"^:?[0-9a-zA-Z!#$%&'*+-.^_|~`]+$\""
+        )]
+    );
+}

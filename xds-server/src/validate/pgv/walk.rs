@@ -383,18 +383,19 @@ impl<'t, 'b> Walker<'t, 'b> {
             Some(TypeRules::Map(r)) => (r.keys.as_ref(), r.values.as_ref(), r.no_sparse),
             _ => (None, None, false),
         };
+        // An absent key is the default of its type, as a decoder reads it.
+        let label = match key_type {
+            ElemType::Scalar(k) => match scalar(*k, key)? {
+                Val::S(b) => format!("[{:?}]", String::from_utf8_lossy(b)),
+                Val::I(n) => format!("[{n}]"),
+                Val::U(n) => format!("[{n}]"),
+                Val::B(b) => format!("[{b}]"),
+                Val::F(_) => format!("[{index}]"),
+            },
+            _ => format!("[{index}]"),
+        };
         let mark = self.push_field(&f.name);
-        match key {
-            Some(Raw::Len(k)) => {
-                let _ = write!(self.path, "[{:?}]", String::from_utf8_lossy(k));
-            }
-            Some(Raw::Varint(k)) => {
-                let _ = write!(self.path, "[{k}]");
-            }
-            _ => {
-                let _ = write!(self.path, "[{index}]");
-            }
-        }
+        self.path.push_str(&label);
         // PGV's Go templates (map.go): a message value must be set. C++ maps cannot hold an
         // unset value, so Envoy reads one as the default message; Lanyard refuses it anyway.
         if no_sparse && value.is_none() && matches!(value_type, ElemType::Message(_)) {
@@ -492,10 +493,8 @@ impl<'t, 'b> Walker<'t, 'b> {
             (TypeRules::Int(r), Val::I(v)) => r.check(&v, &mut report),
             (TypeRules::Uint(r), Val::U(v)) => r.check(&v, &mut report),
             (TypeRules::Float(r), Val::F(v)) => r.check(&v, &mut report),
-            (TypeRules::Bool(Some(c)), Val::B(v)) => {
-                if v != *c {
-                    report(format!("value must equal {c}"));
-                }
+            (TypeRules::Bool(Some(c)), Val::B(v)) if v != *c => {
+                report(format!("value must equal {c}"));
             }
             (TypeRules::Str(r), Val::S(b)) => match std::str::from_utf8(b) {
                 Ok(s) => r.check(s, &self.t.uuid, &mut report),
