@@ -78,6 +78,8 @@ pub(super) struct FieldPlan {
     /// A singular scalar with explicit presence (`optional`): its rules apply only when set.
     pub presence: bool,
     pub rules: ElemRules,
+    /// Whether leaving it unset breaks its rules; the walk skips unset fields that do not.
+    pub absence_breaks: bool,
 }
 
 #[derive(Debug)]
@@ -96,12 +98,20 @@ pub(super) struct MessagePlan {
     pub relevant: bool,
     /// The fields the walk reads, by number.
     pub fields: Vec<FieldPlan>,
+    /// `fields` index + 1 by field number (0: not read), when the numbers are small.
+    dense: Vec<u16>,
     pub oneofs: Vec<OneofPlan>,
 }
 
 impl MessagePlan {
     pub fn field(&self, number: u32) -> Option<usize> {
-        self.fields.binary_search_by_key(&number, |f| f.number).ok()
+        if self.dense.is_empty() {
+            return self.fields.binary_search_by_key(&number, |f| f.number).ok();
+        }
+        match self.dense.get(number as usize) {
+            Some(&i) if i > 0 => Some(usize::from(i) - 1),
+            _ => None,
+        }
     }
 }
 
@@ -156,13 +166,29 @@ impl Tables {
         }
         mark_relevant(&mut messages);
         prune(&mut messages);
-        Self {
+        let mut tables = Self {
             messages,
             by_name,
             uuid: uuid_regex(),
             #[cfg(test)]
             errors,
+        };
+        let breaks: Vec<Vec<bool>> = tables
+            .messages
+            .iter()
+            .map(|m| {
+                m.fields
+                    .iter()
+                    .map(|f| super::walk::absence_breaks(&tables, f))
+                    .collect()
+            })
+            .collect();
+        for (m, breaks) in tables.messages.iter_mut().zip(breaks) {
+            for (f, b) in m.fields.iter_mut().zip(breaks) {
+                f.absence_breaks = b;
+            }
         }
+        tables
     }
 }
 
@@ -311,6 +337,7 @@ fn plan_message(
             oneof,
             presence,
             rules: field_rules(&f, ext.rules, errors),
+            absence_breaks: true,
         });
     }
     fields.sort_by_key(|f| f.number);
@@ -320,6 +347,7 @@ fn plan_message(
         ignored,
         relevant: false,
         fields,
+        dense: Vec::new(),
         oneofs,
     }
 }
@@ -393,5 +421,12 @@ fn prune(messages: &mut [MessagePlan]) {
                 || leads_to(f).is_some_and(|j| relevant[j])
                 || f.oneof.is_some_and(|o| oneofs[o].required)
         });
+        let max = m.fields.last().map_or(0, |f| f.number as usize);
+        if max < 512 && m.fields.len() < usize::from(u16::MAX) {
+            m.dense = vec![0; max + 1];
+            for (i, f) in m.fields.iter().enumerate() {
+                m.dense[f.number as usize] = i as u16 + 1;
+            }
+        }
     }
 }

@@ -150,19 +150,83 @@ fn packed<'b>(s: Scalar, bytes: &'b [u8]) -> Result<Vec<Raw<'b>>, Malformed> {
     Ok(out)
 }
 
+/// One step of a violation's path.
+#[derive(Debug, Clone)]
+enum Seg<'t, 'b> {
+    /// `.name`
+    Field(&'t str),
+    /// `[i]`
+    Index(u32),
+    /// `["key"]`
+    Key(&'b [u8]),
+    /// `[7]`, `[true]`: an integral or bool map key.
+    Number(String),
+    /// `{full.type.Name}`: into an `Any`.
+    Any(&'b str),
+}
+
+fn render(path: &[Seg<'_, '_>]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Field(name) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(name);
+            }
+            Seg::Index(i) => {
+                let _ = write!(out, "[{i}]");
+            }
+            Seg::Key(k) => {
+                let _ = write!(out, "[{:?}]", String::from_utf8_lossy(k));
+            }
+            Seg::Number(n) => {
+                let _ = write!(out, "[{n}]");
+            }
+            Seg::Any(name) => {
+                let _ = write!(out, "{{{name}}}");
+            }
+        }
+    }
+    out
+}
+
 /// What the walk remembers of one planned field while it reads a message.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot<'b> {
     count: u32,
     /// The last occurrence, which is the value of a singular field.
     last: Option<Raw<'b>>,
-    /// When it last occurred, to tell which member of a oneof is set.
-    seq: u32,
+}
+
+/// Whether leaving `f` unset breaks its rules: a required message, a scalar whose default
+/// fails its rules (proto3 checks the default of an unset scalar), a minimum count.
+pub(super) fn absence_breaks(t: &Tables, f: &FieldPlan) -> bool {
+    if f.oneof.is_some() || f.presence {
+        return false;
+    }
+    let mut w = Walker::new(t);
+    let mut found = false;
+    match (&f.shape, &f.rules.ty) {
+        (Shape::Single, _) => {
+            found = w.value(&f.elem, &f.rules, None).is_err();
+        }
+        (Shape::Repeated, Some(TypeRules::Repeated(r))) if !r.ignore_empty => {
+            check_count(0, r.min_items, r.max_items, ("", ""), &mut |_| found = true);
+        }
+        (Shape::Map { .. }, Some(TypeRules::Map(r))) if !r.ignore_empty => {
+            check_count(0, r.min_pairs, r.max_pairs, ("", ""), &mut |_| found = true);
+        }
+        _ => {}
+    }
+    found || !w.out.is_empty()
 }
 
 pub(super) struct Walker<'t, 'b> {
     t: &'t Tables,
-    path: String,
+    /// Where the walk is, rendered only when something is reported.
+    path: Vec<Seg<'t, 'b>>,
     out: Vec<Violation>,
     /// The slots of the messages being read, innermost last.
     slots: Vec<Slot<'b>>,
@@ -172,7 +236,7 @@ impl<'t, 'b> Walker<'t, 'b> {
     pub fn new(t: &'t Tables) -> Self {
         Self {
             t,
-            path: String::new(),
+            path: Vec::new(),
             out: Vec::new(),
             slots: Vec::new(),
         }
@@ -183,15 +247,12 @@ impl<'t, 'b> Walker<'t, 'b> {
     }
 
     fn report(&mut self, message: impl Into<String>) {
-        self.out.push(Violation::new(self.path.clone(), message));
+        self.out.push(Violation::new(render(&self.path), message));
     }
 
-    fn push_field(&mut self, name: &str) -> usize {
+    fn push_field(&mut self, name: &'t str) -> usize {
         let len = self.path.len();
-        if !self.path.is_empty() {
-            self.path.push('.');
-        }
-        self.path.push_str(name);
+        self.path.push(Seg::Field(name));
         len
     }
 
@@ -202,8 +263,12 @@ impl<'t, 'b> Walker<'t, 'b> {
         if plan.ignored || !plan.relevant {
             return;
         }
+        // One slot per field, then one per oneof whose `count` is 1 + the index of the
+        // member set last (0: none).
         let base = self.slots.len();
-        self.slots.resize(base + plan.fields.len(), Slot::default());
+        let nf = plan.fields.len();
+        self.slots
+            .resize(base + nf + plan.oneofs.len(), Slot::default());
         if let Err(Malformed(why)) = self.read(idx, base, bytes) {
             self.report(format!("malformed {}: {why}", plan.full_name));
             self.slots.truncate(base);
@@ -211,18 +276,15 @@ impl<'t, 'b> Walker<'t, 'b> {
         }
         for (i, f) in plan.fields.iter().enumerate() {
             let slot = self.slots[base + i];
+            if slot.count == 0 && !f.absence_breaks {
+                continue;
+            }
             match &f.shape {
                 Shape::Single => {
-                    if let Some(o) = f.oneof {
-                        // Only the member set last is the oneof's value.
-                        let chosen = slot.count > 0
-                            && plan.fields.iter().enumerate().all(|(j, g)| {
-                                g.oneof != Some(o) || self.slots[base + j].seq <= slot.seq
-                            });
-                        if !chosen {
-                            continue;
-                        }
-                    } else if f.presence && slot.count == 0 {
+                    // Only the member set last is the oneof's value.
+                    if let Some(o) = f.oneof
+                        && self.slots[base + nf + o].count as usize != i + 1
+                    {
                         continue;
                     }
                     let mark = self.push_field(&f.name);
@@ -279,12 +341,7 @@ impl<'t, 'b> Walker<'t, 'b> {
             if !oneof.required {
                 continue;
             }
-            let set = plan
-                .fields
-                .iter()
-                .enumerate()
-                .any(|(j, g)| g.oneof == Some(o) && self.slots[base + j].count > 0);
-            if !set {
+            if self.slots[base + nf + o].count == 0 {
                 let mark = self.push_field(&oneof.name);
                 self.report("value is required");
                 self.path.truncate(mark);
@@ -299,19 +356,19 @@ impl<'t, 'b> Walker<'t, 'b> {
         let t = self.t;
         let plan = &t.messages[idx];
         let mut reader = Reader { bytes };
-        let mut seq = 0u32;
         while let Some((number, raw)) = reader.field()? {
             let Some(i) = plan.field(number) else {
                 continue;
             };
             let f = &plan.fields[i];
-            seq += 1;
             match &f.shape {
                 Shape::Single => {
                     let slot = &mut self.slots[base + i];
                     slot.count += 1;
                     slot.last = Some(raw);
-                    slot.seq = seq;
+                    if let Some(o) = f.oneof {
+                        self.slots[base + plan.fields.len() + o].count = i as u32 + 1;
+                    }
                 }
                 Shape::Repeated => {
                     let items = match &f.rules.ty {
@@ -335,7 +392,6 @@ impl<'t, 'b> Walker<'t, 'b> {
                 Shape::Map { key, value } => {
                     let index = self.slots[base + i].count;
                     self.slots[base + i].count += 1;
-                    self.slots[base + i].seq = seq;
                     let Raw::Len(entry) = raw else {
                         return Err(Malformed("map entry is not length-delimited"));
                     };
@@ -346,7 +402,7 @@ impl<'t, 'b> Walker<'t, 'b> {
         Ok(())
     }
 
-    fn element(&mut self, f: &FieldPlan, slot: usize, items: Option<&ElemRules>, raw: Raw<'b>) {
+    fn element(&mut self, f: &'t FieldPlan, slot: usize, items: Option<&ElemRules>, raw: Raw<'b>) {
         let index = self.slots[slot].count;
         self.slots[slot].count += 1;
         let descends = matches!(f.elem, ElemType::Message(j) if self.t.messages[j].relevant);
@@ -355,7 +411,7 @@ impl<'t, 'b> Walker<'t, 'b> {
         }
         let none = ElemRules::default();
         let mark = self.push_field(&f.name);
-        let _ = write!(self.path, "[{index}]");
+        self.path.push(Seg::Index(index));
         if let Err(Malformed(why)) = self.value(&f.elem, items.unwrap_or(&none), Some(raw)) {
             self.report(why);
         }
@@ -364,7 +420,7 @@ impl<'t, 'b> Walker<'t, 'b> {
 
     fn map_entry(
         &mut self,
-        f: &FieldPlan,
+        f: &'t FieldPlan,
         index: u32,
         key_type: &ElemType,
         value_type: &ElemType,
@@ -386,16 +442,16 @@ impl<'t, 'b> Walker<'t, 'b> {
         // An absent key is the default of its type, as a decoder reads it.
         let label = match key_type {
             ElemType::Scalar(k) => match scalar(*k, key)? {
-                Val::S(b) => format!("[{:?}]", String::from_utf8_lossy(b)),
-                Val::I(n) => format!("[{n}]"),
-                Val::U(n) => format!("[{n}]"),
-                Val::B(b) => format!("[{b}]"),
-                Val::F(_) => format!("[{index}]"),
+                Val::S(b) => Seg::Key(b),
+                Val::I(n) => Seg::Number(n.to_string()),
+                Val::U(n) => Seg::Number(n.to_string()),
+                Val::B(b) => Seg::Number(b.to_string()),
+                Val::F(_) => Seg::Index(index),
             },
-            _ => format!("[{index}]"),
+            _ => Seg::Index(index),
         };
         let mark = self.push_field(&f.name);
-        self.path.push_str(&label);
+        self.path.push(label);
         // PGV's Go templates (map.go): a message value must be set. C++ maps cannot hold an
         // unset value, so Envoy reads one as the default message; Lanyard refuses it anyway.
         if no_sparse && value.is_none() && matches!(value_type, ElemType::Message(_)) {
@@ -416,7 +472,7 @@ impl<'t, 'b> Walker<'t, 'b> {
     }
 
     /// `unique`: PGV compares the decoded items; equal encodings are equal items.
-    fn unique(&mut self, f: &FieldPlan, bytes: &'b [u8]) {
+    fn unique(&mut self, f: &'t FieldPlan, bytes: &'b [u8]) {
         let mut items: Vec<Raw<'b>> = Vec::new();
         let mut reader = Reader { bytes };
         while let Ok(Some((number, raw))) = reader.field() {
@@ -445,7 +501,7 @@ impl<'t, 'b> Walker<'t, 'b> {
         for (i, item) in items.iter().enumerate() {
             if !seen.insert(key(item)) {
                 let len = self.path.len();
-                let _ = write!(self.path, "[{i}]");
+                self.path.push(Seg::Index(i as u32));
                 self.report("repeated value must contain unique items");
                 self.path.truncate(len);
             }
@@ -604,7 +660,7 @@ impl<'t, 'b> Walker<'t, 'b> {
         let name = type_url.rsplit('/').next().unwrap_or(type_url);
         if let Some(k) = self.t.index(name) {
             let mark = self.path.len();
-            let _ = write!(self.path, "{{{name}}}");
+            self.path.push(Seg::Any(name));
             self.message(k, value);
             self.path.truncate(mark);
         }
