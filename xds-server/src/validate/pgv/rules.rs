@@ -1099,4 +1099,170 @@ mod tests {
         assert!(loose.is_match("a\u{1}b"));
         assert!(!loose.is_match("a\rb"));
     }
+
+    fn str_rules(r: pgv::StringRules) -> StrRules {
+        StrRules::compile(&r).expect("compiles")
+    }
+
+    fn run_str(r: &StrRules, v: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        r.check(v, &uuid_regex(), &mut |m| out.push(m));
+        out
+    }
+
+    #[test]
+    fn string_rules_follow_pgv_s_order_and_wording() {
+        let r = str_rules(pgv::StringRules {
+            r#const: Some("abc".into()),
+            min_len: Some(2),
+            max_len: Some(3),
+            prefix: Some("a".into()),
+            suffix: Some("c".into()),
+            contains: Some("b".into()),
+            not_contains: Some("x".into()),
+            ..Default::default()
+        });
+        assert!(run_str(&r, "abc").is_empty());
+        assert_eq!(
+            run_str(&r, "xyzw"),
+            [
+                r#"value must equal "abc""#,
+                "value must have between 2 and 3 characters inclusive",
+                r#"value does not have prefix "a""#,
+                r#"value does not have suffix "c""#,
+                r#"value does not contain substring "b""#,
+                r#"value contains substring "x""#,
+            ]
+        );
+        // Characters, not bytes, for the `len` family; bytes for `*_bytes`.
+        let r = str_rules(pgv::StringRules {
+            len: Some(1),
+            max_bytes: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(run_str(&r, "é"), ["value length must be at most 1 bytes"]);
+        let r = str_rules(pgv::StringRules {
+            r#in: vec!["a".into(), "b".into()],
+            ..Default::default()
+        });
+        assert_eq!(run_str(&r, "c"), ["value must be in list [a b]"]);
+        let r = str_rules(pgv::StringRules {
+            pattern: Some("^[a-z]+$".into()),
+            ignore_empty: Some(true),
+            ..Default::default()
+        });
+        assert!(run_str(&r, "").is_empty());
+        assert_eq!(
+            run_str(&r, "A"),
+            [r#"value does not match regex pattern "^[a-z]+$""#]
+        );
+    }
+
+    #[test]
+    fn well_known_string_formats() {
+        let wk = |w: WellKnown| {
+            str_rules(pgv::StringRules {
+                well_known: Some(w),
+                ..Default::default()
+            })
+        };
+        assert!(run_str(&wk(WellKnown::Ip(true)), "fd00::1").is_empty());
+        assert_eq!(
+            run_str(&wk(WellKnown::Ipv4(true)), "fd00::1"),
+            ["value must be a valid IPv4 Address"]
+        );
+        assert_eq!(
+            run_str(&wk(WellKnown::Ipv6(true)), "10.0.0.1"),
+            ["value must be a valid IPv6 Address"]
+        );
+        assert!(run_str(&wk(WellKnown::Address(true)), "cart.shop.svc").is_empty());
+        assert_eq!(
+            run_str(&wk(WellKnown::Address(true)), "a b"),
+            ["value must be an ip address, or a hostname."]
+        );
+        assert!(
+            run_str(
+                &wk(WellKnown::Uuid(true)),
+                "123e4567-e89b-12d3-a456-426614174000"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            run_str(&wk(WellKnown::Uuid(true)), "123"),
+            ["value must be a valid UUID"]
+        );
+        assert_eq!(
+            run_str(&wk(WellKnown::Email(true)), "nobody"),
+            ["value must be a valid email address"]
+        );
+        assert_eq!(
+            run_str(&wk(WellKnown::Uri(true)), "/relative"),
+            ["value must be a valid URI"]
+        );
+        assert!(run_str(&wk(WellKnown::UriRef(true)), "/relative").is_empty());
+    }
+
+    #[test]
+    fn bytes_enum_any_and_duration_rules() {
+        let b = BytesRules::compile(&pgv::BytesRules {
+            min_len: Some(1),
+            prefix: Some(b"a".to_vec()),
+            well_known: Some(pgv::bytes_rules::WellKnown::Ipv4(true)),
+            ..Default::default()
+        })
+        .expect("compiles");
+        let mut out = Vec::new();
+        b.check(b"", &mut |m| out.push(m));
+        assert_eq!(
+            out,
+            [
+                "value length must be at least 1 bytes",
+                r#"value does not have prefix "a""#,
+                "value must be a valid IPv4 address",
+            ]
+        );
+
+        let e = EnumRules {
+            constant: Some(1),
+            defined_only: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        e.check(7, &[0, 1, 2], &mut |m| out.push(m));
+        assert_eq!(
+            out,
+            [
+                "value must equal 1",
+                "value must be one of the defined enum values"
+            ]
+        );
+
+        let a = AnyRules {
+            r#in: vec!["type.googleapis.com/a.B".into()],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        a.check("type.googleapis.com/c.D", &mut |m| out.push(m));
+        assert_eq!(out, ["type URL must be in list [type.googleapis.com/a.B]"]);
+
+        let d = mk_num::<Instant>(|r| {
+            r.constant = Some(Instant {
+                seconds: 1,
+                nanos: 0,
+            })
+        });
+        let mut out = Vec::new();
+        d.check_duration(
+            Instant {
+                seconds: 0,
+                nanos: 2_000_000_000,
+            },
+            &mut |m| out.push(m),
+        );
+        d.check_duration(Instant::default(), &mut |m| out.push(m));
+        assert_eq!(
+            out,
+            ["value is not a valid duration", "value must equal 1s"]
+        );
+    }
 }
