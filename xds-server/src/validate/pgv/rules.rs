@@ -69,7 +69,7 @@ pub(super) struct StrRules {
     pub len_bytes: Option<u64>,
     pub min_bytes: Option<u64>,
     pub max_bytes: Option<u64>,
-    pub pattern: Option<(String, Regex)>,
+    pub pattern: Option<(String, Matcher)>,
     pub prefix: Option<String>,
     pub suffix: Option<String>,
     pub contains: Option<String>,
@@ -231,6 +231,44 @@ fn full_match_bytes(pattern: &str) -> Result<regex::bytes::Regex, CompileError> 
         pattern: pattern.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// A string pattern: the well-known header patterns as the byte scans they amount to (they
+/// are most of the patterns Envoy's resources carry), any other with the `regex` crate.
+#[derive(Debug)]
+pub(super) enum Matcher {
+    Regex(Regex),
+    HeaderName,
+    HeaderValue,
+    HeaderString,
+}
+
+impl Matcher {
+    fn new(pattern: &str) -> Result<Self, CompileError> {
+        Ok(match pattern {
+            HTTP_HEADER_NAME => Matcher::HeaderName,
+            HTTP_HEADER_VALUE => Matcher::HeaderValue,
+            HEADER_STRING => Matcher::HeaderString,
+            _ => Matcher::Regex(full_match(pattern)?),
+        })
+    }
+
+    pub fn is_match(&self, v: &str) -> bool {
+        match self {
+            Matcher::Regex(re) => re.is_match(v),
+            Matcher::HeaderName => {
+                let name = v.strip_prefix(':').unwrap_or(v).as_bytes();
+                !name.is_empty()
+                    && name
+                        .iter()
+                        .all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+,-.^_|~`".contains(&c))
+            }
+            Matcher::HeaderValue => v
+                .bytes()
+                .all(|c| !(c <= 0x08 || (0x0A..=0x1F).contains(&c) || c == 0x7F)),
+            Matcher::HeaderString => v.bytes().all(|c| !matches!(c, 0 | b'\n' | b'\r')),
+        }
+    }
 }
 
 pub(super) fn uuid_regex() -> Regex {
@@ -499,8 +537,8 @@ impl StrRules {
         }
         let pattern = match pattern {
             Some(p) => {
-                let re = full_match(&p)?;
-                Some((p, re))
+                let m = Matcher::new(&p)?;
+                Some((p, m))
             }
             None => None,
         };
@@ -1264,5 +1302,26 @@ mod tests {
             out,
             ["value is not a valid duration", "value must equal 1s"]
         );
+    }
+
+    #[test]
+    fn header_matchers_equal_their_regexes() {
+        let mut alphabet: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        alphabet.extend(["é".to_owned(), "\u{80}".to_owned(), "\u{7FF}".to_owned()]);
+        let mut inputs = vec![String::new()];
+        for a in &alphabet {
+            inputs.push(a.clone());
+            for b in &alphabet {
+                inputs.push(format!("{a}{b}"));
+            }
+        }
+        for pattern in [HTTP_HEADER_NAME, HTTP_HEADER_VALUE, HEADER_STRING] {
+            let fast = Matcher::new(pattern).expect("known");
+            assert!(!matches!(fast, Matcher::Regex(_)));
+            let re = full_match(pattern).expect("compiles");
+            for v in &inputs {
+                assert_eq!(fast.is_match(v), re.is_match(v), "{pattern:?} on {v:?}");
+            }
+        }
     }
 }
