@@ -7,6 +7,8 @@
 //!   limit, header mutations);
 //! - what gRPC's xDS client accepts (proxyless clients).
 
+pub mod pgv;
+
 use std::fmt;
 
 pub mod envoy;
