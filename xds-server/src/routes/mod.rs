@@ -71,7 +71,11 @@ pub fn for_table(
     let style = PathStyle::for_table(table.protocol, port_protocol);
     configuration(
         name,
-        table.routes.iter().map(|r| route(r, style, ctx)).collect(),
+        table
+            .routes
+            .iter()
+            .map(|r| route(r, style, table.protocol, ctx))
+            .collect(),
     )
 }
 
@@ -107,11 +111,16 @@ fn configuration(name: &str, routes: Vec<Route>) -> RouteConfiguration {
 }
 
 /// One model route as an Envoy route.
-fn route(r: &lanyard_model::Route, style: PathStyle, ctx: &RouteContext<'_>) -> Route {
+fn route(
+    r: &lanyard_model::Route,
+    style: PathStyle,
+    protocol: Protocol,
+    ctx: &RouteContext<'_>,
+) -> Route {
     let matched = MatchedPrefix::of(&r.matcher.path, style);
     let action = match &r.action {
         Action::Forward(forward) => {
-            let mut action = actions::forward(forward, &matched, ctx);
+            let mut action = actions::forward(forward, &matched, protocol, ctx);
             policies::apply_timeouts_and_retry(&mut action, &r.timeouts, r.retry.as_ref());
             action.request_mirror_policies = policies::mirror_policies(&r.mirrors, ctx);
             route::Action::Route(action)
@@ -278,7 +287,7 @@ mod tests {
             allow_origins: vec!["*".into()],
             ..Default::default()
         });
-        let out = route(&r, PathStyle::Segments, &ctx);
+        let out = route(&r, PathStyle::Segments, Protocol::Http, &ctx);
         assert_eq!(
             out.request_headers_to_add[0].header.as_ref().unwrap().key,
             "x-a"

@@ -1,6 +1,7 @@
 //! Route filters and the validation rules the Gateway API CRDs enforce, shared by HTTPRoute
 //! and GRPCRoute.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use lanyard_model::{
@@ -30,15 +31,43 @@ pub(super) struct RuleFilters {
 /// What lowering one route found wrong, besides what it produced.
 #[derive(Default)]
 pub(super) struct Findings {
-    /// Spec violations: the route is not accepted.
-    pub invalid: Vec<String>,
+    /// Spec violations. One inside a rule drops that rule; one outside any rule rejects the
+    /// route.
+    pub invalid: Vec<Invalid>,
     /// References that did not resolve: `ResolvedRefs=False`.
     pub problems: Vec<RefProblem>,
+    /// The rule being lowered, which violations found now belong to.
+    rule: Option<usize>,
+}
+
+/// One spec violation and the rule it belongs to (`None`: the route as a whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Invalid {
+    pub rule: Option<usize>,
+    pub message: String,
 }
 
 impl Findings {
     pub fn invalid(&mut self, message: impl Into<String>) {
-        self.invalid.push(message.into());
+        self.invalid.push(Invalid {
+            rule: self.rule,
+            message: message.into(),
+        });
+    }
+
+    /// Attributes the violations found from now on to rule `rule` (`None`: to the route).
+    pub fn in_rule(&mut self, rule: Option<usize>) {
+        self.rule = rule;
+    }
+
+    /// Whether a violation concerns the route as a whole rather than one rule.
+    pub fn route_invalid(&self) -> bool {
+        self.invalid.iter().any(|i| i.rule.is_none())
+    }
+
+    /// The rules with at least one violation.
+    pub fn invalid_rules(&self) -> BTreeSet<usize> {
+        self.invalid.iter().filter_map(|i| i.rule).collect()
     }
 }
 
@@ -188,45 +217,41 @@ pub(super) fn lower(
     out
 }
 
-fn header_modifier<'a>(
-    filter: &'a HeaderFilter,
+/// A header modifier. Within `set`, `add` and `remove`, names are case-insensitive and the
+/// first of equivalent names wins: the CRD says later entries with an equivalent name MUST be
+/// ignored (its list-map key, the exact name, lets `A` and `a` both through). Across the three
+/// lists names may repeat; the proxy removes first, then sets, then adds.
+fn header_modifier(
+    filter: &HeaderFilter,
     at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> HeaderModifier {
-    let mut names: Vec<&str> = Vec::new();
-    let mut check = |name: &'a str, findings: &mut Findings| {
-        if !is_header_name(name) {
+    let mut valid = |name: &str| {
+        let ok = is_header_name(name);
+        if !ok {
             findings.invalid(format!("{at}: {name:?} is not a valid header name"));
         }
-        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-            findings.invalid(format!(
-                "{at}: header {name} appears more than once in one header modifier"
-            ));
-        }
-        names.push(name);
+        ok
     };
+    let mut set: Vec<(String, String)> = Vec::with_capacity(filter.set.len());
     for h in &filter.set {
-        check(&h.name, findings);
+        if valid(&h.name) && !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(&h.name)) {
+            set.push((h.name.clone(), h.value.clone()));
+        }
     }
+    let mut add: Vec<(String, String)> = Vec::with_capacity(filter.add.len());
     for h in &filter.add {
-        check(&h.name, findings);
+        if valid(&h.name) && !add.iter().any(|(n, _)| n.eq_ignore_ascii_case(&h.name)) {
+            add.push((h.name.clone(), h.value.clone()));
+        }
     }
+    let mut remove: Vec<String> = Vec::with_capacity(filter.remove.len());
     for name in &filter.remove {
-        check(name, findings);
+        if valid(name) && !remove.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            remove.push(name.clone());
+        }
     }
-    HeaderModifier {
-        set: filter
-            .set
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-        add: filter
-            .add
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-        remove: filter.remove.clone(),
-    }
+    HeaderModifier { set, add, remove }
 }
 
 fn mirror(
@@ -294,7 +319,9 @@ fn path_modifier(
         ));
         return None;
     };
-    if let Err(e) = check_path(value) {
+    // An empty ReplacePrefixMatch is valid: the spec's table has it remove the prefix.
+    let strips_prefix = value.is_empty() && modifier.modifier_type == "ReplacePrefixMatch";
+    if !strips_prefix && let Err(e) = check_path(value) {
         findings.invalid(format!("{at}: {e}"));
         return None;
     }

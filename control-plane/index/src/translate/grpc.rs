@@ -11,6 +11,9 @@ use crate::translate::backends::Resolver;
 use crate::translate::filters::{self, Findings, GRPC_FILTERS, RuleLabel};
 use crate::translate::precedence::{self, Rank, Ranked, TieBreak};
 
+/// The HTTP status of a local reply that gRPC clients read as UNAVAILABLE.
+pub(super) const GRPC_UNAVAILABLE: u16 = 503;
+
 /// Lowers every rule of a GRPCRoute: one ranked model route per match.
 pub(super) fn lower(
     route: &GrpcRoute,
@@ -20,6 +23,7 @@ pub(super) fn lower(
 ) -> Vec<Ranked> {
     let mut out = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        findings.in_rule(Some(rule_index));
         let at = filters::rule_label(rule_index, rule.name.as_deref());
         let default_match = [GrpcRouteMatch::default()];
         let matches: &[GrpcRouteMatch] = if rule.matches.is_empty() {
@@ -30,7 +34,12 @@ pub(super) fn lower(
         let rule_filters = filters::lower(&rule.filters, GRPC_FILTERS, resolver, &at, findings);
         let backends = filters::backends(&rule.backend_refs, resolver, &at, findings);
         let action = if rule_filters.unresolvable || backends.is_empty() {
-            Action::DirectResponse { status: 500 }
+            // The GRPCRoute spec wants UNAVAILABLE where HTTPRoute answers 500; Envoy turns a
+            // local reply's 503 into grpc-status 14 UNAVAILABLE (500 would be UNKNOWN).
+            // Envoy: source/common/grpc/status.cc (Grpc::Utility::httpToGrpcStatus)
+            Action::DirectResponse {
+                status: GRPC_UNAVAILABLE,
+            }
         } else {
             Action::Forward(Forward {
                 backends,
@@ -70,6 +79,7 @@ pub(super) fn lower(
             });
         }
     }
+    findings.in_rule(None);
     out
 }
 

@@ -24,6 +24,7 @@ pub(super) fn lower(
 ) -> Vec<Ranked> {
     let mut out = Vec::with_capacity(route.spec.rules.len());
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        findings.in_rule(Some(rule_index));
         let at = filters::rule_label(rule_index, rule.name.as_deref());
         let default_match = [HttpRouteMatch::default()];
         let matches: &[HttpRouteMatch] = if rule.matches.is_empty() {
@@ -116,6 +117,7 @@ pub(super) fn lower(
             });
         }
     }
+    findings.in_rule(None);
     out
 }
 
@@ -226,9 +228,11 @@ fn timeouts(t: &HttpRouteTimeouts, at: &RuleLabel<'_>, findings: &mut Findings) 
         request: parse(&t.request, findings),
         backend_request: parse(&t.backend_request, findings),
     };
+    // The CRD's rule: with a request timeout set (not 0s), backendRequest must not be
+    // longer. A backendRequest of 0s disables the per-attempt timeout and is allowed.
     if let (Some(request), Some(backend)) = (out.request, out.backend_request)
         && !request.is_zero()
-        && (backend > request || backend.is_zero())
+        && backend > request
     {
         findings.invalid(format!(
             "{at}: timeouts.backendRequest must not be longer than timeouts.request"
