@@ -4,7 +4,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     RedirectAction, RouteAction, WeightedCluster,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     route_action::{ClusterNotFoundResponseCode, ClusterSpecifier, HostRewriteSpecifier},
-    weighted_cluster::ClusterWeight,
+    weighted_cluster::{self, ClusterWeight},
 };
 use lanyard_model::{BackendTarget, Forward, PathRewrite, Protocol, Redirect};
 
@@ -44,7 +44,13 @@ pub fn forward(
         })
     };
     let single = match forward.backends.as_slice() {
-        [only] if only.request_headers.is_empty() && only.response_headers.is_empty() => Some(only),
+        [only]
+            if only.request_headers.is_empty()
+                && only.response_headers.is_empty()
+                && only.host_rewrite.is_none() =>
+        {
+            Some(only)
+        }
         _ => None,
     };
     let cluster_specifier = match single {
@@ -68,6 +74,9 @@ pub fn forward(
                         request_headers_to_remove: request.remove,
                         response_headers_to_add: response.add,
                         response_headers_to_remove: response.remove,
+                        host_rewrite_specifier: backend.host_rewrite.clone().map(
+                            weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral,
+                        ),
                         ..Default::default()
                     }
                 })
@@ -306,6 +315,27 @@ mod tests {
             "x-canary"
         );
         assert_eq!(only.response_headers_to_remove, ["server"]);
+    }
+
+    #[test]
+    fn a_backend_host_rewrite_stays_on_its_backend() {
+        let model = model();
+        let ctx = RouteContext::new(&model, "cluster.local");
+        let mut v1 = mk_backend(svc("v1"), 1);
+        v1.host_rewrite = Some("v1.example".into());
+        let action = forward(&fwd(vec![v1]), &MatchedPrefix::Root, Protocol::Http, &ctx);
+        let Some(ClusterSpecifier::WeightedClusters(weighted)) = action.cluster_specifier else {
+            panic!("a single backend with a host rewrite must still be weighted");
+        };
+        assert_eq!(
+            weighted.clusters[0].host_rewrite_specifier,
+            Some(
+                weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(
+                    "v1.example".into()
+                )
+            )
+        );
+        assert_eq!(action.host_rewrite_specifier, None);
     }
 
     #[test]

@@ -254,6 +254,37 @@ fn header_modifier(
     HeaderModifier { set, add, remove }
 }
 
+/// Takes Host out of a request header modifier: proxies refuse Host among the headers to add
+/// or remove (it is the `:authority` pseudo-header), and rewrite it instead. Returns the host
+/// a `set` (else an `add`: Host has a single value) asks for. Removing Host is a violation:
+/// a request cannot be forwarded without one.
+// Envoy: source/common/router/header_parser.cc (":-prefixed or host headers may not be
+// modified"; removal is checked the same way)
+pub(super) fn take_host(
+    modifier: &mut HeaderModifier,
+    at: &RuleLabel<'_>,
+    findings: &mut Findings,
+) -> Option<String> {
+    let is_host = |name: &str| name.eq_ignore_ascii_case("host");
+    if modifier.remove.iter().any(|n| is_host(n)) {
+        findings.invalid(format!(
+            "{at}: a RequestHeaderModifier cannot remove Host: every forwarded request needs one"
+        ));
+        modifier.remove.retain(|n| !is_host(n));
+    }
+    let take = |list: &mut Vec<(String, String)>| {
+        let host = list
+            .iter()
+            .find(|(n, _)| is_host(n))
+            .map(|(_, v)| v.clone());
+        list.retain(|(n, _)| !is_host(n));
+        host
+    };
+    let set = take(&mut modifier.set);
+    let add = take(&mut modifier.add);
+    set.or(add)
+}
+
 fn mirror(
     filter: &RequestMirrorFilter,
     resolver: &Resolver<'_>,
@@ -379,6 +410,7 @@ pub(super) fn backends(
         };
         let mut request_headers = HeaderModifier::default();
         let mut response_headers = HeaderModifier::default();
+        let mut host_rewrite = None;
         for filter in &backend_ref.filters {
             match (
                 filter.filter_type.as_str(),
@@ -386,7 +418,9 @@ pub(super) fn backends(
                 &filter.response_header_modifier,
             ) {
                 ("RequestHeaderModifier", Some(f), _) => {
-                    request_headers.extend(header_modifier(f, at, findings))
+                    let mut modifier = header_modifier(f, at, findings);
+                    host_rewrite = take_host(&mut modifier, at, findings).or(host_rewrite);
+                    request_headers.extend(modifier)
                 }
                 ("ResponseHeaderModifier", _, Some(f)) => {
                     response_headers.extend(header_modifier(f, at, findings))
@@ -404,6 +438,7 @@ pub(super) fn backends(
             weight: u32::try_from(weight).unwrap_or(0),
             request_headers,
             response_headers,
+            host_rewrite,
         });
     }
     out

@@ -4,7 +4,7 @@
 //! matches become path matches: both set gives an exact path, a service alone a path prefix,
 //! a method alone (or any regular expression) a regular expression over the path.
 
-use lanyard_model::{Action, Forward, PathMatch, RequestMatch, Route};
+use lanyard_model::{Action, Forward, PathMatch, RequestMatch, Route, UrlRewrite};
 
 use crate::api::{GrpcMethodMatch, GrpcRoute, GrpcRouteMatch};
 use crate::translate::backends::Resolver;
@@ -31,7 +31,16 @@ pub(super) fn lower(
         } else {
             &rule.matches
         };
-        let rule_filters = filters::lower(&rule.filters, GRPC_FILTERS, resolver, &at, findings);
+        let mut rule_filters = filters::lower(&rule.filters, GRPC_FILTERS, resolver, &at, findings);
+        // A Host from a header modifier becomes the host rewrite (proxies refuse it as a
+        // header to add).
+        let rewrite =
+            filters::take_host(&mut rule_filters.request_headers, &at, findings).map(|host| {
+                UrlRewrite {
+                    hostname: Some(host),
+                    path: None,
+                }
+            });
         let backends = filters::backends(&rule.backend_refs, resolver, &at, findings);
         let action = if rule_filters.unresolvable || backends.is_empty() {
             // The GRPCRoute spec wants UNAVAILABLE where HTTPRoute answers 500; Envoy turns a
@@ -41,10 +50,7 @@ pub(super) fn lower(
                 status: GRPC_UNAVAILABLE,
             }
         } else {
-            Action::Forward(Forward {
-                backends,
-                rewrite: None,
-            })
+            Action::Forward(Forward { backends, rewrite })
         };
         for (match_index, m) in matches.iter().enumerate() {
             let Some((path, specificity)) = method_match(m, &at, findings) else {

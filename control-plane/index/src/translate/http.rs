@@ -2,7 +2,7 @@
 
 use lanyard_model::{
     Action, Cors, Forward, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch,
-    RequestMatch, Retry, Route, Timeouts,
+    RequestMatch, Retry, Route, Timeouts, UrlRewrite,
 };
 
 use crate::api::{HttpRoute, HttpRouteMatch, HttpRouteRetry, HttpRouteTimeouts};
@@ -59,14 +59,20 @@ pub(super) fn lower(
             ));
         }
         let RuleFilters {
-            request_headers,
+            mut request_headers,
             response_headers,
             mirrors,
             redirect,
-            rewrite,
+            mut rewrite,
             cors,
             unresolvable,
         } = rule_filters;
+        // A Host from a header modifier becomes the host rewrite; a URLRewrite hostname,
+        // the filter made for it, wins over it.
+        if let Some(host) = filters::take_host(&mut request_headers, &at, findings) {
+            let rewrite = rewrite.get_or_insert_with(UrlRewrite::default);
+            rewrite.hostname.get_or_insert(host);
+        }
         let action = if let Some(redirect) = redirect {
             Action::Redirect(redirect)
         } else if unresolvable || backends.is_empty() {

@@ -1017,3 +1017,61 @@ fn grpc_routes_answer_unavailable_and_reach_their_backends_over_http2() {
     // No backend: UNAVAILABLE for gRPC clients, which Envoy derives from 503.
     assert_eq!(routes[2].action, Action::DirectResponse { status: 503 });
 }
+
+#[test]
+fn host_header_modifiers_become_host_rewrites() {
+    let mut objects = base();
+    let set_host = |host: &str| {
+        json!([{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "Host", "value": host}, {"name": "x-a", "value": "1"}]}}])
+    };
+    objects.push(mk_http_route(
+        "app",
+        "hosts",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+               "rules": [
+                   {"matches": [{"path": {"value": "/rule"}}],
+                    "filters": set_host("rule.example"),
+                    "backendRefs": [{"name": "echo-v1", "port": 80, "filters": set_host("backend.example")}]},
+                   {"matches": [{"path": {"value": "/both"}}],
+                    "filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "rewrite.example"}},
+                                {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                                    "add": [{"name": "host", "value": "header.example"}]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"name": "no-host",
+                    "matches": [{"path": {"value": "/remove"}}],
+                    "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["HOST"]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let t = run(objects);
+    let routes = &table(&t, &port("app", "echo", 80), "app").unwrap().routes;
+    assert_eq!(routes.len(), 2, "the rule removing Host is dropped");
+    let forward = |i: usize| match &routes[i].action {
+        Action::Forward(f) => f.clone(),
+        other => panic!("not a forward: {other:?}"),
+    };
+    let hostname = |i: usize| forward(i).rewrite.and_then(|r| r.hostname);
+    // Sorted by path length: /remove is gone, /rule before /both.
+    assert_eq!(routes[0].matcher.path, PathMatch::Prefix("/rule".into()));
+    assert_eq!(hostname(0).as_deref(), Some("rule.example"));
+    assert_eq!(
+        routes[0].request_headers.set,
+        [("x-a".to_string(), "1".to_string())]
+    );
+    let backend = &forward(0).backends[0];
+    assert_eq!(backend.host_rewrite.as_deref(), Some("backend.example"));
+    assert_eq!(
+        backend.request_headers.set,
+        [("x-a".to_string(), "1".to_string())]
+    );
+    // A URLRewrite hostname wins over a Host header modifier.
+    assert_eq!(hostname(1).as_deref(), Some("rewrite.example"));
+    assert!(routes[1].request_headers.is_empty());
+    let conditions = full_conditions(status_of(&t, "hosts"));
+    assert!(
+        conditions[2]
+            .3
+            .starts_with("Dropped Rule(s) 2 (no-host): a RequestHeaderModifier cannot remove Host"),
+        "{conditions:?}"
+    );
+}
