@@ -140,7 +140,7 @@ pub(super) fn lower(
                 None => findings.invalid(missing()),
             },
             "ResponseHeaderModifier" => match &filter.response_header_modifier {
-                Some(f) => out.response_headers = header_modifier(f, at, findings),
+                Some(f) => out.response_headers = response_modifier(f, at, findings),
                 None => findings.invalid(missing()),
             },
             "RequestMirror" => match &filter.request_mirror {
@@ -221,6 +221,7 @@ pub(super) fn lower(
 /// first of equivalent names wins: the CRD says later entries with an equivalent name MUST be
 /// ignored (its list-map key, the exact name, lets `A` and `a` both through). Across the three
 /// lists names may repeat; the proxy removes first, then sets, then adds.
+// Envoy: source/common/router/header_parser.cc (HeaderParser::evaluateHeaders)
 fn header_modifier(
     filter: &HeaderFilter,
     at: &RuleLabel<'_>,
@@ -252,6 +253,29 @@ fn header_modifier(
         }
     }
     HeaderModifier { set, add, remove }
+}
+
+/// A response header modifier. Proxies refuse Host among response headers to change as they
+/// do among request headers, and a response has no Host to rewrite: the rule is invalid.
+// Envoy: source/common/router/header_parser.cc (":-prefixed or host headers may not be
+// modified")
+fn response_modifier(
+    filter: &HeaderFilter,
+    at: &RuleLabel<'_>,
+    findings: &mut Findings,
+) -> HeaderModifier {
+    let mut modifier = header_modifier(filter, at, findings);
+    let is_host = |name: &str| name.eq_ignore_ascii_case("host");
+    let names = modifier.set.iter().chain(&modifier.add).map(|(n, _)| n);
+    if names.chain(&modifier.remove).any(|n| is_host(n)) {
+        findings.invalid(format!(
+            "{at}: a ResponseHeaderModifier cannot change Host, which proxies refuse to modify"
+        ));
+        modifier.set.retain(|(n, _)| !is_host(n));
+        modifier.add.retain(|(n, _)| !is_host(n));
+        modifier.remove.retain(|n| !is_host(n));
+    }
+    modifier
 }
 
 /// Takes Host out of a request header modifier: proxies refuse Host among the headers to add
@@ -423,7 +447,7 @@ pub(super) fn backends(
                     request_headers.extend(modifier)
                 }
                 ("ResponseHeaderModifier", _, Some(f)) => {
-                    response_headers.extend(header_modifier(f, at, findings))
+                    response_headers.extend(response_modifier(f, at, findings))
                 }
                 (other, _, _) => findings.invalid(format!(
                     "{at}: backendRef filter {other:?} is not supported (RequestHeaderModifier and ResponseHeaderModifier are)"

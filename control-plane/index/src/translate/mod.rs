@@ -78,7 +78,8 @@ pub struct Translation {
     pub warnings: Vec<String>,
     /// What became of every SMI TrafficSplit (SMI has no status field), sorted by split.
     pub smi: Vec<SmiReport>,
-    /// The rule each route of each Gateway API table came from, by Service port.
+    /// The rule each route of each Gateway API table came from, by Service port. Tables an
+    /// SMI TrafficSplit produced have no entry here (nor in their port's entry).
     pub provenance: BTreeMap<ServicePortKey, PortProvenance>,
 }
 

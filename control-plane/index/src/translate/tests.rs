@@ -1041,6 +1041,10 @@ fn host_header_modifiers_become_host_rewrites() {
                    {"name": "no-host",
                     "matches": [{"path": {"value": "/remove"}}],
                     "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["HOST"]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"matches": [{"path": {"value": "/response"}}],
+                    "filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                        "set": [{"name": "Host", "value": "x"}]}}],
                     "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
     ));
     let t = run(objects);
@@ -1072,6 +1076,12 @@ fn host_header_modifiers_become_host_rewrites() {
         conditions[2]
             .3
             .starts_with("Dropped Rule(s) 2 (no-host): a RequestHeaderModifier cannot remove Host"),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions[2]
+            .3
+            .contains("; 3: a ResponseHeaderModifier cannot change Host"),
         "{conditions:?}"
     );
 }
