@@ -116,6 +116,7 @@ pub fn mk_backend(target: BackendTarget, weight: u32) -> Backend {
         weight,
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
+        host_rewrite: None,
     }
 }
 

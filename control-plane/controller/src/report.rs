@@ -355,6 +355,7 @@ mod tests {
                 ],
                 warnings: vec!["w2".into(), "w1".into()],
                 smi: Vec::new(),
+                provenance: BTreeMap::new(),
             },
             diagnostics: vec![Diagnostic::warning(PathBuf::from("f.yaml"), "careful")],
             unused_kinds: BTreeMap::new(),

@@ -44,6 +44,7 @@ impl Settings {
     pub fn index_options(&self) -> lanyard_index::Options {
         lanyard_index::Options {
             controller_name: self.controller_name.clone(),
+            ..lanyard_index::Options::default()
         }
     }
 

@@ -11,4 +11,6 @@ mod translate;
 
 pub use objects::{Kind, Object, ObjectKey, ObjectRef, Objects, ParseError, Parsed, parse_value};
 pub use status::{Condition, ParentStatus, RouteStatus};
-pub use translate::{Options, SmiOutcome, SmiReport, Translation, translate};
+pub use translate::{
+    Options, PortProvenance, RuleRef, SmiOutcome, SmiReport, Translation, translate,
+};

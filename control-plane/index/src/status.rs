@@ -88,6 +88,7 @@ impl RouteStatus {
 pub mod reasons {
     pub const ACCEPTED: &str = "Accepted";
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
+    pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
 
     pub const NO_MATCHING_PARENT: &str = "NoMatchingParent";
     pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";

@@ -144,6 +144,10 @@ pub struct Backend {
     /// Backend-level ResponseHeaderModifier.
     #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
     pub response_headers: HeaderModifier,
+    /// The Host this backend's share is sent with (a backend-level RequestHeaderModifier that
+    /// sets Host, which proxies take only as a host rewrite). Overrides the rule's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
 }
 
 impl Backend {
@@ -154,6 +158,7 @@ impl Backend {
             weight,
             request_headers: HeaderModifier::default(),
             response_headers: HeaderModifier::default(),
+            host_rewrite: None,
         }
     }
 }

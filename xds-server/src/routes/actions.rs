@@ -4,9 +4,9 @@ use envoy_types::pb::envoy::config::route::v3::{
     RedirectAction, RouteAction, WeightedCluster,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     route_action::{ClusterNotFoundResponseCode, ClusterSpecifier, HostRewriteSpecifier},
-    weighted_cluster::ClusterWeight,
+    weighted_cluster::{self, ClusterWeight},
 };
-use lanyard_model::{BackendTarget, Forward, PathRewrite, Redirect};
+use lanyard_model::{BackendTarget, Forward, PathRewrite, Protocol, Redirect};
 
 use super::RouteContext;
 use super::headers::HeaderEdits;
@@ -22,8 +22,16 @@ use crate::protobuf::u32_value;
 /// share; a single backend with modifiers is a one-entry `weighted_clusters` for the same
 /// reason). A backend that does not resolve to a Service port of the mesh goes to
 /// [`INVALID_BACKEND_CLUSTER`], never defined, and `cluster_not_found_response_code` makes
-/// that share a 500.
-pub fn forward(forward: &Forward, matched: &MatchedPrefix, ctx: &RouteContext<'_>) -> RouteAction {
+/// that share a 500, or a 503 in a table of GRPCRoutes (`protocol` `Grpc`): the GRPCRoute
+/// spec wants UNAVAILABLE there, and Envoy maps a local reply's 503 to it for gRPC requests
+/// where 500 would be UNKNOWN.
+// Envoy: source/common/grpc/status.cc (Grpc::Utility::httpToGrpcStatus)
+pub fn forward(
+    forward: &Forward,
+    matched: &MatchedPrefix,
+    protocol: Protocol,
+    ctx: &RouteContext<'_>,
+) -> RouteAction {
     let mut invalid = false;
     let mut resolve = |target: &BackendTarget| {
         match target {
@@ -36,7 +44,13 @@ pub fn forward(forward: &Forward, matched: &MatchedPrefix, ctx: &RouteContext<'_
         })
     };
     let single = match forward.backends.as_slice() {
-        [only] if only.request_headers.is_empty() && only.response_headers.is_empty() => Some(only),
+        [only]
+            if only.request_headers.is_empty()
+                && only.response_headers.is_empty()
+                && only.host_rewrite.is_none() =>
+        {
+            Some(only)
+        }
         _ => None,
     };
     let cluster_specifier = match single {
@@ -60,6 +74,9 @@ pub fn forward(forward: &Forward, matched: &MatchedPrefix, ctx: &RouteContext<'_
                         request_headers_to_remove: request.remove,
                         response_headers_to_add: response.add,
                         response_headers_to_remove: response.remove,
+                        host_rewrite_specifier: backend.host_rewrite.clone().map(
+                            weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral,
+                        ),
                         ..Default::default()
                     }
                 })
@@ -72,8 +89,10 @@ pub fn forward(forward: &Forward, matched: &MatchedPrefix, ctx: &RouteContext<'_
         ..Default::default()
     };
     if invalid {
-        action.cluster_not_found_response_code =
-            ClusterNotFoundResponseCode::InternalServerError as i32;
+        action.cluster_not_found_response_code = match protocol {
+            Protocol::Grpc => ClusterNotFoundResponseCode::ServiceUnavailable,
+            _ => ClusterNotFoundResponseCode::InternalServerError,
+        } as i32;
     }
     if let Some(rewrite) = &forward.rewrite {
         if let Some(host) = &rewrite.hostname {
@@ -166,6 +185,7 @@ mod tests {
         let action = forward(
             &fwd(vec![mk_backend(svc("v1"), 1)]),
             &MatchedPrefix::Root,
+            Protocol::Http,
             &ctx,
         );
         assert_eq!(
@@ -184,6 +204,7 @@ mod tests {
         let action = forward(
             &fwd(vec![mk_backend(svc("v1"), 80), mk_backend(svc("v2"), 20)]),
             &MatchedPrefix::Root,
+            Protocol::Http,
             &ctx,
         );
         let Some(ClusterSpecifier::WeightedClusters(weighted)) = action.cluster_specifier else {
@@ -214,6 +235,7 @@ mod tests {
                 mk_backend(svc("gone"), 25),
             ]),
             &MatchedPrefix::Root,
+            Protocol::Http,
             &ctx,
         );
         assert_eq!(
@@ -229,6 +251,7 @@ mod tests {
         let only_invalid = forward(
             &fwd(vec![mk_backend(BackendTarget::Unresolved, 1)]),
             &MatchedPrefix::Root,
+            Protocol::Http,
             &ctx,
         );
         assert_eq!(
@@ -239,13 +262,25 @@ mod tests {
             only_invalid.cluster_not_found_response_code,
             ClusterNotFoundResponseCode::InternalServerError as i32
         );
+
+        // gRPC clients read 503 as UNAVAILABLE, which the GRPCRoute spec asks for.
+        let grpc = forward(
+            &fwd(vec![mk_backend(BackendTarget::Unresolved, 1)]),
+            &MatchedPrefix::Root,
+            Protocol::Grpc,
+            &ctx,
+        );
+        assert_eq!(
+            grpc.cluster_not_found_response_code,
+            ClusterNotFoundResponseCode::ServiceUnavailable as i32
+        );
     }
 
     #[test]
     fn a_forward_without_backends_answers_500() {
         let model = model();
         let ctx = RouteContext::new(&model, "cluster.local");
-        let action = forward(&fwd(vec![]), &MatchedPrefix::Root, &ctx);
+        let action = forward(&fwd(vec![]), &MatchedPrefix::Root, Protocol::Http, &ctx);
         assert_eq!(
             action.cluster_specifier,
             Some(ClusterSpecifier::Cluster("lanyard|invalid-backend".into()))
@@ -269,7 +304,7 @@ mod tests {
             remove: vec!["server".into()],
             ..Default::default()
         };
-        let action = forward(&fwd(vec![v2]), &MatchedPrefix::Root, &ctx);
+        let action = forward(&fwd(vec![v2]), &MatchedPrefix::Root, Protocol::Http, &ctx);
         let Some(ClusterSpecifier::WeightedClusters(weighted)) = action.cluster_specifier else {
             panic!("a single backend with modifiers must still be weighted");
         };
@@ -283,6 +318,27 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_host_rewrite_stays_on_its_backend() {
+        let model = model();
+        let ctx = RouteContext::new(&model, "cluster.local");
+        let mut v1 = mk_backend(svc("v1"), 1);
+        v1.host_rewrite = Some("v1.example".into());
+        let action = forward(&fwd(vec![v1]), &MatchedPrefix::Root, Protocol::Http, &ctx);
+        let Some(ClusterSpecifier::WeightedClusters(weighted)) = action.cluster_specifier else {
+            panic!("a single backend with a host rewrite must still be weighted");
+        };
+        assert_eq!(
+            weighted.clusters[0].host_rewrite_specifier,
+            Some(
+                weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(
+                    "v1.example".into()
+                )
+            )
+        );
+        assert_eq!(action.host_rewrite_specifier, None);
+    }
+
+    #[test]
     fn rewrites() {
         let model = model();
         let ctx = RouteContext::new(&model, "cluster.local");
@@ -291,7 +347,12 @@ mod tests {
             hostname: Some("internal.example".into()),
             path: Some(PathRewrite::Prefix("/v2".into())),
         });
-        let action = forward(&f, &MatchedPrefix::Segments("/v1".into()), &ctx);
+        let action = forward(
+            &f,
+            &MatchedPrefix::Segments("/v1".into()),
+            Protocol::Http,
+            &ctx,
+        );
         assert_eq!(
             action.host_rewrite_specifier,
             Some(HostRewriteSpecifier::HostRewriteLiteral(
@@ -305,7 +366,7 @@ mod tests {
             hostname: None,
             path: Some(PathRewrite::Full("/fixed".into())),
         });
-        let action = forward(&f, &MatchedPrefix::Root, &ctx);
+        let action = forward(&f, &MatchedPrefix::Root, Protocol::Http, &ctx);
         let regex = action.regex_rewrite.unwrap();
         assert_eq!(regex.pattern.unwrap().regex, "^/.*$");
         assert_eq!(regex.substitution, "/fixed");

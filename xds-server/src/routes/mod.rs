@@ -76,11 +76,15 @@ pub fn for_table(
     let routes = match kind {
         ProxyKind::Envoy => {
             let style = PathStyle::for_table(table.protocol);
-            table.routes.iter().map(|r| route(r, style, ctx)).collect()
+            table
+                .routes
+                .iter()
+                .map(|r| route(r, style, table.protocol, ctx))
+                .collect()
         }
         ProxyKind::Grpc => for_grpc(table)
             .iter()
-            .map(|r| route(r, PathStyle::Grpc, ctx))
+            .map(|r| route(r, PathStyle::Grpc, table.protocol, ctx))
             .collect(),
     };
     configuration(name, routes)
@@ -167,11 +171,16 @@ fn configuration(name: &str, routes: Vec<Route>) -> RouteConfiguration {
 }
 
 /// One model route as an Envoy route.
-fn route(r: &lanyard_model::Route, style: PathStyle, ctx: &RouteContext<'_>) -> Route {
+fn route(
+    r: &lanyard_model::Route,
+    style: PathStyle,
+    protocol: Protocol,
+    ctx: &RouteContext<'_>,
+) -> Route {
     let matched = MatchedPrefix::of(&r.matcher.path, style);
     let action = match &r.action {
         Action::Forward(forward) => {
-            let mut action = actions::forward(forward, &matched, ctx);
+            let mut action = actions::forward(forward, &matched, protocol, ctx);
             policies::apply_timeouts_and_retry(&mut action, &r.timeouts, r.retry.as_ref());
             action.request_mirror_policies = policies::mirror_policies(&r.mirrors, ctx);
             route::Action::Route(action)
@@ -396,7 +405,7 @@ mod tests {
             allow_origins: vec!["*".into()],
             ..Default::default()
         });
-        let out = route(&r, PathStyle::Segments, &ctx);
+        let out = route(&r, PathStyle::Segments, Protocol::Http, &ctx);
         assert_eq!(
             out.request_headers_to_add[0].header.as_ref().unwrap().key,
             "x-a"

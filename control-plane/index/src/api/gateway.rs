@@ -64,9 +64,11 @@ pub struct ParentReference {
 
 impl ParentReference {
     /// Whether this reference names a core `Service` (the mesh profile) rather than a Gateway.
+    /// An unset group or kind reads as the CRD's defaults (`gateway.networking.k8s.io`,
+    /// `Gateway`), as the API server stores it, so a core Service needs `group: ""`.
     pub fn is_service(&self) -> bool {
-        self.group.as_deref() == Some("") && self.kind.as_deref() == Some("Service")
-            || self.group.is_none() && self.kind.as_deref() == Some("Service")
+        self.group.as_deref().unwrap_or(GATEWAY_GROUP).is_empty()
+            && self.kind.as_deref().unwrap_or("Gateway") == "Service"
     }
 }
 

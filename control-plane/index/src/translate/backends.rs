@@ -1,13 +1,13 @@
 //! backendRefs and mirror targets resolved against Services and ReferenceGrants.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use lanyard_model::{Service, ServiceKey, ServicePortKey};
+use lanyard_model::{Protocol, Service, ServiceKey, ServicePortKey};
 
 use crate::api::{BackendObjectReference, GATEWAY_GROUP};
 use crate::objects::{Kind, Objects};
 use crate::status::reasons;
-use crate::translate::services::Services;
+use crate::translate::services::{DeclaredProtocol, Services};
 
 /// Why a reference did not resolve: a `ResolvedRefs` reason and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub(super) struct Resolver<'a> {
     pub route_namespace: &'a str,
     /// The Services the route attaches to: a route may always send to its own parents.
     pub parents: &'a [ServiceKey],
+    /// What each Service port declares about its protocol.
+    pub declared: &'a BTreeMap<(ServiceKey, u16), DeclaredProtocol>,
 }
 
 /// Services by namespace and name.
@@ -96,6 +98,30 @@ impl Resolver<'_> {
                 reason: reasons::BACKEND_NOT_FOUND,
                 message: format!("Service {} has no port {port}", shown()),
             });
+        }
+        // gRPC needs HTTP/2. A port that declares nothing is served as HTTP/2 for a
+        // GRPCRoute; one that declares HTTP/1.1 or a non-HTTP protocol cannot carry it, and
+        // the spec makes such a backend invalid with UnsupportedProtocol.
+        if self.route_kind == Kind::GrpcRoute {
+            let declared = self
+                .declared
+                .get(&(svc.key.clone(), port))
+                .copied()
+                .unwrap_or(DeclaredProtocol::Unknown);
+            let what = match declared {
+                DeclaredProtocol::Http(Protocol::Http) => Some("HTTP/1.1"),
+                DeclaredProtocol::Opaque => Some("a protocol that is not HTTP"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                return Err(RefProblem {
+                    reason: reasons::UNSUPPORTED_PROTOCOL,
+                    message: format!(
+                        "port {port} of Service {} declares {what} (appProtocol or port name), which cannot carry gRPC; declare grpc, http2 or kubernetes.io/h2c, or nothing",
+                        shown()
+                    ),
+                });
+            }
         }
         Ok(ServicePortKey::new(svc.key.clone(), port))
     }

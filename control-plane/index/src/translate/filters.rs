@@ -1,6 +1,7 @@
 //! Route filters and the validation rules the Gateway API CRDs enforce, shared by HTTPRoute
 //! and GRPCRoute.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use lanyard_model::{
@@ -30,15 +31,43 @@ pub(super) struct RuleFilters {
 /// What lowering one route found wrong, besides what it produced.
 #[derive(Default)]
 pub(super) struct Findings {
-    /// Spec violations: the route is not accepted.
-    pub invalid: Vec<String>,
+    /// Spec violations. One inside a rule drops that rule; one outside any rule rejects the
+    /// route.
+    pub invalid: Vec<Invalid>,
     /// References that did not resolve: `ResolvedRefs=False`.
     pub problems: Vec<RefProblem>,
+    /// The rule being lowered, which violations found now belong to.
+    rule: Option<usize>,
+}
+
+/// One spec violation and the rule it belongs to (`None`: the route as a whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Invalid {
+    pub rule: Option<usize>,
+    pub message: String,
 }
 
 impl Findings {
     pub fn invalid(&mut self, message: impl Into<String>) {
-        self.invalid.push(message.into());
+        self.invalid.push(Invalid {
+            rule: self.rule,
+            message: message.into(),
+        });
+    }
+
+    /// Attributes the violations found from now on to rule `rule` (`None`: to the route).
+    pub fn in_rule(&mut self, rule: Option<usize>) {
+        self.rule = rule;
+    }
+
+    /// Whether a violation concerns the route as a whole rather than one rule.
+    pub fn route_invalid(&self) -> bool {
+        self.invalid.iter().any(|i| i.rule.is_none())
+    }
+
+    /// The rules with at least one violation.
+    pub fn invalid_rules(&self) -> BTreeSet<usize> {
+        self.invalid.iter().filter_map(|i| i.rule).collect()
     }
 }
 
@@ -111,7 +140,7 @@ pub(super) fn lower(
                 None => findings.invalid(missing()),
             },
             "ResponseHeaderModifier" => match &filter.response_header_modifier {
-                Some(f) => out.response_headers = header_modifier(f, at, findings),
+                Some(f) => out.response_headers = response_modifier(f, at, findings),
                 None => findings.invalid(missing()),
             },
             "RequestMirror" => match &filter.request_mirror {
@@ -188,45 +217,96 @@ pub(super) fn lower(
     out
 }
 
-fn header_modifier<'a>(
-    filter: &'a HeaderFilter,
+/// A header modifier. Within `set`, `add` and `remove`, names are case-insensitive and the
+/// first of equivalent names wins: the CRD says later entries with an equivalent name MUST be
+/// ignored (its list-map key, the exact name, lets `A` and `a` both through). Across the three
+/// lists names may repeat; the proxy removes first, then sets, then adds.
+// Envoy: source/common/router/header_parser.cc (HeaderParser::evaluateHeaders)
+fn header_modifier(
+    filter: &HeaderFilter,
     at: &RuleLabel<'_>,
     findings: &mut Findings,
 ) -> HeaderModifier {
-    let mut names: Vec<&str> = Vec::new();
-    let mut check = |name: &'a str, findings: &mut Findings| {
-        if !is_header_name(name) {
+    let mut valid = |name: &str| {
+        let ok = is_header_name(name);
+        if !ok {
             findings.invalid(format!("{at}: {name:?} is not a valid header name"));
         }
-        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-            findings.invalid(format!(
-                "{at}: header {name} appears more than once in one header modifier"
-            ));
-        }
-        names.push(name);
+        ok
     };
+    let mut set: Vec<(String, String)> = Vec::with_capacity(filter.set.len());
     for h in &filter.set {
-        check(&h.name, findings);
+        if valid(&h.name) && !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(&h.name)) {
+            set.push((h.name.clone(), h.value.clone()));
+        }
     }
+    let mut add: Vec<(String, String)> = Vec::with_capacity(filter.add.len());
     for h in &filter.add {
-        check(&h.name, findings);
+        if valid(&h.name) && !add.iter().any(|(n, _)| n.eq_ignore_ascii_case(&h.name)) {
+            add.push((h.name.clone(), h.value.clone()));
+        }
     }
+    let mut remove: Vec<String> = Vec::with_capacity(filter.remove.len());
     for name in &filter.remove {
-        check(name, findings);
+        if valid(name) && !remove.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            remove.push(name.clone());
+        }
     }
-    HeaderModifier {
-        set: filter
-            .set
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-        add: filter
-            .add
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-        remove: filter.remove.clone(),
+    HeaderModifier { set, add, remove }
+}
+
+/// A response header modifier. Proxies refuse Host among response headers to change as they
+/// do among request headers, and a response has no Host to rewrite: the rule is invalid.
+// Envoy: source/common/router/header_parser.cc (":-prefixed or host headers may not be
+// modified")
+fn response_modifier(
+    filter: &HeaderFilter,
+    at: &RuleLabel<'_>,
+    findings: &mut Findings,
+) -> HeaderModifier {
+    let mut modifier = header_modifier(filter, at, findings);
+    let is_host = |name: &str| name.eq_ignore_ascii_case("host");
+    let names = modifier.set.iter().chain(&modifier.add).map(|(n, _)| n);
+    if names.chain(&modifier.remove).any(|n| is_host(n)) {
+        findings.invalid(format!(
+            "{at}: a ResponseHeaderModifier cannot change Host, which proxies refuse to modify"
+        ));
+        modifier.set.retain(|(n, _)| !is_host(n));
+        modifier.add.retain(|(n, _)| !is_host(n));
+        modifier.remove.retain(|n| !is_host(n));
     }
+    modifier
+}
+
+/// Takes Host out of a request header modifier: proxies refuse Host among the headers to add
+/// or remove (it is the `:authority` pseudo-header), and rewrite it instead. Returns the host
+/// a `set` (else an `add`: Host has a single value) asks for. Removing Host is a violation:
+/// a request cannot be forwarded without one.
+// Envoy: source/common/router/header_parser.cc (":-prefixed or host headers may not be
+// modified"; removal is checked the same way)
+pub(super) fn take_host(
+    modifier: &mut HeaderModifier,
+    at: &RuleLabel<'_>,
+    findings: &mut Findings,
+) -> Option<String> {
+    let is_host = |name: &str| name.eq_ignore_ascii_case("host");
+    if modifier.remove.iter().any(|n| is_host(n)) {
+        findings.invalid(format!(
+            "{at}: a RequestHeaderModifier cannot remove Host: every forwarded request needs one"
+        ));
+        modifier.remove.retain(|n| !is_host(n));
+    }
+    let take = |list: &mut Vec<(String, String)>| {
+        let host = list
+            .iter()
+            .find(|(n, _)| is_host(n))
+            .map(|(_, v)| v.clone());
+        list.retain(|(n, _)| !is_host(n));
+        host
+    };
+    let set = take(&mut modifier.set);
+    let add = take(&mut modifier.add);
+    set.or(add)
 }
 
 fn mirror(
@@ -294,7 +374,9 @@ fn path_modifier(
         ));
         return None;
     };
-    if let Err(e) = check_path(value) {
+    // An empty ReplacePrefixMatch is valid: the spec's table has it remove the prefix.
+    let strips_prefix = value.is_empty() && modifier.modifier_type == "ReplacePrefixMatch";
+    if !strips_prefix && let Err(e) = check_path(value) {
         findings.invalid(format!("{at}: {e}"));
         return None;
     }
@@ -352,6 +434,7 @@ pub(super) fn backends(
         };
         let mut request_headers = HeaderModifier::default();
         let mut response_headers = HeaderModifier::default();
+        let mut host_rewrite = None;
         for filter in &backend_ref.filters {
             match (
                 filter.filter_type.as_str(),
@@ -359,10 +442,12 @@ pub(super) fn backends(
                 &filter.response_header_modifier,
             ) {
                 ("RequestHeaderModifier", Some(f), _) => {
-                    request_headers.extend(header_modifier(f, at, findings))
+                    let mut modifier = header_modifier(f, at, findings);
+                    host_rewrite = take_host(&mut modifier, at, findings).or(host_rewrite);
+                    request_headers.extend(modifier)
                 }
                 ("ResponseHeaderModifier", _, Some(f)) => {
-                    response_headers.extend(header_modifier(f, at, findings))
+                    response_headers.extend(response_modifier(f, at, findings))
                 }
                 (other, _, _) => findings.invalid(format!(
                     "{at}: backendRef filter {other:?} is not supported (RequestHeaderModifier and ResponseHeaderModifier are)"
@@ -377,6 +462,7 @@ pub(super) fn backends(
             weight: u32::try_from(weight).unwrap_or(0),
             request_headers,
             response_headers,
+            host_rewrite,
         });
     }
     out

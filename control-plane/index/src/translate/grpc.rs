@@ -4,12 +4,15 @@
 //! matches become path matches: both set gives an exact path, a service alone a path prefix,
 //! a method alone (or any regular expression) a regular expression over the path.
 
-use lanyard_model::{Action, Forward, PathMatch, RequestMatch, Route};
+use lanyard_model::{Action, Forward, PathMatch, RequestMatch, Route, UrlRewrite};
 
 use crate::api::{GrpcMethodMatch, GrpcRoute, GrpcRouteMatch};
 use crate::translate::backends::Resolver;
 use crate::translate::filters::{self, Findings, GRPC_FILTERS, RuleLabel};
 use crate::translate::precedence::{self, Rank, Ranked, TieBreak};
+
+/// The HTTP status of a local reply that gRPC clients read as UNAVAILABLE.
+pub(super) const GRPC_UNAVAILABLE: u16 = 503;
 
 /// Lowers every rule of a GRPCRoute: one ranked model route per match.
 pub(super) fn lower(
@@ -20,6 +23,7 @@ pub(super) fn lower(
 ) -> Vec<Ranked> {
     let mut out = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        findings.in_rule(Some(rule_index));
         let at = filters::rule_label(rule_index, rule.name.as_deref());
         let default_match = [GrpcRouteMatch::default()];
         let matches: &[GrpcRouteMatch] = if rule.matches.is_empty() {
@@ -27,15 +31,26 @@ pub(super) fn lower(
         } else {
             &rule.matches
         };
-        let rule_filters = filters::lower(&rule.filters, GRPC_FILTERS, resolver, &at, findings);
+        let mut rule_filters = filters::lower(&rule.filters, GRPC_FILTERS, resolver, &at, findings);
+        // A Host from a header modifier becomes the host rewrite (proxies refuse it as a
+        // header to add).
+        let rewrite =
+            filters::take_host(&mut rule_filters.request_headers, &at, findings).map(|host| {
+                UrlRewrite {
+                    hostname: Some(host),
+                    path: None,
+                }
+            });
         let backends = filters::backends(&rule.backend_refs, resolver, &at, findings);
         let action = if rule_filters.unresolvable || backends.is_empty() {
-            Action::DirectResponse { status: 500 }
+            // The GRPCRoute spec wants UNAVAILABLE where HTTPRoute answers 500; Envoy turns a
+            // local reply's 503 into grpc-status 14 UNAVAILABLE (500 would be UNKNOWN).
+            // Envoy: source/common/grpc/status.cc (Grpc::Utility::httpToGrpcStatus)
+            Action::DirectResponse {
+                status: GRPC_UNAVAILABLE,
+            }
         } else {
-            Action::Forward(Forward {
-                backends,
-                rewrite: None,
-            })
+            Action::Forward(Forward { backends, rewrite })
         };
         for (match_index, m) in matches.iter().enumerate() {
             let Some((path, specificity)) = method_match(m, &at, findings) else {
@@ -70,6 +85,7 @@ pub(super) fn lower(
             });
         }
     }
+    findings.in_rule(None);
     out
 }
 

@@ -2,7 +2,7 @@
 
 use lanyard_model::{
     Action, Cors, Forward, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch,
-    RequestMatch, Retry, Route, Timeouts,
+    RequestMatch, Retry, Route, Timeouts, UrlRewrite,
 };
 
 use crate::api::{HttpRoute, HttpRouteMatch, HttpRouteRetry, HttpRouteTimeouts};
@@ -24,6 +24,7 @@ pub(super) fn lower(
 ) -> Vec<Ranked> {
     let mut out = Vec::with_capacity(route.spec.rules.len());
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        findings.in_rule(Some(rule_index));
         let at = filters::rule_label(rule_index, rule.name.as_deref());
         let default_match = [HttpRouteMatch::default()];
         let matches: &[HttpRouteMatch] = if rule.matches.is_empty() {
@@ -58,14 +59,20 @@ pub(super) fn lower(
             ));
         }
         let RuleFilters {
-            request_headers,
+            mut request_headers,
             response_headers,
             mirrors,
             redirect,
-            rewrite,
+            mut rewrite,
             cors,
             unresolvable,
         } = rule_filters;
+        // A Host from a header modifier becomes the host rewrite; a URLRewrite hostname,
+        // the filter made for it, wins over it.
+        if let Some(host) = filters::take_host(&mut request_headers, &at, findings) {
+            let rewrite = rewrite.get_or_insert_with(UrlRewrite::default);
+            rewrite.hostname.get_or_insert(host);
+        }
         let action = if let Some(redirect) = redirect {
             Action::Redirect(redirect)
         } else if unresolvable || backends.is_empty() {
@@ -116,6 +123,7 @@ pub(super) fn lower(
             });
         }
     }
+    findings.in_rule(None);
     out
 }
 
@@ -226,9 +234,11 @@ fn timeouts(t: &HttpRouteTimeouts, at: &RuleLabel<'_>, findings: &mut Findings) 
         request: parse(&t.request, findings),
         backend_request: parse(&t.backend_request, findings),
     };
+    // The CRD's rule: with a request timeout set (not 0s), backendRequest must not be
+    // longer. A backendRequest of 0s disables the per-attempt timeout and is allowed.
     if let (Some(request), Some(backend)) = (out.request, out.backend_request)
         && !request.is_zero()
-        && (backend > request || backend.is_zero())
+        && backend > request
     {
         findings.invalid(format!(
             "{at}: timeouts.backendRequest must not be longer than timeouts.request"

@@ -24,9 +24,11 @@ mod tables;
 
 pub use smi::{SmiOutcome, SmiReport};
 
-use lanyard_model::{Model, Protocol};
+use std::collections::BTreeMap;
 
-use crate::objects::Objects;
+use lanyard_model::{Model, NamespaceName, Protocol, ServicePortKey};
+
+use crate::objects::{ObjectRef, Objects};
 use crate::status::{DEFAULT_CONTROLLER_NAME, RouteStatus};
 
 /// Settings of a translation.
@@ -34,14 +36,34 @@ use crate::status::{DEFAULT_CONTROLLER_NAME, RouteStatus};
 pub struct Options {
     /// `controllerName` written into route status.
     pub controller_name: String,
+    /// Rules whose configuration a receiver (Envoy, a gRPC client) would refuse, found by
+    /// validating an earlier translation, each with why. They are dropped like rules that
+    /// violate the spec.
+    pub rejected_rules: BTreeMap<RuleRef, String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             controller_name: DEFAULT_CONTROLLER_NAME.to_string(),
+            rejected_rules: BTreeMap::new(),
         }
     }
+}
+
+/// One rule of a route: `rule` indexes the route's `spec.rules`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleRef {
+    pub route: ObjectRef,
+    pub rule: usize,
+}
+
+/// Where the routes of one Service port's tables came from: each `Vec` is aligned index for
+/// index with the routes of the matching [`lanyard_model::RouteTable`] in `Model.routing`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortProvenance {
+    pub producer: Vec<RuleRef>,
+    pub consumers: BTreeMap<NamespaceName, Vec<RuleRef>>,
 }
 
 /// The result of a translation.
@@ -56,6 +78,9 @@ pub struct Translation {
     pub warnings: Vec<String>,
     /// What became of every SMI TrafficSplit (SMI has no status field), sorted by split.
     pub smi: Vec<SmiReport>,
+    /// The rule each route of each Gateway API table came from, by Service port. Tables an
+    /// SMI TrafficSplit produced have no entry here (nor in their port's entry).
+    pub provenance: BTreeMap<ServicePortKey, PortProvenance>,
 }
 
 /// Translates every object into the model and the routes' status.
@@ -70,8 +95,13 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
         &mut tables.routed_protocols,
     );
     let mut services = services.services;
-    // A port that declared no protocol is served with the protocol of the routes on it.
-    for (port, protocol) in tables.routed_protocols {
+    // A port that declared no protocol is served with the protocol of the routes on it,
+    // and one that a GRPCRoute sends to (and no route is on) as gRPC: HTTP/2 upstream.
+    let grpc_backends = tables
+        .grpc_backends
+        .into_iter()
+        .map(|p| (p, Protocol::Grpc));
+    for (port, protocol) in tables.routed_protocols.into_iter().chain(grpc_backends) {
         let Some(service) = services.get_mut(&port.service) else {
             continue;
         };
@@ -90,6 +120,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
         statuses: tables.statuses,
         warnings,
         smi,
+        provenance: tables.provenance,
     }
 }
 

@@ -37,6 +37,17 @@ pub(super) fn attach(
             message: format!("Service {key} not found"),
         };
     };
+    // Sidecars pick a Service's routes by the ClusterIP a client dialled; a headless
+    // Service has none, so no client would ever get the route. GEP-1294: headless Services
+    // SHOULD NOT be supported as parents.
+    if services.headless.contains(&key) {
+        return Attachment::Rejected {
+            reason: reasons::NO_MATCHING_PARENT,
+            message: format!(
+                "Service {key} is headless (clusterIP: None): clients reach its pods by their own addresses, which no mesh route matches; route a Service that has a ClusterIP"
+            ),
+        };
+    }
     let declared = |port: u16| {
         services
             .declared

@@ -41,6 +41,8 @@ impl DeclaredProtocol {
 pub(super) struct Services {
     pub services: BTreeMap<ServiceKey, ModelService>,
     pub declared: BTreeMap<(ServiceKey, u16), DeclaredProtocol>,
+    /// Services with `clusterIP: None`.
+    pub headless: BTreeSet<ServiceKey>,
 }
 
 /// Builds services (with endpoints) and workloads.
@@ -51,9 +53,13 @@ pub(super) fn build(
     let slices = slices_by_service(objects);
     let mut services = BTreeMap::new();
     let mut declared = BTreeMap::new();
+    let mut headless = BTreeSet::new();
     for (key, svc) in &objects.services {
         let Some(spec) = &svc.spec else { continue };
         let service_key = ServiceKey::new(&key.namespace, &key.name);
+        if spec.cluster_ip.as_deref() == Some("None") {
+            headless.insert(service_key.clone());
+        }
         if spec.type_.as_deref() == Some("ExternalName") {
             warnings.push(format!(
                 "Service {key}: ExternalName Services are not part of the mesh; clients reach them without routing"
@@ -92,7 +98,14 @@ pub(super) fn build(
         );
     }
     let workloads = workloads(objects);
-    (Services { services, declared }, workloads)
+    (
+        Services {
+            services,
+            declared,
+            headless,
+        },
+        workloads,
+    )
 }
 
 /// The protocol a Service port declares through `appProtocol` or, failing that, its name

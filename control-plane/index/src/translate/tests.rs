@@ -1,14 +1,14 @@
 //! Translator unit tests: objects built with `mk_*` helpers, assertions on model and status.
 
 use lanyard_model::{
-    Action, BackendTarget, NamespaceName, PathMatch, Protocol, RouteTable, ServiceKey,
+    Action, BackendTarget, NamespaceName, PathMatch, PathRewrite, Protocol, RouteTable, ServiceKey,
     ServicePortKey,
 };
 use serde_json::{Value, json};
 
-use crate::objects::{Object, Objects, Parsed, parse_value};
+use crate::objects::{Kind, Object, ObjectKey, ObjectRef, Objects, Parsed, parse_value};
 use crate::status::RouteStatus;
-use crate::translate::{Options, Translation, translate};
+use crate::translate::{Options, RuleRef, Translation, translate};
 
 pub(super) fn mk_object(value: Value) -> Object {
     match parse_value(value, "default").remove(0) {
@@ -251,20 +251,46 @@ fn missing_parents_and_ports_are_reported() {
         "gateway-only",
         json!({"parentRefs": [{"name": "some-gateway"}], "rules": [{}]}),
     ));
+    // Without a group, `kind: Service` is read in the CRD's default group
+    // (gateway.networking.k8s.io), as the API server stores it: not a core Service.
+    objects.push(mk_http_route(
+        "app",
+        "no-group",
+        json!({"parentRefs": [{"kind": "Service", "name": "echo"}],
+               "rules": [{"backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let mut headless = mk_service("app", "stateful", &[("http", 80)]);
+    if let Object::Service(svc) = &mut headless {
+        svc.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+    }
+    objects.push(headless);
+    objects.push(mk_http_route(
+        "app",
+        "on-headless",
+        json!({"parentRefs": [mk_parent("app", "stateful")],
+               "rules": [{"backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
     let t = run(objects);
-    for name in ["no-service", "no-port", "no-section"] {
+    for name in ["no-service", "no-port", "no-section", "on-headless"] {
         assert_eq!(
             conditions(status_of(&t, name))[0],
             cond("Accepted", "False", "NoMatchingParent"),
             "{name}"
         );
     }
+    let headless = &status_of(&t, "on-headless").parents[0].conditions[0];
+    assert!(
+        headless.message.contains("headless"),
+        "{}",
+        headless.message
+    );
     // Routes on Gateways belong to another controller: no status from us.
     assert!(
         t.statuses
             .iter()
-            .all(|s| s.route.key.name != "gateway-only")
+            .all(|s| s.route.key.name != "gateway-only" && s.route.key.name != "no-group")
     );
+    assert!(t.model.routing.is_empty());
 }
 
 #[test]
@@ -483,8 +509,8 @@ fn spec_violations_reject_the_route_with_a_message() {
             "backendRequest must not be longer",
         ),
         (
-            json!([{"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "A", "value": "1"}], "remove": ["a"]}}]}]),
-            "appears more than once",
+            json!([{"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "a b", "value": "1"}]}}]}]),
+            "is not a valid header name",
         ),
         (
             json!([{"backendRefs": [{"name": "echo-v1"}]}]),
@@ -762,4 +788,401 @@ fn workloads_serve_the_target_ports_of_services_that_select_them() {
     let other = &t.model.workloads[&lanyard_model::WorkloadKey::new("app", "other")];
     assert!(other.inbound.is_empty());
     assert_eq!(other.service_account, "default");
+}
+
+/// `(type, status, reason, message)` of every condition of the first parent.
+fn full_conditions(status: &RouteStatus) -> Vec<(String, String, String, String)> {
+    status.parents[0]
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+            )
+        })
+        .collect()
+}
+
+fn rule_ref(kind: Kind, ns: &str, name: &str, rule: usize) -> RuleRef {
+    RuleRef {
+        route: ObjectRef {
+            kind,
+            key: ObjectKey::new(ns, name),
+        },
+        rule,
+    }
+}
+
+#[test]
+fn an_invalid_rule_is_dropped_and_the_others_still_route() {
+    let mut objects = base();
+    objects.push(mk_http_route(
+        "app",
+        "mixed",
+        json!({"parentRefs": [mk_parent("app", "echo")],
+               "rules": [
+                   {"matches": [{"path": {"type": "PathPrefix", "value": "/ok"}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"name": "bad",
+                    "matches": [{"path": {"type": "RegularExpression", "value": "/(a"}}],
+                    "backendRefs": [mk_backend("echo-v2", 80, 1)]},
+                   {"matches": [{"path": {"value": "no-slash"}}],
+                    "backendRefs": [mk_backend("echo-v2", 80, 1)]}]}),
+    ));
+    let t = run(objects);
+    let table80 = table(&t, &port("app", "echo", 80), "app").unwrap();
+    assert_eq!(table80.routes.len(), 1);
+    assert_eq!(
+        table80.routes[0].matcher.path,
+        PathMatch::Prefix("/ok".into())
+    );
+    let conditions = full_conditions(status_of(&t, "mixed"));
+    assert_eq!(conditions.len(), 3, "{conditions:?}");
+    assert_eq!(
+        conditions[0],
+        (
+            "Accepted".into(),
+            "True".into(),
+            "Accepted".into(),
+            "Route is accepted".into()
+        )
+    );
+    let (type_, status, reason, message) = &conditions[2];
+    assert_eq!(
+        (type_.as_str(), status.as_str(), reason.as_str()),
+        ("PartiallyInvalid", "True", "UnsupportedValue")
+    );
+    assert!(
+        message.starts_with("Dropped Rule(s) 1 (bad): regular expression \"/(a\" is invalid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("; 2: path \"no-slash\" must start with /"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_route_whose_every_rule_is_invalid_is_not_accepted_and_not_partially_invalid() {
+    let mut objects = base();
+    objects.push(mk_http_route(
+        "app",
+        "all-bad",
+        json!({"parentRefs": [mk_parent("app", "echo")],
+               "rules": [
+                   {"matches": [{"path": {"type": "RegularExpression", "value": "/(a"}}]},
+                   {"matches": [{"path": {"type": "RegularExpression", "value": "/(b"}}]}]}),
+    ));
+    let t = run(objects);
+    let conditions = conditions(status_of(&t, "all-bad"));
+    assert_eq!(conditions[0], cond("Accepted", "False", "UnsupportedValue"));
+    assert_eq!(conditions.len(), 2, "{conditions:?}");
+    assert!(t.model.routing.is_empty());
+}
+
+#[test]
+fn rules_a_receiver_rejected_are_dropped_with_the_reason_given() {
+    let mut objects = base();
+    objects.push(mk_grpc_route(
+        "app",
+        "rpc",
+        json!({"parentRefs": [mk_parent("app", "echo")],
+               "rules": [
+                   {"matches": [{"method": {"service": "a.A"}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"name": "b", "matches": [{"method": {"service": "b.B"}}],
+                    "backendRefs": [mk_backend("echo-v2", 80, 1)]}]}),
+    ));
+    let rejected = |rules: &[usize]| Options {
+        rejected_rules: rules
+            .iter()
+            .map(|&r| {
+                (
+                    rule_ref(Kind::GrpcRoute, "app", "rpc", r),
+                    "gRPC refuses it".to_string(),
+                )
+            })
+            // A rule the route does not have is ignored.
+            .chain([(
+                rule_ref(Kind::GrpcRoute, "app", "rpc", 9),
+                "no such rule".to_string(),
+            )])
+            .collect(),
+        ..Options::default()
+    };
+    let store = mk_objects(objects);
+
+    let t = translate(&store, &rejected(&[1]));
+    let table80 = table(&t, &port("app", "echo", 80), "app").unwrap();
+    assert_eq!(table80.routes.len(), 1);
+    assert_eq!(
+        table80.routes[0].matcher.path,
+        PathMatch::Prefix("/a.A/".into())
+    );
+    let conditions = full_conditions(status_of(&t, "rpc"));
+    assert_eq!(conditions[0].1, "True");
+    assert_eq!(conditions[2].3, "Dropped Rule(s) 1 (b): gRPC refuses it");
+
+    let t = translate(&store, &rejected(&[0, 1]));
+    let conditions = full_conditions(status_of(&t, "rpc"));
+    assert_eq!(
+        (conditions[0].1.as_str(), conditions[0].2.as_str()),
+        ("False", "UnsupportedValue")
+    );
+    assert_eq!(
+        conditions[0].3,
+        "rule 0: gRPC refuses it; rule 1 (b): gRPC refuses it"
+    );
+    assert!(t.model.routing.is_empty());
+}
+
+#[test]
+fn provenance_names_the_rule_of_every_route_of_every_table() {
+    let mut objects = base();
+    objects.push(mk_http_route(
+        "app",
+        "first",
+        json!({"parentRefs": [mk_parent("app", "echo")],
+               "rules": [
+                   {"matches": [{"path": {"type": "PathPrefix", "value": "/short"}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"matches": [{"path": {"type": "Exact", "value": "/x"}},
+                                {"path": {"type": "PathPrefix", "value": "/a/long/prefix"}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    objects.push(mk_http_route(
+        "app",
+        "second",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+               "rules": [
+                   {"matches": [{"path": {"type": "PathPrefix", "value": "/medium"}}],
+                    "backendRefs": [mk_backend("echo-v2", 80, 1)]}]}),
+    ));
+    objects.push(mk_http_route(
+        "client",
+        "consumer",
+        json!({"parentRefs": [mk_parent("app", "echo")],
+               "rules": [{"backendRefs": [{"name": "echo", "namespace": "app", "port": 80}]}]}),
+    ));
+    let t = run(objects);
+    for (key, routing) in &t.model.routing {
+        let origin = &t.provenance[key];
+        assert_eq!(
+            routing.producer.as_ref().map_or(0, |p| p.routes.len()),
+            origin.producer.len(),
+            "{key}"
+        );
+        assert_eq!(
+            routing.consumers.keys().collect::<Vec<_>>(),
+            origin.consumers.keys().collect::<Vec<_>>()
+        );
+        for (ns, consumer) in &routing.consumers {
+            assert_eq!(consumer.routes.len(), origin.consumers[ns].len(), "{key}");
+        }
+    }
+    let key80 = port("app", "echo", 80);
+    let producer = t.model.routing[&key80].producer.as_ref().unwrap();
+    let paths: Vec<&PathMatch> = producer.routes.iter().map(|r| &r.matcher.path).collect();
+    assert_eq!(
+        paths,
+        [
+            &PathMatch::Exact("/x".into()),
+            &PathMatch::Prefix("/a/long/prefix".into()),
+            &PathMatch::Prefix("/medium".into()),
+            &PathMatch::Prefix("/short".into()),
+        ]
+    );
+    let first = |rule| rule_ref(Kind::HttpRoute, "app", "first", rule);
+    assert_eq!(
+        t.provenance[&key80].producer,
+        [
+            first(1),
+            first(1),
+            rule_ref(Kind::HttpRoute, "app", "second", 0),
+            first(0)
+        ]
+    );
+    assert_eq!(
+        t.provenance[&key80].consumers[&NamespaceName::new("client")],
+        [rule_ref(Kind::HttpRoute, "client", "consumer", 0)]
+    );
+    assert_eq!(
+        t.provenance[&port("app", "echo", 8080)].producer,
+        [first(1), first(1), first(0)]
+    );
+}
+
+#[test]
+fn valid_edge_cases_of_the_spec_are_accepted() {
+    let mut objects = base();
+    objects.push(mk_http_route(
+        "app",
+        "edges",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+               "rules": [
+                   {"matches": [{"path": {"type": "PathPrefix", "value": "/strip"}}],
+                    "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": ""}}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"matches": [{"path": {"type": "PathPrefix", "value": "/slow"}}],
+                    "timeouts": {"request": "10s", "backendRequest": "0s"},
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                        "set": [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}],
+                        "add": [{"name": "X-B", "value": "3"}, {"name": "x-b", "value": "4"}],
+                        "remove": ["X-C", "x-c", "x-a"]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let t = run(objects);
+    let conditions = full_conditions(status_of(&t, "edges"));
+    assert_eq!(conditions.len(), 2, "{conditions:?}");
+    assert_eq!(conditions[0].1, "True", "{conditions:?}");
+    let routes = &table(&t, &port("app", "echo", 80), "app").unwrap().routes;
+    assert_eq!(routes.len(), 3);
+    let Action::Forward(forward) = &routes[0].action else {
+        panic!("not a forward: {:?}", routes[0].action)
+    };
+    assert_eq!(
+        forward.rewrite.as_ref().and_then(|r| r.path.clone()),
+        Some(PathRewrite::Prefix(String::new()))
+    );
+    assert_eq!(
+        routes[1].timeouts.backend_request,
+        Some(std::time::Duration::ZERO)
+    );
+    // The first of equivalent names wins in each list.
+    let headers = &routes[2].request_headers;
+    assert_eq!(headers.set, [("X-A".to_string(), "1".to_string())]);
+    assert_eq!(headers.add, [("X-B".to_string(), "3".to_string())]);
+    assert_eq!(headers.remove, ["X-C", "x-a"]);
+}
+
+#[test]
+fn grpc_routes_answer_unavailable_and_reach_their_backends_over_http2() {
+    let mut objects = base();
+    objects.push(mk_service(
+        "app",
+        "rpc-backends",
+        &[("", 7000), ("http-legacy", 7001), ("tcp-raw", 7002)],
+    ));
+    objects.push(mk_grpc_route(
+        "app",
+        "rpc",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+               "rules": [
+                   {"matches": [{"method": {"service": "a.A"}}],
+                    "backendRefs": [mk_backend("rpc-backends", 7000, 1)]},
+                   {"matches": [{"method": {"service": "b.B"}}],
+                    "backendRefs": [mk_backend("rpc-backends", 7001, 1), mk_backend("rpc-backends", 7002, 1)]},
+                   {"matches": [{"method": {"service": "c.C"}}]}]}),
+    ));
+    let t = run(objects);
+    let rpc = table(&t, &port("app", "echo", 80), "app").unwrap();
+    let routes = &rpc.routes;
+    // A port that declares nothing is served as gRPC (HTTP/2) because a GRPCRoute sends to it.
+    let backend_port = |p: u16| {
+        t.model.services[&ServiceKey::new("app", "rpc-backends")]
+            .ports
+            .iter()
+            .find(|x| x.port == p)
+            .unwrap()
+            .protocol
+    };
+    assert_eq!(backend_port(7000), Protocol::Grpc);
+    assert_eq!(backend_port(7001), Protocol::Http);
+    assert_eq!(backend_port(7002), Protocol::Tcp);
+    assert_eq!(
+        backends(rpc, 0),
+        [(BackendTarget::Service(port("app", "rpc-backends", 7000)), 1)]
+    );
+    // Ports that declare HTTP/1.1 or TCP cannot carry gRPC: their shares are invalid.
+    assert_eq!(
+        backends(rpc, 1),
+        [
+            (BackendTarget::Unresolved, 1),
+            (BackendTarget::Unresolved, 1)
+        ]
+    );
+    let resolved = &status_of(&t, "rpc").parents[0].conditions[1];
+    assert_eq!(
+        (resolved.status.as_str(), resolved.reason.as_str()),
+        ("False", "UnsupportedProtocol")
+    );
+    assert!(
+        resolved.message.contains("HTTP/1.1"),
+        "{}",
+        resolved.message
+    );
+    // No backend: UNAVAILABLE for gRPC clients, which Envoy derives from 503.
+    assert_eq!(routes[2].action, Action::DirectResponse { status: 503 });
+}
+
+#[test]
+fn host_header_modifiers_become_host_rewrites() {
+    let mut objects = base();
+    let set_host = |host: &str| {
+        json!([{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "Host", "value": host}, {"name": "x-a", "value": "1"}]}}])
+    };
+    objects.push(mk_http_route(
+        "app",
+        "hosts",
+        json!({"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+               "rules": [
+                   {"matches": [{"path": {"value": "/rule"}}],
+                    "filters": set_host("rule.example"),
+                    "backendRefs": [{"name": "echo-v1", "port": 80, "filters": set_host("backend.example")}]},
+                   {"matches": [{"path": {"value": "/both"}}],
+                    "filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "rewrite.example"}},
+                                {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                                    "add": [{"name": "host", "value": "header.example"}]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"name": "no-host",
+                    "matches": [{"path": {"value": "/remove"}}],
+                    "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["HOST"]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]},
+                   {"matches": [{"path": {"value": "/response"}}],
+                    "filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                        "set": [{"name": "Host", "value": "x"}]}}],
+                    "backendRefs": [mk_backend("echo-v1", 80, 1)]}]}),
+    ));
+    let t = run(objects);
+    let routes = &table(&t, &port("app", "echo", 80), "app").unwrap().routes;
+    assert_eq!(routes.len(), 2, "the rule removing Host is dropped");
+    let forward = |i: usize| match &routes[i].action {
+        Action::Forward(f) => f.clone(),
+        other => panic!("not a forward: {other:?}"),
+    };
+    let hostname = |i: usize| forward(i).rewrite.and_then(|r| r.hostname);
+    // Sorted by path length: /remove is gone, /rule before /both.
+    assert_eq!(routes[0].matcher.path, PathMatch::Prefix("/rule".into()));
+    assert_eq!(hostname(0).as_deref(), Some("rule.example"));
+    assert_eq!(
+        routes[0].request_headers.set,
+        [("x-a".to_string(), "1".to_string())]
+    );
+    let backend = &forward(0).backends[0];
+    assert_eq!(backend.host_rewrite.as_deref(), Some("backend.example"));
+    assert_eq!(
+        backend.request_headers.set,
+        [("x-a".to_string(), "1".to_string())]
+    );
+    // A URLRewrite hostname wins over a Host header modifier.
+    assert_eq!(hostname(1).as_deref(), Some("rewrite.example"));
+    assert!(routes[1].request_headers.is_empty());
+    let conditions = full_conditions(status_of(&t, "hosts"));
+    assert!(
+        conditions[2]
+            .3
+            .starts_with("Dropped Rule(s) 2 (no-host): a RequestHeaderModifier cannot remove Host"),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions[2]
+            .3
+            .contains("; 3: a ResponseHeaderModifier cannot change Host"),
+        "{conditions:?}"
+    );
 }
