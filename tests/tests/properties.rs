@@ -350,11 +350,16 @@ proptest! {
         let stored: Vec<_> = objects.traffic_splits.keys().cloned().collect();
         prop_assert_eq!(reported, stored);
 
-        // Every status has exactly Accepted and ResolvedRefs, for every Service parent.
+        // Every status has Accepted and ResolvedRefs, for every Service parent, and
+        // PartiallyInvalid only beside Accepted=True.
         for status in &translation.statuses {
             for parent in &status.parents {
                 let types: Vec<&str> = parent.conditions.iter().map(|c| c.type_.as_str()).collect();
-                prop_assert_eq!(types, vec!["Accepted", "ResolvedRefs"]);
+                prop_assert_eq!(&types[..2], &["Accepted", "ResolvedRefs"][..]);
+                if types.len() > 2 {
+                    prop_assert_eq!(&types[2..], &["PartiallyInvalid"][..]);
+                    prop_assert_eq!(parent.conditions[0].status.as_str(), "True");
+                }
             }
         }
         // Forwards always have a backend, and every resolved target exists in the model.

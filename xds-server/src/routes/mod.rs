@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
     route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
-use lanyard_model::{Action, Model, PathMatch, RouteTable, ServiceKey, ServicePortKey};
+use lanyard_model::{Action, Model, PathMatch, Protocol, RouteTable, ServiceKey, ServicePortKey};
 
 use self::headers::HeaderEdits;
 use self::matches::{MatchedPrefix, PathStyle};

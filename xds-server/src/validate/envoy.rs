@@ -983,6 +983,7 @@ mod tests {
                 let proxy = ProxyRef {
                     namespace: lanyard_model::NamespaceName::new(namespace),
                     workload: workload.map(|w| lanyard_model::WorkloadKey::new(namespace, w)),
+                    kind: crate::node::ProxyKind::Envoy,
                 };
                 let resources = mesh.for_proxy(&proxy);
                 assert!(!resources.routes.is_empty());

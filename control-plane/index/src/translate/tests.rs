@@ -856,7 +856,7 @@ fn an_invalid_rule_is_dropped_and_the_others_still_route() {
         ("PartiallyInvalid", "True", "UnsupportedValue")
     );
     assert!(
-        message.starts_with("Dropped Rule(s) 1 (bad): regular expression \"/(a\" is invalid"),
+        message.starts_with("Dropped Rule(s) 1 (bad): regular expression \"/(a\" is refused by Envoy: RE2 does not compile it: missing )"),
         "{message}"
     );
     assert!(

@@ -97,8 +97,7 @@ fn field(base: &str, name: &str) -> String {
 /// The error gRPC reports for a regex it cannot compile, or `None` when it compiles.
 fn regex_error(pattern: &str) -> Option<String> {
     // gRPC: src/core/util/matchers.cc (StringMatcher::Create): RE2 with default options.
-    regex::Regex::new(pattern)
-        .err()
+    lanyard_re2::grpc_refusal(pattern)
         .map(|e| format!("Invalid regex string specified in matcher: {e}"))
 }
 
