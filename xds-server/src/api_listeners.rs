@@ -68,6 +68,15 @@ impl ServiceDirectory {
         Some((ServicePortKey::new(service, port), protocol))
     }
 
+    /// The protocol of a Service port the directory knows.
+    pub fn protocol(&self, key: &ServicePortKey) -> Option<Protocol> {
+        let ports = self.ports.get(&key.service)?;
+        ports
+            .iter()
+            .find(|(p, _)| *p == key.port)
+            .map(|&(_, protocol)| protocol)
+    }
+
     fn service_by_name(&self, host: &str, client_namespace: &NamespaceName) -> Option<ServiceKey> {
         let host = host.strip_suffix('.').unwrap_or(host);
         let labels: Vec<&str> = host.split('.').collect();

@@ -46,6 +46,36 @@ pub fn outbound(port: &ServicePortKey, protocol: Protocol, cluster_domain: &str)
     }
 }
 
+/// [`names::INVALID_BACKEND_CLUSTER`] as proxyless gRPC clients get it: an EDS cluster whose
+/// assignment ([`invalid_backend_assignment`]) has no endpoints, so that the share of traffic
+/// routed to a backend that does not resolve fails at once with UNAVAILABLE. Envoy sidecars
+/// never get it: for them the name stays undefined and `cluster_not_found_response_code`
+/// answers the share. A gRPC client that never receives a cluster it was sent to waits for
+/// its does-not-exist timer (15 s) before its channel has any configuration.
+// gRPC: src/core/xds/xds_client/xds_client.cc (the resource does-not-exist timer)
+pub fn invalid_backend() -> Cluster {
+    let name = names::INVALID_BACKEND_CLUSTER.to_string();
+    Cluster {
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: name.clone(),
+        }),
+        name,
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        ..Default::default()
+    }
+}
+
+/// The empty assignment of [`invalid_backend`].
+pub fn invalid_backend_assignment() -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: names::INVALID_BACKEND_CLUSTER.to_string(),
+        ..Default::default()
+    }
+}
+
 /// `PassthroughCluster`: ORIGINAL_DST, for outbound traffic to destinations the mesh does not
 /// know.
 pub fn passthrough() -> Cluster {

@@ -48,7 +48,10 @@ pub mod fixtures;
 pub mod testing;
 
 pub use cache::{MeshSnapshot, SnapshotError};
-pub use mesh::{MeshResources, ProxyRef, ProxyResources, XdsOptions, translate};
+pub use mesh::{
+    Finding, Kept, MeshResources, ProxyRef, ProxyResources, Receiver, TableRef, Withheld,
+    XdsOptions, translate,
+};
 pub use names::INVALID_BACKEND_CLUSTER;
 pub use node::{NodeError, ProxyIdentity};
 pub use resource::{Resource, ResourceType};

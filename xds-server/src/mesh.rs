@@ -19,6 +19,10 @@ use crate::node::ProxyKind;
 use crate::routes::RouteContext;
 use crate::{clusters, endpoints, names, routes};
 
+mod validation;
+
+pub use validation::{Finding, Kept, Receiver, TableRef, Withheld};
+
 /// Translation settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XdsOptions {
@@ -86,6 +90,10 @@ pub struct MeshResources {
     clusters: Vec<Arc<Cluster>>,
     /// Sorted by name.
     endpoints: Vec<Arc<ClusterLoadAssignment>>,
+    /// What proxyless gRPC clients get for backends that do not resolve, beside `clusters`
+    /// and `endpoints` (see [`clusters::invalid_backend`]).
+    invalid_backend: Arc<Cluster>,
+    invalid_backend_assignment: Arc<ClusterLoadAssignment>,
     /// HTTP Service ports, sorted by route configuration name.
     routes: Vec<PortRoutes>,
     inbound: BTreeMap<WorkloadKey, Arc<Inbound>>,
@@ -95,11 +103,19 @@ pub struct MeshResources {
     /// route configurations.
     consumer_namespaces: BTreeSet<NamespaceName>,
     directory: ServiceDirectory,
+    /// Ports whose API listener a check refused: gRPC clients get none for them.
+    withheld_api_listeners: BTreeSet<ServicePortKey>,
+    /// What [`MeshResources::withhold`] kept from proxies, and why.
+    withheld: Vec<validation::Withheld>,
 }
 
 /// Every variant of one port's route configuration.
 #[derive(Clone, Debug)]
 struct PortRoutes {
+    /// The Service port.
+    key: ServicePortKey,
+    /// Its route configuration's name.
+    name: String,
     /// The port's routing with empty tables: only which variants exist matters, so that
     /// [`PortRouting::variant_for`] (the model's own rule) can pick one.
     shape: PortRouting,
@@ -111,18 +127,28 @@ struct PortRoutes {
 struct Flavours {
     envoy: Arc<RouteConfiguration>,
     grpc: Arc<RouteConfiguration>,
+    /// For each route of `grpc`, the table route it came from; `None` when `grpc` is `envoy`
+    /// (route for route the table's).
+    grpc_origins: Option<Arc<[usize]>>,
 }
 
 impl Flavours {
     /// Both forms of `table`, shared when proxyless gRPC needs nothing different.
     fn of(name: &str, table: &RouteTable, ctx: &RouteContext<'_>) -> Self {
         let envoy = Arc::new(routes::for_table(name, table, ProxyKind::Envoy, ctx));
-        let grpc = if routes::differs_for_grpc(table) {
-            Arc::new(routes::for_table(name, table, ProxyKind::Grpc, ctx))
+        if routes::differs_for_grpc(table) {
+            Flavours {
+                envoy,
+                grpc: Arc::new(routes::for_table(name, table, ProxyKind::Grpc, ctx)),
+                grpc_origins: Some(routes::grpc_origins(table).into()),
+            }
         } else {
-            envoy.clone()
-        };
-        Flavours { envoy, grpc }
+            Flavours {
+                grpc: envoy.clone(),
+                envoy,
+                grpc_origins: None,
+            }
+        }
     }
 
     /// One form for both kinds.
@@ -131,6 +157,7 @@ impl Flavours {
         Flavours {
             envoy: config.clone(),
             grpc: config,
+            grpc_origins: None,
         }
     }
 
@@ -170,7 +197,7 @@ pub fn translate(model: &Model, options: &XdsOptions) -> MeshResources {
             if port.protocol.is_http() {
                 let name = names::route_config(&key, domain);
                 let routing = model.routing.get(&key);
-                let variants = port_routes(routing, &name, &cluster.name, &ctx);
+                let variants = port_routes(&key, routing, &name, &cluster.name, &ctx);
                 routes.push((name, variants));
             }
             endpoints.push(Arc::new(endpoints::load_assignment(
@@ -201,16 +228,21 @@ pub fn translate(model: &Model, options: &XdsOptions) -> MeshResources {
         listeners,
         clusters,
         endpoints,
+        invalid_backend: Arc::new(clusters::invalid_backend()),
+        invalid_backend_assignment: Arc::new(clusters::invalid_backend_assignment()),
         routes: routes.into_iter().map(|(_, r)| r).collect(),
         inbound,
         no_workload,
         consumer_namespaces,
         directory: ServiceDirectory::new(model, domain),
+        withheld_api_listeners: BTreeSet::new(),
+        withheld: Vec::new(),
     }
 }
 
 /// Every variant of the route configuration `name` of a port whose cluster is `cluster`.
 fn port_routes(
+    key: &ServicePortKey,
     routing: Option<&PortRouting>,
     name: &str,
     cluster: &str,
@@ -241,7 +273,12 @@ fn port_routes(
             Flavours::of(name, table, ctx),
         );
     }
-    PortRoutes { shape, variants }
+    PortRoutes {
+        key: key.clone(),
+        name: name.to_string(),
+        shape,
+        variants,
+    }
 }
 
 /// One `Inbound` per distinct `(port, protocol)` list, shared by every workload that has it;
@@ -325,7 +362,7 @@ impl MeshResources {
             listeners: self.listeners_for(proxy),
             routes: self.routes_for(&proxy.namespace, proxy.kind),
             clusters: self.clusters_for(proxy),
-            endpoints: self.endpoints.clone(),
+            endpoints: self.endpoints_for(proxy.kind),
         }
     }
 
@@ -356,10 +393,19 @@ impl MeshResources {
     }
 
     /// CDS of a sidecar, sorted by name: the shared clusters and the workload's inbound ones.
+    /// A proxyless gRPC client gets the invalid-backend cluster as well.
     pub(crate) fn clusters_for(&self, proxy: &ProxyRef) -> Vec<Arc<Cluster>> {
-        merge_by_name(&self.clusters, &self.inbound_for(proxy).clusters, |c| {
+        let clusters = merge_by_name(&self.clusters, &self.inbound_for(proxy).clusters, |c| {
             &c.name
-        })
+        });
+        match proxy.kind {
+            ProxyKind::Envoy => clusters,
+            ProxyKind::Grpc => merge_by_name(
+                &clusters,
+                std::slice::from_ref(&self.invalid_backend),
+                |c| &c.name,
+            ),
+        }
     }
 
     /// RDS of a client of `kind` in `namespace`, sorted by name: per HTTP Service port the
@@ -375,9 +421,17 @@ impl MeshResources {
             .collect()
     }
 
-    /// EDS, the same for every proxy, sorted by name.
-    pub(crate) fn endpoints(&self) -> &[Arc<ClusterLoadAssignment>] {
-        &self.endpoints
+    /// EDS of a kind of proxy, sorted by name: the same for every sidecar; with the
+    /// invalid-backend assignment for proxyless gRPC clients.
+    pub(crate) fn endpoints_for(&self, kind: ProxyKind) -> Vec<Arc<ClusterLoadAssignment>> {
+        match kind {
+            ProxyKind::Envoy => self.endpoints.clone(),
+            ProxyKind::Grpc => merge_by_name(
+                &self.endpoints,
+                std::slice::from_ref(&self.invalid_backend_assignment),
+                |e| &e.cluster_name,
+            ),
+        }
     }
 
     /// Identifies a proxy's LDS and CDS: proxies with the same key get the same listeners
@@ -416,6 +470,7 @@ impl MeshResources {
         inbound_clusters.dedup_by_key(|c| Arc::as_ptr(c));
         let mut clusters = self.clusters.clone();
         clusters.extend(inbound_clusters);
+        clusters.push(self.invalid_backend.clone());
         let mut listeners = self.listeners.clone();
         listeners.extend(inbound.iter().map(|i| i.listener.clone()));
         let mut routes: Vec<Arc<RouteConfiguration>> = self
@@ -425,11 +480,13 @@ impl MeshResources {
             .flat_map(|f| [f.envoy.clone(), f.grpc.clone()])
             .collect();
         routes.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let mut endpoints = self.endpoints.clone();
+        endpoints.push(self.invalid_backend_assignment.clone());
         ProxyResources {
             listeners,
             routes,
             clusters,
-            endpoints: self.endpoints.clone(),
+            endpoints,
         }
     }
 
@@ -443,6 +500,9 @@ impl MeshResources {
     /// `<fqdn>:<port>` (a TCP port gets an inline pass-through route instead).
     pub fn api_listener(&self, name: &str, client_namespace: &NamespaceName) -> Option<Listener> {
         let (port, protocol) = self.directory.resolve(name, client_namespace)?;
+        if self.withheld_api_listeners.contains(&port) {
+            return None;
+        }
         Some(api_listener(
             name,
             &port,

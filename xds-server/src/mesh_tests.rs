@@ -403,3 +403,30 @@ fn route_configs_served_to_grpc_clients_are_acceptable_to_them() {
         "every route of every configuration was checked"
     );
 }
+
+#[test]
+fn only_proxyless_grpc_clients_get_the_invalid_backend_cluster_with_no_endpoints() {
+    let mesh = mesh();
+    let name = crate::INVALID_BACKEND_CLUSTER;
+    let envoy = mesh.for_proxy(&proxy("shop", None));
+    assert!(!envoy.clusters.iter().any(|c| c.name == name));
+    assert!(!envoy.endpoints.iter().any(|e| e.cluster_name == name));
+    let mut grpc = proxy("shop", None);
+    grpc.kind = ProxyKind::Grpc;
+    let grpc = mesh.for_proxy(&grpc);
+    let cluster = grpc.clusters.iter().find(|c| c.name == name).unwrap();
+    assert!(cluster.eds_cluster_config.is_some());
+    let assignment = grpc
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == name)
+        .unwrap();
+    assert!(assignment.endpoints.is_empty());
+    // Both lists stay sorted by name.
+    assert!(grpc.clusters.windows(2).all(|w| w[0].name < w[1].name));
+    assert!(
+        grpc.endpoints
+            .windows(2)
+            .all(|w| w[0].cluster_name < w[1].cluster_name)
+    );
+}

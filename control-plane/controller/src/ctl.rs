@@ -41,11 +41,10 @@ pub fn translate_files(request: &TranslateRequest) -> Result<TranslateOutput> {
     let mut source = FileSource::new(request.paths.iter().cloned())?;
     let snapshot = Snapshot::translate(1, source.load(), &request.settings);
     let proxy = request.proxy.resolve(&snapshot.objects)?;
-    let xds = request.show.xds().then(|| {
-        let resources =
-            lanyard_xds::translate(&snapshot.translation.model, &request.settings.xds_options());
-        lanyard_xds::render::resources_value(&resources.for_proxy(&proxy))
-    });
+    let xds = request
+        .show
+        .xds()
+        .then(|| lanyard_xds::render::resources_value(&snapshot.mesh.for_proxy(&proxy)));
     let report = Report::new(&snapshot, request.show, xds)?;
     Ok(TranslateOutput {
         text: report.render(request.format)?,

@@ -129,6 +129,9 @@ pub struct Report {
     /// What became of each SMI TrafficSplit, sorted; left out when there is none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub smi: Vec<SmiEntry>,
+    /// xDS resources a proxy would refuse, kept from proxies; left out when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<WithheldEntry>,
     /// The intermediate model (see [`model_value`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<serde_json::Value>,
@@ -150,6 +153,7 @@ impl Report {
             diagnostics: snapshot.diagnostics.clone(),
             warnings,
             smi: smi_entries(&snapshot.translation.smi),
+            withheld: withheld_entries(&snapshot.mesh),
             model: show
                 .model()
                 .then(|| model_value(&snapshot.translation.model))
@@ -170,6 +174,43 @@ impl Report {
                 .map_err(|e| Error::Render(e.to_string())),
         }
     }
+}
+
+/// An xDS resource kept from proxies because they would refuse it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WithheldEntry {
+    /// `Listener`, `RouteConfiguration`, `Cluster` or `ClusterLoadAssignment`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub name: String,
+    /// Who would refuse it: `Envoy` or `gRPC`.
+    pub receiver: String,
+    /// What is served instead.
+    pub kept: String,
+    /// Each rule it breaks, with the field's path.
+    pub violations: Vec<String>,
+}
+
+fn withheld_entries(mesh: &lanyard_xds::MeshResources) -> Vec<WithheldEntry> {
+    mesh.withheld()
+        .iter()
+        .map(|w| {
+            let f = &w.finding;
+            WithheldEntry {
+                type_: f
+                    .type_
+                    .message_name()
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                name: f.name.clone(),
+                receiver: crate::snapshot::receiver_name(f.receiver).to_string(),
+                kept: w.kept.as_str().to_string(),
+                violations: f.violations.iter().map(|v| v.to_string()).collect(),
+            }
+        })
+        .collect()
 }
 
 /// Route status entries sorted by kind, namespace and name.
@@ -358,6 +399,7 @@ mod tests {
                 provenance: BTreeMap::new(),
             },
             diagnostics: vec![Diagnostic::warning(PathBuf::from("f.yaml"), "careful")],
+            mesh: Snapshot::placeholder().mesh,
             unused_kinds: BTreeMap::new(),
             last_valid_splits: Default::default(),
         }

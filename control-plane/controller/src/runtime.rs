@@ -187,13 +187,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         (None, _, _) => return Err(Error::NoPaths),
     };
     let mut snapshots = watcher.subscribe();
-    let mut serving = Serving::start(
-        args.xds_address,
-        args.debug_address,
-        watcher.subscribe(),
-        settings.xds_options(),
-    )
-    .await?;
+    let mut serving =
+        Serving::start(args.xds_address, args.debug_address, watcher.subscribe()).await?;
     let mut previous: Arc<Snapshot> = snapshots.borrow_and_update().clone();
     if !previous.is_placeholder() {
         log_snapshot(&previous, None);

@@ -4,9 +4,12 @@
 //! snapshot is immutable and shared as `Arc<Snapshot>`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use lanyard_index::status::DEFAULT_CONTROLLER_NAME;
-use lanyard_index::{Objects, Translation};
+use lanyard_index::{Objects, RuleRef, Translation};
+use lanyard_model::{Model, RoutingVariant};
+use lanyard_xds::{Finding, MeshResources, Receiver};
 
 use crate::diagnostics::{Diagnostic, Severity, count_errors};
 use crate::files::Loaded;
@@ -58,7 +61,7 @@ impl Settings {
 }
 
 /// The input as last loaded, and its translation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Counts published snapshots, from 1. A new snapshot is published only when the
     /// objects or the diagnostics changed. 0 is a placeholder a source publishes before its
@@ -75,6 +78,10 @@ pub struct Snapshot {
     /// The last valid version of each TrafficSplit, kept in effect while an edit leaves it
     /// invalid (see [`crate::smi`]).
     pub last_valid_splits: LastValidSplits,
+    /// The xDS resources of `translation.model`, checked against what each kind of proxy
+    /// accepts: what would be refused is withheld ([`MeshResources::withheld`]). This is
+    /// what the ADS server publishes.
+    pub mesh: Arc<MeshResources>,
 }
 
 /// Counts worth a log line.
@@ -102,6 +109,10 @@ impl Snapshot {
             diagnostics: Vec::new(),
             unused_kinds: BTreeMap::new(),
             last_valid_splits: LastValidSplits::default(),
+            mesh: Arc::new(lanyard_xds::translate(
+                &Model::default(),
+                &lanyard_xds::XdsOptions::default(),
+            )),
         }
     }
 
@@ -112,14 +123,22 @@ impl Snapshot {
 
     /// Translates loaded objects, with nothing known from before.
     pub fn translate(generation: u64, loaded: Loaded, settings: &Settings) -> Self {
-        Self::translate_after(&LastValidSplits::default(), generation, loaded, settings)
+        Self::translate_after(
+            &LastValidSplits::default(),
+            None,
+            generation,
+            loaded,
+            settings,
+        )
     }
 
     /// The snapshot that follows this one for newly loaded objects: the next generation,
     /// translated keeping what this one remembers (see [`crate::smi`]).
     pub fn next(&self, loaded: Loaded, settings: &Settings) -> Self {
+        let previous = (!self.is_placeholder()).then_some(self.mesh.as_ref());
         Self::translate_after(
             &self.last_valid_splits,
+            previous,
             self.generation + 1,
             loaded,
             settings,
@@ -136,17 +155,37 @@ impl Snapshot {
             diagnostics: loaded.diagnostics,
             unused_kinds: loaded.unused_kinds,
             last_valid_splits: self.last_valid_splits.clone(),
+            mesh: self.mesh.clone(),
         }
     }
 
+    /// Translates, then validates before anything is published: the xDS resources are
+    /// checked against the rules of each kind of proxy that reads them. Rules whose routes
+    /// would be refused are dropped (`PartiallyInvalid`, as for rules that break the spec)
+    /// and the objects translated again; whatever is still refused is withheld, keeping the
+    /// version `previous` published.
     fn translate_after(
         last_valid: &LastValidSplits,
+        previous: Option<&MeshResources>,
         generation: u64,
         loaded: Loaded,
         settings: &Settings,
     ) -> Self {
-        let (translation, last_valid_splits) =
-            crate::smi::translate(&loaded.objects, &settings.index_options(), last_valid);
+        let mut options = settings.index_options();
+        let xds_options = settings.xds_options();
+        let (mut translation, mut last_valid_splits) =
+            crate::smi::translate(&loaded.objects, &options, last_valid);
+        let mut mesh = lanyard_xds::translate(&translation.model, &xds_options);
+        let mut findings = mesh.check();
+        let rejected = rejected_rules(&findings, &translation);
+        if !rejected.is_empty() {
+            options.rejected_rules = rejected;
+            (translation, last_valid_splits) =
+                crate::smi::translate(&loaded.objects, &options, last_valid);
+            mesh = lanyard_xds::translate(&translation.model, &xds_options);
+            findings = mesh.check();
+        }
+        mesh.withhold(findings, previous);
         Self {
             generation,
             objects: loaded.objects,
@@ -154,6 +193,7 @@ impl Snapshot {
             diagnostics: loaded.diagnostics,
             unused_kinds: loaded.unused_kinds,
             last_valid_splits,
+            mesh: Arc::new(mesh),
         }
     }
 
@@ -182,5 +222,153 @@ impl Snapshot {
                 .count()
                 + self.translation.warnings.len(),
         }
+    }
+}
+
+/// The rules to drop so that no proxy refuses what is left: those whose routes are the only
+/// place the violations of a route configuration lie, traced back through the translation's
+/// provenance. A finding with a violation outside every route, or in a table no route rule
+/// made (SMI), gives none: its resource is withheld instead.
+fn rejected_rules(findings: &[Finding], translation: &Translation) -> BTreeMap<RuleRef, String> {
+    let mut out: BTreeMap<RuleRef, String> = BTreeMap::new();
+    for finding in findings.iter().filter(|f| f.is_in_routes_only()) {
+        let Some(table) = &finding.table else {
+            continue;
+        };
+        let Some(provenance) = translation.provenance.get(&table.port) else {
+            continue;
+        };
+        let rules = match &table.variant {
+            RoutingVariant::Producer => &provenance.producer,
+            RoutingVariant::Consumer(namespace) => match provenance.consumers.get(namespace) {
+                Some(rules) => rules,
+                None => continue,
+            },
+            RoutingVariant::Passthrough => continue,
+        };
+        for (route, violations) in &table.routes {
+            let Some(rule) = rules.get(*route) else {
+                continue;
+            };
+            let why = violations
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.entry(rule.clone()).or_insert_with(|| {
+                format!(
+                    "{} would refuse its route: {why}",
+                    receiver_name(finding.receiver)
+                )
+            });
+        }
+    }
+    out
+}
+
+/// How status messages name a kind of proxy.
+pub fn receiver_name(receiver: Receiver) -> &'static str {
+    match receiver {
+        Receiver::Envoy => "Envoy",
+        Receiver::Grpc => "gRPC",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lanyard_index::status::RouteStatus;
+
+    use super::*;
+    use crate::files::FileSource;
+
+    const SERVICE: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80}]
+";
+
+    /// A route whose rule 1 sets a header to `value`, beside a valid rule 0.
+    fn route(value: &str) -> String {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /ok}}}}]
+    backendRefs: [{{name: web, port: 80}}]
+  - name: tagged
+    matches: [{{path: {{type: PathPrefix, value: /tagged}}}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{{name: x-tag, value: "{value}"}}]
+    backendRefs: [{{name: web, port: 80}}]
+"#
+        )
+    }
+
+    fn load(yaml: &str) -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.yaml"), format!("{SERVICE}---{yaml}")).unwrap();
+        FileSource::new([dir.path().to_path_buf()]).unwrap().load()
+    }
+
+    fn conditions(snapshot: &Snapshot) -> Vec<(String, String, String)> {
+        let status: &RouteStatus = &snapshot.translation.statuses[0];
+        status.parents[0]
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.message.clone()))
+            .collect()
+    }
+
+    fn route_paths(snapshot: &Snapshot) -> Vec<String> {
+        let config = snapshot
+            .mesh
+            .for_proxy(&lanyard_xds::ProxyRef::envoy(
+                lanyard_model::NamespaceName::new("default"),
+                None,
+            ))
+            .routes
+            .into_iter()
+            .find(|r| r.name == "web.default.svc.cluster.local:80")
+            .unwrap();
+        config.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| format!("{:?}", r.r#match))
+            .collect()
+    }
+
+    #[test]
+    fn a_rule_a_proxy_would_refuse_is_dropped_before_anything_is_published() {
+        // The CRD lets any header value through; Envoy refuses a newline in one (its
+        // HeaderValue.value rule), and the translator alone does not know.
+        let snapshot = Snapshot::translate(1, load(&route("line1\\nline2")), &Settings::default());
+        let found = conditions(&snapshot);
+        assert_eq!(found[0].1, "True", "{found:?}");
+        assert_eq!(found[2].0, "PartiallyInvalid");
+        assert!(
+            found[2].2.starts_with(
+                "Dropped Rule(s) 1 (tagged): Envoy would refuse its route: \
+                 request_headers_to_add[0].header.value: value does not match regex pattern"
+            ),
+            "{found:?}"
+        );
+        assert_eq!(snapshot.mesh.check(), []);
+        assert_eq!(snapshot.mesh.withheld(), []);
+        let paths = route_paths(&snapshot);
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        assert!(paths[0].contains("/ok"), "{paths:?}");
+
+        let valid = Snapshot::translate(1, load(&route("plain")), &Settings::default());
+        assert_eq!(conditions(&valid).len(), 2);
+        assert_eq!(route_paths(&valid).len(), 2);
     }
 }

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lanyard_xds::{ServeError, ServerConfig, XdsOptions, XdsServer};
+use lanyard_xds::{MeshResources, ServeError, ServerConfig, XdsServer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::report::{Format, Report, Show};
@@ -62,7 +62,6 @@ impl Serving {
         xds_address: SocketAddr,
         debug_address: SocketAddr,
         snapshots: watch::Receiver<Arc<Snapshot>>,
-        options: XdsOptions,
     ) -> Result<Serving> {
         let bind = |address: SocketAddr, what: &'static str| async move {
             lanyard_xds::listen::listen(address).map_err(|error| Error::Bind {
@@ -100,7 +99,7 @@ impl Serving {
                 let _ = failed.send(e).await;
             }
         }));
-        tasks.push(tokio::spawn(feed(server.clone(), snapshots, options)));
+        tasks.push(tokio::spawn(feed(server.clone(), snapshots)));
 
         println!("xds listening on {xds_address}");
         println!("debug listening on {debug_address}");
@@ -131,14 +130,10 @@ impl Serving {
     }
 }
 
-/// Hands the server the xDS translation of every snapshot whose model changed (a snapshot
-/// with only new diagnostics keeps the previous translation), until the server stops. A
+/// Hands the server the checked xDS resources of every snapshot that has new ones (a
+/// snapshot with only new diagnostics keeps the previous ones), until the server stops. A
 /// placeholder snapshot is not served, so `/readyz` waits for the source's first full load.
-async fn feed(
-    server: XdsServer,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    options: XdsOptions,
-) {
+async fn feed(server: XdsServer, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
     let stopped = server.stopped();
     tokio::pin!(stopped);
     let mut served: Option<Arc<Snapshot>> = None;
@@ -147,20 +142,21 @@ async fn feed(
         let same = snapshot.is_placeholder()
             || served
                 .as_ref()
-                .is_some_and(|s| s.translation.model == snapshot.translation.model);
+                .is_some_and(|s| Arc::ptr_eq(&s.mesh, &snapshot.mesh));
         if !same {
-            let (snap, opts) = (snapshot.clone(), options.clone());
-            match tokio::task::spawn_blocking(move || {
-                lanyard_xds::translate(&snap.translation.model, &opts)
-            })
-            .await
-            {
-                Ok(mesh) => {
-                    server.publish(mesh);
-                    served = Some(snapshot);
-                }
-                Err(e) => error!(error = %e, "xDS translation panicked: serving the previous one"),
+            for withheld in snapshot.mesh.withheld() {
+                let f = &withheld.finding;
+                warn!(
+                    resource = %f.name,
+                    r#type = ?f.type_,
+                    receiver = crate::snapshot::receiver_name(f.receiver),
+                    kept = withheld.kept.as_str(),
+                    violations = %f.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "),
+                    "withheld a resource a proxy would refuse"
+                );
             }
+            server.publish(MeshResources::clone(&snapshot.mesh));
+            served = Some(snapshot);
         }
         tokio::select! {
             () = &mut stopped => return,

@@ -95,9 +95,9 @@ impl TypeView {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ViewKey {
     Listeners(usize),
-    Clusters(usize),
+    Clusters((usize, ProxyKind)),
     Routes((ProxyKind, Option<NamespaceName>)),
-    Endpoints,
+    Endpoints(ProxyKind),
 }
 
 /// Encoded resources by the address of the `Arc` `MeshResources` holds them in.
@@ -305,11 +305,11 @@ impl MeshSnapshot {
     pub fn view(&self, ty: ResourceType, proxy: &ProxyRef) -> Arc<TypeView> {
         let key = match ty {
             ResourceType::Listener => ViewKey::Listeners(self.mesh.inbound_key(proxy)),
-            ResourceType::Cluster => ViewKey::Clusters(self.mesh.inbound_key(proxy)),
+            ResourceType::Cluster => ViewKey::Clusters((self.mesh.inbound_key(proxy), proxy.kind)),
             ResourceType::Route => {
                 ViewKey::Routes(self.mesh.routes_key(&proxy.namespace, proxy.kind))
             }
-            ResourceType::Endpoint => ViewKey::Endpoints,
+            ResourceType::Endpoint => ViewKey::Endpoints(proxy.kind),
         };
         if let Some(view) = lock(&self.views).get(&key) {
             return view.clone();
@@ -335,7 +335,7 @@ impl MeshSnapshot {
                 .collect(),
             ResourceType::Endpoint => self
                 .mesh
-                .endpoints()
+                .endpoints_for(proxy.kind)
                 .iter()
                 .map(|e| self.encoded.get(&e.cluster_name, e))
                 .collect(),

@@ -21,10 +21,11 @@ use crate::protobuf::u32_value;
 /// backend-level header modifiers on the ClusterWeight (so they only touch that backend's
 /// share; a single backend with modifiers is a one-entry `weighted_clusters` for the same
 /// reason). A backend that does not resolve to a Service port of the mesh goes to
-/// [`INVALID_BACKEND_CLUSTER`], never defined, and `cluster_not_found_response_code` makes
+/// [`INVALID_BACKEND_CLUSTER`], which Envoy never gets, and `cluster_not_found_response_code` makes
 /// that share a 500, or a 503 in a table of GRPCRoutes (`protocol` `Grpc`): the GRPCRoute
 /// spec wants UNAVAILABLE there, and Envoy maps a local reply's 503 to it for gRPC requests
-/// where 500 would be UNKNOWN.
+/// where 500 would be UNKNOWN. Proxyless gRPC clients get that cluster with no endpoints
+/// ([`crate::clusters::invalid_backend`]), which fails the share with UNAVAILABLE.
 // Envoy: source/common/grpc/status.cc (Grpc::Utility::httpToGrpcStatus)
 pub fn forward(
     forward: &Forward,

@@ -84,7 +84,7 @@ pub fn for_table(
         }
         ProxyKind::Grpc => for_grpc(table)
             .iter()
-            .map(|r| route(r, PathStyle::Grpc, table.protocol, ctx))
+            .map(|(_, r)| route(r, PathStyle::Grpc, table.protocol, ctx))
             .collect(),
     };
     configuration(name, routes)
@@ -112,10 +112,10 @@ fn is_sub_prefix(path: &PathMatch) -> bool {
 /// - a path prefix `/foo` (which must match `/foo` and `/foo/...`) becomes two routes, an exact
 ///   `/foo` and a prefix `/foo/`, because gRPC refuses `path_separated_prefix`
 ///   (gRPC: src/core/xds/grpc/xds_route_config_parser.cc, `RoutePathMatchParse`).
-fn for_grpc(table: &RouteTable) -> Vec<Cow<'_, lanyard_model::Route>> {
+fn for_grpc(table: &RouteTable) -> Vec<(usize, Cow<'_, lanyard_model::Route>)> {
     let split_prefixes = PathStyle::for_table(table.protocol) == PathStyle::Segments;
     let mut out = Vec::with_capacity(table.routes.len());
-    for r in &table.routes {
+    for (origin, r) in table.routes.iter().enumerate() {
         if !r.matcher.query.is_empty() || r.matcher.method.as_deref().is_some_and(|m| m != "POST") {
             continue;
         }
@@ -130,13 +130,22 @@ fn for_grpc(table: &RouteTable) -> Vec<Cow<'_, lanyard_model::Route>> {
                 exact.matcher.path = PathMatch::Exact(m.clone());
                 let mut under = r.into_owned();
                 under.matcher.path = PathMatch::Prefix(format!("{m}/"));
-                out.push(Cow::Owned(exact));
-                out.push(Cow::Owned(under));
+                out.push((origin, Cow::Owned(exact)));
+                out.push((origin, Cow::Owned(under)));
             }
-            _ => out.push(r),
+            _ => out.push((origin, r)),
         }
     }
     out
+}
+
+/// For each route of the gRPC form of `table` ([`for_table`] with [`ProxyKind::Grpc`]), the
+/// index of the table's route it came from.
+pub fn grpc_origins(table: &RouteTable) -> Vec<usize> {
+    for_grpc(table)
+        .into_iter()
+        .map(|(origin, _)| origin)
+        .collect()
 }
 
 /// The pass-through configuration `name`: every request (prefix `/`) to `cluster`, without a
