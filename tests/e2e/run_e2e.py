@@ -1486,11 +1486,12 @@ def scenario_late_client_http(ctx):
 
     slow = "/lanyard.e2e.Slow/Call"
     retry = "/lanyard.e2e.Retry/Call"
-    # grpcio (1.85.1) starts the clock of a service-config timeout early: a route timeout of
-    # 300ms or 1.5s fails every call at once, 2s fails calls that take ~0.1s, with or without
-    # xDS (a plain `grpc.service_config` of {"timeout": "2s"} does the same). Lanyard's route is
-    # right (max_stream_duration, which gRPC reads); the timeout here is long enough that a fast
-    # call passes, and a call the backend holds for longer fails DEADLINE_EXCEEDED.
+    # grpcio (1.85.1) fires a service-config timeout 1 to 2 s early (measured: 3s fires after
+    # 1.1-1.5 s, 4s after ~2.7 s; 300ms and 1.5s fail every call at once), with or without xDS:
+    # a plain `grpc.service_config` of {"timeout": "3s"} does the same. Lanyard's route is
+    # right (max_stream_duration, which gRPC reads: its xds_resolver trace shows
+    # max_stream_duration=4000ms). 4s leaves a fast call at least 2 s, and a call the backend
+    # holds for 4.5 s fails DEADLINE_EXCEEDED (without the route timeout it would pass).
     figures["timeouts and retry"] = late_change(ctx, "timeouts", route([
         {"matches": [path("Exact", slow)], "timeouts": {"request": "4s"},
          "backendRefs": [h.backend_ref("la-slow")]},
