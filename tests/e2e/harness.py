@@ -811,9 +811,10 @@ class Client:
         self.child.send(json.dumps(cmd))
         return self._expect(timeout)
 
-    def ready(self, target, method=CALL, timeout=20.0):
+    def ready(self, target, method=CALL, timeout=20.0, metadata=()):
         doc = self.request({"op": "ready", "target": target, "method": method,
-                            "timeout": timeout}, timeout + 5)
+                            "metadata": [list(m) for m in metadata], "timeout": timeout},
+                           timeout + 5)
         if not doc.get("ok"):
             raise E2EError(f"{self.node_id}: {target} never answered within {timeout}s: "
                            f"{doc.get('error')}")

@@ -179,8 +179,9 @@ class ManifestHelpersTest(unittest.TestCase):
 
     def test_backend_service_declarations(self):
         backend = ("127.0.0.1", 4000)
-        port = lambda declares: [d["spec"]["ports"][0] if d["kind"] == "Service" else d["ports"][0]
-                                 for d in h.backend_service("ns", "s", backend, declares=declares)]
+        port = lambda declares: [
+            d["spec"]["ports"][0] if d["kind"] == "Service" else d["ports"][0]
+            for d in h.backend_service("ns", "s", backend, declares=declares)]
         svc, eps = port("grpc")
         self.assertEqual((svc["name"], svc["appProtocol"], eps["appProtocol"]),
                          ("grpc", "grpc", "grpc"))
