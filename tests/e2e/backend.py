@@ -8,6 +8,10 @@ No protobuf: requests and responses are raw bytes.
 
     backend.py --serve v1=127.0.0.1:0 --serve v2=127.0.0.1:0
 
+Two request headers change the answer, for checks of route timeouts and retries:
+`x-sleep-ms: N` makes the backend wait N ms before it answers, and `x-fail-first: KEY:N`
+makes it fail the first N calls that carry KEY (counted per process) with UNAVAILABLE.
+
 prints one line per server once all are listening, then `READY`:
 
     LISTENING v1 127.0.0.1 40123
@@ -22,6 +26,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -44,6 +49,24 @@ def response(name, method, metadata, request):
     ).encode()
 
 
+class Failures:
+    """Calls seen per `x-fail-first` key, shared by every server of the process."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen = {}
+
+    def should_fail(self, spec):
+        """`KEY:N`: whether this call (counted under KEY) is one of the first N."""
+        key, _, n = spec.rpartition(":")
+        with self.lock:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            return self.seen[key] <= int(n)
+
+
+FAILURES = Failures()
+
+
 class AnyMethod(grpc.GenericRpcHandler):
     """Serves every unary method with the backend's name."""
 
@@ -55,6 +78,11 @@ class AnyMethod(grpc.GenericRpcHandler):
         metadata = list(handler_call_details.invocation_metadata or ())
 
         def handle(request, context):
+            headers = dict(metadata)
+            if "x-sleep-ms" in headers:
+                time.sleep(int(headers["x-sleep-ms"]) / 1000)
+            if "x-fail-first" in headers and FAILURES.should_fail(headers["x-fail-first"]):
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name}: failing as asked")
             return response(self.name, method, metadata, request)
 
         return grpc.unary_unary_rpc_method_handler(handle)

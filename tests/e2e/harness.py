@@ -293,10 +293,23 @@ def endpoint_slice(ns, svc, addresses, port, app_protocol="grpc", zone="z"):
     }
 
 
-def backend_service(ns, name, backend, port=GRPC_PORT):
-    """A Service `name` whose only endpoint is `backend` ((host, port) from `Backends`)."""
+def backend_service(ns, name, backend, port=GRPC_PORT, declares="grpc"):
+    """A Service `name` whose only endpoint is `backend` ((host, port) from `Backends`).
+    `declares` says what its port declares: "grpc" (port `grpc`, appProtocol grpc), "http-name"
+    (port named `http`, no appProtocol: a common label for gRPC services in real clusters) or
+    "nothing" (no port name, no appProtocol)."""
     host, bport = backend
-    return [service(ns, name, port), endpoint_slice(ns, name, [host], bport)]
+    svc = service(ns, name, port)
+    eps = endpoint_slice(ns, name, [host], bport)
+    if declares == "http-name":
+        svc["spec"]["ports"] = [{"name": "http", "port": port, "targetPort": bport}]
+        eps["ports"] = [{"name": "http", "port": bport, "protocol": "TCP"}]
+    elif declares == "nothing":
+        svc["spec"]["ports"] = [{"port": port, "targetPort": bport}]
+        eps["ports"] = [{"port": bport, "protocol": "TCP"}]
+    elif declares != "grpc":
+        raise ValueError(f"declares: grpc, http-name or nothing, not {declares!r}")
+    return [svc, eps]
 
 
 def parent(ns, svc, port=GRPC_PORT, namespace_=None):
@@ -372,13 +385,18 @@ def traffic_split(ns, name, root, backends, version="v1alpha2", matches=()):
 
 def http_route_group(ns, name, matches, version="v1alpha4"):
     """An SMI HTTPRouteGroup (specs.smi-spec.io/`version`); `matches` as the CRD has them:
-    [{"name", "pathRegex", "methods", "headers": [{header: regex}, ...]}]."""
-    return {
+    [{"name", "pathRegex", "methods", "headers": [{header: regex}, ...]}], at the top level
+    in v1alpha1 and v1alpha2, under `spec` later."""
+    group = {
         "apiVersion": f"specs.smi-spec.io/{version}",
         "kind": "HTTPRouteGroup",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"matches": matches},
     }
+    if version in ("v1alpha1", "v1alpha2"):
+        group["matches"] = matches
+    else:
+        group["spec"] = {"matches": matches}
+    return group
 
 
 def fqdn(svc, ns, port=GRPC_PORT):
@@ -546,6 +564,26 @@ class Controller:
         if status != 200:
             raise E2EError(f"GET /metrics: {status}")
         return parse_prometheus(body)
+
+    def generation(self):
+        """The generation of the snapshot the server publishes (`/readyz`: `ready: snapshot
+        N`), or -1 before the first."""
+        status, body = self.get("/readyz")
+        m = re.search(r"snapshot (\d+)", body)
+        return int(m.group(1)) if status == 200 and m else -1
+
+    def wait_generation_after(self, generation, timeout=10.0):
+        """Waits until a snapshot newer than `generation` is published; returns its
+        generation."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.generation()
+            if now > generation:
+                return now
+            if time.monotonic() > deadline:
+                raise E2EError(f"no snapshot after generation {generation} within {timeout}s "
+                               f"(still {now}); log: {self.child.log_tail()}")
+            time.sleep(0.02)
 
     def wait_ready(self, timeout=20.0):
         deadline = time.monotonic() + timeout
@@ -773,18 +811,20 @@ class Client:
         self.child.send(json.dumps(cmd))
         return self._expect(timeout)
 
-    def ready(self, target, method=CALL, timeout=20.0):
+    def ready(self, target, method=CALL, timeout=20.0, metadata=()):
         doc = self.request({"op": "ready", "target": target, "method": method,
-                            "timeout": timeout}, timeout + 5)
+                            "metadata": [list(m) for m in metadata], "timeout": timeout},
+                           timeout + 5)
         if not doc.get("ok"):
             raise E2EError(f"{self.node_id}: {target} never answered within {timeout}s: "
                            f"{doc.get('error')}")
         return doc
 
-    def calls(self, target, n, method=CALL, metadata=(), timeout=60.0):
+    def calls(self, target, n, method=CALL, metadata=(), timeout=60.0, call_timeout=5):
+        """`n` calls; each has a deadline of `call_timeout` seconds."""
         return self.request({"op": "calls", "target": target, "method": method, "n": n,
-                             "metadata": [list(m) for m in metadata], "timeout": 5},
-                            timeout)
+                             "metadata": [list(m) for m in metadata],
+                             "timeout": call_timeout}, timeout)
 
     def start_run(self, target, max_seconds, method=CALL, metadata=(), stop=None):
         cmd = {"op": "run", "target": target, "method": method,
@@ -797,6 +837,10 @@ class Client:
 
     def finish_run(self):
         return self._expect(self._run_max + 15)["calls"]
+
+    def stop(self):
+        """Ends the process (its xDS streams close)."""
+        self.child.stop(grace=1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -921,6 +965,32 @@ def proxy_sync(syncz, node_id):
     "message", ...}, "pushes", ...}, "RDS": ...}}]}`), or None when it is not connected."""
     streams = [p for p in syncz.get("proxies", []) if p.get("node_id") == node_id]
     return max(streams, key=lambda p: p.get("stream", 0)) if streams else None
+
+
+def nacks(syncz, node_id):
+    """Every NACK proxy `node_id` sent, on any of its streams: [(type, last_nack)]."""
+    found = []
+    for proxy in syncz.get("proxies", []):
+        if proxy.get("node_id") != node_id:
+            continue
+        for ty, sync in sorted((proxy.get("types") or {}).items()):
+            if (sync or {}).get("last_nack"):
+                found.append((ty, sync["last_nack"]))
+    return found
+
+
+def unacked(syncz, node_id):
+    """The types whose last version sent to `node_id` (on any stream) is not acknowledged:
+    [(type, sent, acked)]."""
+    found = []
+    for proxy in syncz.get("proxies", []):
+        if proxy.get("node_id") != node_id:
+            continue
+        for ty, sync in sorted((proxy.get("types") or {}).items()):
+            sent, acked = (sync or {}).get("version_sent"), (sync or {}).get("version_acked")
+            if sent and sent != acked:
+                found.append((ty, sent, acked))
+    return found
 
 
 def type_sync(syncz, node_id, ty):

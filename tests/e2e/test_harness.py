@@ -147,6 +147,52 @@ class ParseTest(unittest.TestCase):
         self.assertEqual(h.type_sync(syncz, "c2.e2e", "RDS"), {})
         self.assertIsNone(h.proxy_sync(syncz, "c3.e2e"))
 
+    def test_nacks_and_unacked_versions_on_any_stream(self):
+        syncz = {"proxies": [
+            {"stream": 1, "node_id": "c1.e2e", "types": {
+                "LDS": {"version_sent": "l", "version_acked": "l"},
+                "RDS": {"version_sent": "a", "version_acked": "x",
+                        "last_nack": {"version": "a", "message": "invalid path specifier"}}}},
+            {"stream": 4, "node_id": "c1.e2e", "types": {
+                "RDS": {"version_sent": "b", "version_acked": "b"},
+                "CDS": {"version_sent": "c"}}},
+            {"stream": 2, "node_id": "c2.e2e", "types": {
+                "RDS": {"version_sent": "b", "version_acked": "b"}}},
+        ]}
+        # An older stream's NACK counts: the client NACKed what it was sent.
+        self.assertEqual(h.nacks(syncz, "c1.e2e"),
+                         [("RDS", {"version": "a", "message": "invalid path specifier"})])
+        self.assertEqual(h.unacked(syncz, "c1.e2e"), [("RDS", "a", "x"), ("CDS", "c", None)])
+        self.assertEqual(h.nacks(syncz, "c2.e2e"), [])
+        self.assertEqual(h.unacked(syncz, "c2.e2e"), [])
+
+
+class ManifestHelpersTest(unittest.TestCase):
+    def test_route_group_matches_move_under_spec_after_v1alpha2(self):
+        m = [{"name": "a", "pathRegex": "/x"}]
+        for version in ("v1alpha1", "v1alpha2"):
+            g = h.http_route_group("ns", "g", m, version=version)
+            self.assertEqual((g["matches"], "spec" in g), (m, False))
+        for version in ("v1alpha3", "v1alpha4"):
+            g = h.http_route_group("ns", "g", m, version=version)
+            self.assertEqual((g["spec"], "matches" in g), ({"matches": m}, False))
+
+    def test_backend_service_declarations(self):
+        backend = ("127.0.0.1", 4000)
+        port = lambda declares: [
+            d["spec"]["ports"][0] if d["kind"] == "Service" else d["ports"][0]
+            for d in h.backend_service("ns", "s", backend, declares=declares)]
+        svc, eps = port("grpc")
+        self.assertEqual((svc["name"], svc["appProtocol"], eps["appProtocol"]),
+                         ("grpc", "grpc", "grpc"))
+        svc, eps = port("http-name")
+        self.assertEqual((svc["name"], "appProtocol" in svc, eps["name"], "appProtocol" in eps),
+                         ("http", False, "http", False))
+        svc, eps = port("nothing")
+        self.assertEqual((set(svc), set(eps)), ({"port", "targetPort"}, {"port", "protocol"}))
+        with self.assertRaises(ValueError):
+            h.backend_service("ns", "s", backend, declares="http")
+
 
 @unittest.skipUnless(HAVE_GRPC, "grpcio not installed (run tests/e2e/setup.sh)")
 class RouteStatusTest(unittest.TestCase):
@@ -194,6 +240,22 @@ class ProcessesTest(unittest.TestCase):
         self.assertEqual({c[2] for c in calls}, {"one"})
         client.start_run(target, max_seconds=5, stop={"backend": "one", "streak": 7})
         self.assertEqual(len(client.finish_run()), 7)
+
+    def test_backends_sleep_and_fail_as_asked(self):
+        b = h.Backends(self.procs, ["one"])
+        client = h.Client(self.procs, self.dir, "127.0.0.1:1", "ns", "p")
+        target = f"127.0.0.1:{b['one'][1]}"
+        fail = [("x-fail-first", "k:2")]
+        got = [client.calls(target, 1, metadata=fail) for _ in range(3)]
+        self.assertEqual([sorted(g["errors"]) for g in got[:2]],
+                         [["ERR:UNAVAILABLE: one: failing as asked"]] * 2)
+        self.assertEqual(got[2]["counts"], {"one": 1})
+        self.assertEqual(client.calls(target, 1, metadata=[("x-fail-first", "j:1")])["errors"],
+                         {"ERR:UNAVAILABLE: one: failing as asked": 1})
+        got = client.calls(target, 1, metadata=[("x-sleep-ms", "1500")], call_timeout=0.5)
+        self.assertEqual(list(got["errors"]), ["ERR:DEADLINE_EXCEEDED: Deadline Exceeded"])
+        self.assertEqual(client.calls(target, 1, metadata=[("x-sleep-ms", "50")])["counts"],
+                         {"one": 1})
 
     def test_failures_are_labelled(self):
         b = h.Backends(self.procs, ["one"])

@@ -24,20 +24,13 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The Gateway API conformance manifests, from `shared/` next to the checkout, or from
-/// `LANYARD_CONFORMANCE_DIR`.
+/// The Gateway API mesh conformance manifests and expectations: `LANYARD_CONFORMANCE_DIR`, or
+/// the copy in the repository, `tests/conformance/gateway-api-v1.6.1` (its README says where
+/// it comes from), so that a clean clone has everything its tests read.
 pub fn conformance_dir() -> PathBuf {
     std::env::var_os("LANYARD_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            repo_root()
-                .join("../shared/gateway-api-v1.6.1/conformance-mesh")
-                .canonicalize()
-                .expect(
-                    "the conformance manifests are expected in ../shared/gateway-api-v1.6.1/conformance-mesh \
-                     (or set LANYARD_CONFORMANCE_DIR)",
-                )
-        })
+        .unwrap_or_else(|| repo_root().join("tests/conformance/gateway-api-v1.6.1"))
 }
 
 /// Whether golden files should be rewritten instead of compared.
