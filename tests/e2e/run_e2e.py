@@ -1527,8 +1527,9 @@ def scenario_late_client_http(ctx):
         # the client's own 10s). One call, on one port: it takes up to 4s.
         (targets[0], slow, (("x-sleep-ms", "4500"),), "ERR:DEADLINE_EXCEEDED", 1),
     ])])
-    # Whether gRPC retries a call the backend fails once with UNAVAILABLE (GEP-1731 codes are
-    # HTTP status codes; gRPC retries only on the gRPC codes named in retry_on): recorded.
+    # gRPC retries a call the backend fails once with UNAVAILABLE: GEP-1731 codes are HTTP
+    # status codes, and gRPC retries only on the gRPC statuses retry_on names, so Lanyard adds
+    # `unavailable` for 429/502/503/504 (which gRPC clients read as UNAVAILABLE).
     client = ctx.client(NS, "late-retry")
     try:
         client.ready(targets[0], method=retry)
@@ -1542,6 +1543,9 @@ def scenario_late_client_http(ctx):
     finally:
         client.stop()
     ctx.log(f"retry attempts 2 codes [503]: calls failed once by the backend -> {outcome}")
+    if outcome != {"la-retry": 4}:
+        raise E2EError(f"retry attempts 2 codes [503]: the 4 calls the backend failed once "
+                       f"should all succeed on a retry, got {outcome}")
     figures["retry [503]: calls the backend fails once"] = outcome
 
     http_target = targets[1]

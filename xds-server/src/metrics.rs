@@ -5,7 +5,9 @@
 //! - `lanyard_xds_push_latency_seconds{type}`: change seen → response handed to the stream;
 //! - `lanyard_xds_convergence_seconds{type}`: change seen → the proxy's ACK of it;
 //! - `lanyard_xds_snapshots_total`, `lanyard_xds_snapshots_rejected_total`,
-//!   `lanyard_xds_unknown_type_requests_total`, `lanyard_xds_snapshot_generation`.
+//!   `lanyard_xds_unknown_type_requests_total`, `lanyard_xds_snapshot_generation`;
+//! - `lanyard_xds_withheld_resources`: resources of the snapshot being served that were kept
+//!   from proxies because a proxy would refuse them (validation before publishing).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -89,6 +91,8 @@ pub struct Metrics {
     pub generation: AtomicU64,
     /// Requests for types Lanyard does not serve.
     pub unknown_types: AtomicU64,
+    /// Resources the snapshot being served withholds.
+    pub withheld: AtomicU64,
     types: [TypeMetrics; 4],
 }
 
@@ -142,6 +146,13 @@ impl Metrics {
             "counter",
             self.unknown_types.load(Ordering::Relaxed).to_string(),
         );
+        gauge(
+            &mut out,
+            "lanyard_xds_withheld_resources",
+            "Resources of the snapshot being served kept from proxies because a proxy would refuse them.",
+            "gauge",
+            self.withheld.load(Ordering::Relaxed).to_string(),
+        );
         type Counter = fn(&TypeMetrics) -> &AtomicU64;
         let counters: [(&str, &str, Counter); 2] = [
             (
@@ -191,6 +202,7 @@ mod tests {
     fn renders_prometheus_text() {
         let metrics = Metrics::default();
         metrics.connected.store(3, Ordering::Relaxed);
+        metrics.withheld.store(2, Ordering::Relaxed);
         metrics
             .of(ResourceType::Endpoint)
             .pushes
@@ -201,6 +213,10 @@ mod tests {
             .observe(Duration::from_millis(30));
         let text = metrics.render();
         assert!(text.contains("lanyard_xds_connected_proxies 3\n"), "{text}");
+        assert!(
+            text.contains("lanyard_xds_withheld_resources 2\n"),
+            "{text}"
+        );
         assert!(text.contains("lanyard_xds_pushes_total{type=\"EDS\"} 2\n"));
         assert!(
             text.contains("lanyard_xds_push_latency_seconds_bucket{type=\"CDS\",le=\"0.025\"} 0\n")

@@ -279,6 +279,8 @@ async fn publish_loop(
                 );
                 metrics.snapshots.fetch_add(1, Ordering::Relaxed);
                 metrics.generation.store(generation, Ordering::Relaxed);
+                let withheld = snapshot.mesh().withheld().len() as u64;
+                metrics.withheld.store(withheld, Ordering::Relaxed);
                 snapshots.send_replace(Some(Arc::new(snapshot)));
             }
             Ok(Err(e)) => {

@@ -50,12 +50,21 @@ pub fn apply_timeouts_and_retry(
     action.retry_policy = retry.map(|r| retry_policy(r, per_try));
 }
 
+/// HTTP status codes a gRPC client reads as `UNAVAILABLE`, the one status of those a retry
+/// policy can name that they map to (gRPC: doc/http-grpc-status-mapping.md). GEP-1731 retry
+/// codes are HTTP status codes; gRPC calls fail with gRPC statuses, which both Envoy and
+/// proxyless gRPC retry only when `retry_on` names them.
+// gRPC: src/core/xds/grpc/xds_route_config_parser.cc (RetryPolicyParse)
+const UNAVAILABLE_CODES: [u16; 4] = [429, 502, 503, 504];
+
 fn retry_policy(retry: &Retry, per_try: Option<Duration>) -> RetryPolicy {
-    let retry_on = if retry.codes.is_empty() {
-        RETRY_ON.to_string()
-    } else {
-        format!("{RETRY_ON},retriable-status-codes")
-    };
+    let mut retry_on = RETRY_ON.to_string();
+    if !retry.codes.is_empty() {
+        retry_on.push_str(",retriable-status-codes");
+    }
+    if retry.codes.iter().any(|c| UNAVAILABLE_CODES.contains(c)) {
+        retry_on.push_str(",unavailable");
+    }
     RetryPolicy {
         retry_on,
         num_retries: Some(u32_value(retry.attempts)),
@@ -155,7 +164,7 @@ mod tests {
         let policy = action.retry_policy.unwrap();
         assert_eq!(
             policy.retry_on,
-            "connect-failure,refused-stream,reset,retriable-status-codes"
+            "connect-failure,refused-stream,reset,retriable-status-codes,unavailable"
         );
         assert_eq!(policy.retriable_status_codes, [503, 504]);
         assert_eq!(policy.num_retries, Some(u32_value(3)));
@@ -180,6 +189,30 @@ mod tests {
         assert_eq!(policy.retry_on, "connect-failure,refused-stream,reset");
         assert_eq!(policy.retry_back_off, None);
         assert_eq!(policy.per_try_timeout, None);
+    }
+
+    #[test]
+    fn only_codes_grpc_reads_as_unavailable_retry_grpc_calls() {
+        let policy = |codes: Vec<u16>| {
+            applied(
+                Timeouts::default(),
+                Some(Retry {
+                    codes,
+                    attempts: 1,
+                    backoff: None,
+                }),
+            )
+            .retry_policy
+            .unwrap()
+            .retry_on
+        };
+        for code in [429, 502, 503, 504] {
+            assert!(policy(vec![500, code]).ends_with(",unavailable"), "{code}");
+        }
+        assert_eq!(
+            policy(vec![500, 501]),
+            "connect-failure,refused-stream,reset,retriable-status-codes"
+        );
     }
 
     #[test]
