@@ -47,6 +47,7 @@ pub mod fixtures;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use api_listeners::ServiceDirectory;
 pub use cache::{MeshSnapshot, SnapshotError};
 pub use mesh::{MeshResources, ProxyRef, ProxyResources, XdsOptions, translate};
 pub use names::INVALID_BACKEND_CLUSTER;

@@ -95,12 +95,37 @@ pub struct TypeSync {
     pub version_acked: Option<String>,
     /// The last NACK.
     pub last_nack: Option<Nack>,
+    /// The last NACK, less the resources the proxy has accepted since: `None` once a later
+    /// ACK covered all of them (state of the world: any later ACK, since it accepts the
+    /// whole set; delta: an ACK of a response carrying the resource). What route status
+    /// reports as rejected.
+    pub outstanding_nack: Option<Nack>,
     /// When the last response went out (RFC 3339).
     pub last_push: Option<String>,
     /// Resources in the last response.
     pub resources_sent: usize,
     /// Responses sent.
     pub pushes: u64,
+}
+
+impl TypeSync {
+    /// Records that the proxy accepted the resources `names`, or (`None`) everything it was
+    /// sent of this type: they are no longer outstanding.
+    pub fn accepted<'a>(&mut self, names: Option<impl IntoIterator<Item = &'a str>>) {
+        let Some(names) = names else {
+            self.outstanding_nack = None;
+            return;
+        };
+        let Some(nack) = &mut self.outstanding_nack else {
+            return;
+        };
+        let accepted: std::collections::BTreeSet<&str> = names.into_iter().collect();
+        nack.resources
+            .retain(|r| !accepted.contains(r.name.as_str()));
+        if nack.resources.is_empty() {
+            self.outstanding_nack = None;
+        }
+    }
 }
 
 /// What a stream holds of one type, for a config dump: resources sorted by name.
@@ -158,6 +183,17 @@ impl StreamStatus {
     /// queued.
     pub fn set_synced(&self, generation: u64) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).synced = generation;
+    }
+
+    /// The outstanding NACK of every type that has one (see [`TypeSync::outstanding_nack`]),
+    /// by type (`CDS`...).
+    pub fn outstanding_nacks(&self) -> Vec<(String, Nack)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .types
+            .iter()
+            .filter_map(|(ty, sync)| Some((ty.clone(), sync.outstanding_nack.clone()?)))
+            .collect()
     }
 
     /// The last snapshot whose responses the stream has all queued (0: none).

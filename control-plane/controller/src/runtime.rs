@@ -16,6 +16,7 @@ use crate::files::{FileSource, FileWatcher};
 use crate::k8s::KubeWatcher;
 use crate::k8s::lease::{DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME, LeaseSettings};
 use crate::logs::log_snapshot;
+use crate::nacks::Rejections;
 use crate::report::{Format, Report, Show};
 use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, Settings, Snapshot};
 use crate::xds::Serving;
@@ -167,6 +168,8 @@ pub fn init_tracing(default_filter: &str) -> Result<()> {
 /// Runs the controller, serving xDS, until Ctrl-C or SIGTERM (or once, with `--once`).
 pub async fn run(args: Args) -> Result<ExitCode> {
     let settings = args.settings();
+    // What proxies reject: tracked by the server, reported by the status writer and Events.
+    let (rejections, rejected) = watch::channel(Arc::new(Rejections::default()));
     let watcher = match (&args.config_dir, &args.kubeconfig, args.kubernetes) {
         (Some(dir), _, _) => {
             let source = FileSource::new([dir])?;
@@ -182,6 +185,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 &args.namespaces,
                 settings.clone(),
                 args.lease_settings(),
+                rejected.clone(),
             ))
         }
         (None, _, _) => return Err(Error::NoPaths),
@@ -192,6 +196,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         args.debug_address,
         watcher.subscribe(),
         settings.xds_options(),
+        rejections,
     )
     .await?;
     let mut previous: Arc<Snapshot> = snapshots.borrow_and_update().clone();
