@@ -743,6 +743,13 @@ def scenario_kubernetes_nack(ctx):
         if needle not in shown:
             raise E2EError(f"`kubectl get grpcroute -o yaml` lacks {needle!r}:\n{shown}")
     ctx.log("kubectl get grpcroute -o yaml shows the rejection")
+    # The live report shows the same condition.
+    report = ctx.controller.get_json("/debug/translation")
+    entry = [e for e in report.get("status", []) if e.get("name") == "k-nack"]
+    live = [c for e in entry for p in e["status"]["parents"] for c in p["conditions"]
+            if c["type"] == NACK_CONDITION]
+    if not live or live[0]["message"] != message:
+        raise E2EError(f"/debug/translation lacks the condition: {json.dumps(entry)[:2000]}")
     # The client refused the change: it keeps calling kn-before.
     expect_all(client, target, "kn-before", n=20)
     # The condition is steady: no rewrite while nothing changes.
@@ -764,6 +771,9 @@ def scenario_kubernetes_nack(ctx):
     if not cond_is(conds, "Accepted", "True") or not cond_is(conds, "ResolvedRefs", "True"):
         raise E2EError(f"the fixed route should be Accepted and ResolvedRefs: {conds}")
     ctx.log(f"fixed: the client follows and the condition cleared after {t_clear * 1000:.0f} ms")
+    report = ctx.controller.get_json("/debug/translation")
+    if NACK_CONDITION in json.dumps(report):
+        raise E2EError(f"/debug/translation still shows the condition: {json.dumps(report)[:2000]}")
     ctx.figures["condition after the bad apply (ms)"] = round(t_status * 1000)
     ctx.figures["cleared after the fix (ms)"] = round(t_clear * 1000)
     ctx.figures["condition message"] = message
