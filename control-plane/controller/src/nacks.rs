@@ -122,9 +122,9 @@ fn per_namespace(ty: &str, name: &str) -> bool {
     match ty {
         "RDS" => true,
         // API listeners; a sidecar's `<ip>_<port>` listener is the whole port's.
-        "LDS" => !name
+        "LDS" => name
             .rsplit_once('_')
-            .is_some_and(|(ip, _)| ip.parse::<IpAddr>().is_ok()),
+            .is_none_or(|(ip, _)| ip.parse::<IpAddr>().is_err()),
         _ => false,
     }
 }
