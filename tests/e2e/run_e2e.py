@@ -5,7 +5,8 @@ Each scenario writes a config directory, starts `lanyard-controller --config-dir
 loopback ports, starts gRPC backends (backend.py) and proxyless gRPC clients (client.py, one
 process per xDS identity), drives calls and checks where they land. The `kubernetes` scenario
 instead starts the loopback Kubernetes API server (`lanyard-test-apiserver`), runs
-`lanyard-controller --kubeconfig` against it and drives it with the real kubectl;
+`lanyard-controller --kubeconfig` against it and drives it with the real kubectl
+(`kubernetes_nack` too: a change the gRPC client rejects shows in `kubectl get grpcroute`);
 `smi_kubernetes` also runs the real `lanyard-webhook` (a serving certificate made with openssl)
 as the SMI CRDs' conversion webhook.
 

@@ -154,7 +154,8 @@ fn e2e_harness_unit_checks() {
 
 /// The scenarios: weighted splits, method/header/path matches, a live change, a NACK,
 /// consumer vs producer routes, and Kubernetes mode (kubectl against the loopback API server,
-/// route status, a broken and fixed backend), each against real gRPC clients.
+/// route status, a broken and fixed backend, a NACK in route status), each against real gRPC
+/// clients.
 #[test]
 fn grpc_xds_clients_end_to_end() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -364,6 +364,40 @@ mod tests {
     }
 
     #[test]
+    fn an_outstanding_nack_loses_what_is_accepted_and_goes_when_nothing_is_left() {
+        let nack = Nack {
+            version: "v2".into(),
+            nonce: "n".into(),
+            message: "bad".into(),
+            at: "T".into(),
+            resources: ["a", "b"]
+                .map(|name| NackedResource {
+                    name: name.into(),
+                    version: "x".into(),
+                })
+                .to_vec(),
+        };
+        let mut sync = TypeSync {
+            last_nack: Some(nack.clone()),
+            outstanding_nack: Some(nack.clone()),
+            ..Default::default()
+        };
+        sync.accepted(Some(["c"]));
+        assert_eq!(sync.outstanding_nack.as_ref(), Some(&nack));
+        sync.accepted(Some(["a"]));
+        let left = sync.outstanding_nack.as_ref().unwrap();
+        assert_eq!(left.resources.len(), 1);
+        assert_eq!(left.resources[0].name, "b");
+        sync.accepted(Some(["b"]));
+        assert_eq!(sync.outstanding_nack, None);
+        assert_eq!(sync.last_nack, Some(nack.clone()), "the history stays");
+
+        sync.outstanding_nack = Some(nack);
+        sync.accepted(None::<[&str; 0]>);
+        assert_eq!(sync.outstanding_nack, None, "a whole-set ACK clears it");
+    }
+
+    #[test]
     fn timestamps_are_rfc3339() {
         assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
