@@ -5,7 +5,8 @@ Each scenario writes a config directory, starts `lanyard-controller --config-dir
 loopback ports, starts gRPC backends (backend.py) and proxyless gRPC clients (client.py, one
 process per xDS identity), drives calls and checks where they land. The `kubernetes` scenario
 instead starts the loopback Kubernetes API server (`lanyard-test-apiserver`), runs
-`lanyard-controller --kubeconfig` against it and drives it with the real kubectl;
+`lanyard-controller --kubeconfig` against it and drives it with the real kubectl
+(`kubernetes_nack` too: a change the gRPC client rejects shows in `kubectl get grpcroute`);
 `smi_kubernetes` also runs the real `lanyard-webhook` (a serving certificate made with openssl)
 as the SMI CRDs' conversion webhook.
 
@@ -675,6 +676,109 @@ def scenario_kubernetes(ctx):
     ctx.figures["recovered split"] = got["counts"]
     ctx.figures["fixed: status / client after apply (ms)"] = [round(t_status * 1000),
                                                                round(t_client * 1000)]
+
+
+NACK_CONDITION = "lanyard.dev/ProxiesRejected"
+NACK_STATUS_WITHIN = 15.0  # seconds for a NACK (and its clearing) to show in route status
+
+
+def k8s_nack_route(backend, bad):
+    """The GRPCRoute `k-nack` on Service k-nack; with `bad`, a first rule whose header regex
+    gRPC's RE2 refuses (the test-only hole, see NACK_REGEX)."""
+    route = nack_route(backend, bad)[0]
+    route["metadata"] = {"name": "k-nack", "namespace": K8S_NS}
+    route["spec"]["parentRefs"] = [h.parent(K8S_NS, "k-nack")]
+    return route
+
+
+def wait_grpcroute(api, what, ok, within=NACK_STATUS_WITHIN):
+    """Polls `kubectl get grpcroute k-nack -o json` until `ok(conditions)`; returns
+    (conditions, seconds waited)."""
+    start = time.monotonic()
+    while True:
+        obj = json.loads(api.kubectl("get", "grpcroute", "k-nack", "-n", K8S_NS, "-o", "json"))
+        conds = h.route_conditions(obj)
+        if ok(conds):
+            return conds, time.monotonic() - start
+        if time.monotonic() - start > within:
+            raise E2EError(f"route status never showed {what} within {within}s: "
+                           f"{json.dumps(obj.get('status'))[:3000]}")
+        time.sleep(0.2)
+
+
+def scenario_kubernetes_nack(ctx):
+    """NACKs in route status: a GRPCRoute applied with kubectl, a real gRPC client on it; an
+    edit the client refuses (its RE2 rejects the header regex) puts the `lanyard.dev/
+    ProxiesRejected` condition, naming the RouteConfiguration and the client's message, into
+    `kubectl get grpcroute -o yaml`, while the client keeps its last good config; fixing the
+    route clears the condition."""
+    b = ctx.backends(["k-nack", "kn-before", "kn-after"])
+    docs = [h.namespace(K8S_NS)]
+    for name in b.addresses:
+        docs += h.backend_service(K8S_NS, name, b[name])
+    ctx.start_controller(kubernetes=True)
+    api = ctx.api
+    api.apply(docs + [k8s_nack_route("kn-before", bad=False)])
+    wait_grpcroute(api, "Accepted", lambda c: cond_is(c, "Accepted", "True"))
+    client = ctx.client(K8S_NS, "client-1")
+    target = f"xds:///{h.fqdn('k-nack', K8S_NS)}"
+    client.ready(target)
+    expect_all(client, target, "kn-before", n=20)
+
+    t_bad = time.monotonic()
+    api.apply([k8s_nack_route("kn-after", bad=True)])
+    conds, waited = wait_grpcroute(api, NACK_CONDITION, lambda c: cond_is(
+        c, NACK_CONDITION, "True", "Rejected"))
+    t_status = time.monotonic() - t_bad
+    cond = conds[NACK_CONDITION]
+    rds_name = h.fqdn("k-nack", K8S_NS)
+    message = cond.get("message", "")
+    ctx.log(f"{NACK_CONDITION} after {t_status * 1000:.0f} ms: {message}")
+    if not message.startswith(f"1 proxy rejected RouteConfiguration {rds_name} (version "):
+        raise E2EError(f"the condition does not name the proxy count and resource: {cond}")
+    if "regex" not in message.lower():
+        raise E2EError(f"the condition does not carry the client's message: {cond}")
+    if not cond_is(conds, "Accepted", "True"):
+        raise E2EError(f"the translator accepted the route; Accepted should stay True: {conds}")
+    shown = api.kubectl("get", "grpcroute", "k-nack", "-n", K8S_NS, "-o", "yaml")
+    for needle in (f"type: {NACK_CONDITION}", "reason: Rejected", rds_name):
+        if needle not in shown:
+            raise E2EError(f"`kubectl get grpcroute -o yaml` lacks {needle!r}:\n{shown}")
+    ctx.log("kubectl get grpcroute -o yaml shows the rejection")
+    # The live report shows the same condition.
+    report = ctx.controller.get_json("/debug/translation")
+    entry = [e for e in report.get("status", []) if e.get("name") == "k-nack"]
+    live = [c for e in entry for p in e["status"]["parents"] for c in p["conditions"]
+            if c["type"] == NACK_CONDITION]
+    if not live or live[0]["message"] != message:
+        raise E2EError(f"/debug/translation lacks the condition: {json.dumps(entry)[:2000]}")
+    # The client refused the change: it keeps calling kn-before.
+    expect_all(client, target, "kn-before", n=20)
+    # The condition is steady: no rewrite while nothing changes.
+    rv = json.loads(api.kubectl("get", "grpcroute", "k-nack", "-n", K8S_NS, "-o", "json"))[
+        "metadata"]["resourceVersion"]
+    time.sleep(2.0)
+    again = json.loads(api.kubectl("get", "grpcroute", "k-nack", "-n", K8S_NS, "-o", "json"))
+    if again["metadata"]["resourceVersion"] != rv:
+        raise E2EError(f"the route was rewritten with nothing changed: {rv} -> "
+                       f"{again['metadata']['resourceVersion']}: {json.dumps(again['status'])}")
+
+    t_fix = time.monotonic()
+    api.apply([k8s_nack_route("kn-after", bad=False)])
+    wait_calls(client, target, "the fixed route", lambda g: not g["errors"]
+               and set(g["counts"]) == {"kn-after"})
+    conds, _ = wait_grpcroute(api, f"{NACK_CONDITION} cleared",
+                              lambda c: NACK_CONDITION not in c)
+    t_clear = time.monotonic() - t_fix
+    if not cond_is(conds, "Accepted", "True") or not cond_is(conds, "ResolvedRefs", "True"):
+        raise E2EError(f"the fixed route should be Accepted and ResolvedRefs: {conds}")
+    ctx.log(f"fixed: the client follows and the condition cleared after {t_clear * 1000:.0f} ms")
+    report = ctx.controller.get_json("/debug/translation")
+    if NACK_CONDITION in json.dumps(report):
+        raise E2EError(f"/debug/translation still shows the condition: {json.dumps(report)[:2000]}")
+    ctx.figures["condition after the bad apply (ms)"] = round(t_status * 1000)
+    ctx.figures["cleared after the fix (ms)"] = round(t_clear * 1000)
+    ctx.figures["condition message"] = message
 
 
 # --------------------------------------------------------------------------------------------
@@ -1719,6 +1823,7 @@ SCENARIOS = [
     ("nack", scenario_nack),
     ("consumer_producer", scenario_consumer_producer),
     ("kubernetes", scenario_kubernetes),
+    ("kubernetes_nack", scenario_kubernetes_nack),
     ("smi_split", scenario_smi_split),
     ("smi_flagger", scenario_smi_flagger),
     ("smi_beta_header", scenario_smi_beta_header),

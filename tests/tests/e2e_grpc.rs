@@ -154,8 +154,9 @@ fn e2e_harness_unit_checks() {
 
 /// The scenarios: weighted splits, method/header/path matches, a live change, a NACK,
 /// consumer vs producer routes, Kubernetes mode (kubectl against the loopback API server,
-/// route status, a broken and fixed backend), SMI, and every kind of route and split seen by
-/// clients that start after each change (no NACK allowed), each against real gRPC clients.
+/// route status, a broken and fixed backend, a NACK in route status), SMI, and every kind of
+/// route and split seen by clients that start after each change (no NACK allowed), each
+/// against real gRPC clients.
 #[test]
 fn grpc_xds_clients_end_to_end() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -47,6 +47,7 @@ pub mod fixtures;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use api_listeners::ServiceDirectory;
 pub use cache::{MeshSnapshot, SnapshotError};
 pub use mesh::{
     Finding, Kept, MeshResources, ProxyRef, ProxyResources, Receiver, TableRef, Withheld,

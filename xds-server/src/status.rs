@@ -95,12 +95,37 @@ pub struct TypeSync {
     pub version_acked: Option<String>,
     /// The last NACK.
     pub last_nack: Option<Nack>,
+    /// The last NACK, less the resources the proxy has accepted since: `None` once a later
+    /// ACK covered all of them (state of the world: any later ACK, since it accepts the
+    /// whole set; delta: an ACK of a response carrying the resource). What route status
+    /// reports as rejected.
+    pub outstanding_nack: Option<Nack>,
     /// When the last response went out (RFC 3339).
     pub last_push: Option<String>,
     /// Resources in the last response.
     pub resources_sent: usize,
     /// Responses sent.
     pub pushes: u64,
+}
+
+impl TypeSync {
+    /// Records that the proxy accepted the resources `names`, or (`None`) everything it was
+    /// sent of this type: they are no longer outstanding.
+    pub fn accepted<'a>(&mut self, names: Option<impl IntoIterator<Item = &'a str>>) {
+        let Some(names) = names else {
+            self.outstanding_nack = None;
+            return;
+        };
+        let Some(nack) = &mut self.outstanding_nack else {
+            return;
+        };
+        let accepted: std::collections::BTreeSet<&str> = names.into_iter().collect();
+        nack.resources
+            .retain(|r| !accepted.contains(r.name.as_str()));
+        if nack.resources.is_empty() {
+            self.outstanding_nack = None;
+        }
+    }
 }
 
 /// What a stream holds of one type, for a config dump: resources sorted by name.
@@ -158,6 +183,17 @@ impl StreamStatus {
     /// queued.
     pub fn set_synced(&self, generation: u64) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).synced = generation;
+    }
+
+    /// The outstanding NACK of every type that has one (see [`TypeSync::outstanding_nack`]),
+    /// by type (`CDS`...).
+    pub fn outstanding_nacks(&self) -> Vec<(String, Nack)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .types
+            .iter()
+            .filter_map(|(ty, sync)| Some((ty.clone(), sync.outstanding_nack.clone()?)))
+            .collect()
     }
 
     /// The last snapshot whose responses the stream has all queued (0: none).
@@ -325,6 +361,40 @@ mod tests {
         );
         let many: Vec<Arc<Resource>> = (0..80).map(|i| resource(&format!("c{i:02}"))).collect();
         assert_eq!(rejected_resources("bad", &many).len(), MAX_NACKED_RESOURCES);
+    }
+
+    #[test]
+    fn an_outstanding_nack_loses_what_is_accepted_and_goes_when_nothing_is_left() {
+        let nack = Nack {
+            version: "v2".into(),
+            nonce: "n".into(),
+            message: "bad".into(),
+            at: "T".into(),
+            resources: ["a", "b"]
+                .map(|name| NackedResource {
+                    name: name.into(),
+                    version: "x".into(),
+                })
+                .to_vec(),
+        };
+        let mut sync = TypeSync {
+            last_nack: Some(nack.clone()),
+            outstanding_nack: Some(nack.clone()),
+            ..Default::default()
+        };
+        sync.accepted(Some(["c"]));
+        assert_eq!(sync.outstanding_nack.as_ref(), Some(&nack));
+        sync.accepted(Some(["a"]));
+        let left = sync.outstanding_nack.as_ref().unwrap();
+        assert_eq!(left.resources.len(), 1);
+        assert_eq!(left.resources[0].name, "b");
+        sync.accepted(Some(["b"]));
+        assert_eq!(sync.outstanding_nack, None);
+        assert_eq!(sync.last_nack, Some(nack.clone()), "the history stays");
+
+        sync.outstanding_nack = Some(nack);
+        sync.accepted(None::<[&str; 0]>);
+        assert_eq!(sync.outstanding_nack, None, "a whole-set ACK clears it");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod error;
 pub mod files;
 pub mod k8s;
 pub mod logs;
+pub mod nacks;
 pub mod proxy;
 pub mod report;
 pub mod runtime;

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::diagnostics::Diagnostic;
 use crate::error::{Error, Result};
+use crate::nacks::{Rejection, Rejections, with_rejections};
 use crate::snapshot::Snapshot;
 
 /// Output format.
@@ -91,6 +92,9 @@ pub struct SmiEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub message: String,
+    /// What connected proxies reject of the split's configuration (live controller only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 /// SMI entries in the translation's order (sorted by split).
@@ -111,6 +115,7 @@ pub fn smi_entries(reports: &[SmiReport]) -> Vec<SmiEntry> {
                 outcome: outcome.to_string(),
                 reason,
                 message: r.message.clone(),
+                rejected: None,
             }
         })
         .collect()
@@ -160,6 +165,25 @@ impl Report {
                 .transpose()?,
             xds: if show.xds() { xds } else { None },
         })
+    }
+
+    /// The report with what connected proxies reject: the `lanyard.dev/ProxiesRejected`
+    /// condition in the status of rejected routes, `rejected` on rejected splits. Only the
+    /// live controller knows this; `lanyardctl x translate` does not.
+    pub fn with_rejections(mut self, snapshot: &Snapshot, rejections: &Rejections) -> Self {
+        if rejections.by_object.is_empty() {
+            return self;
+        }
+        if self.status.is_some() {
+            self.status = Some(status_entries(&with_rejections(
+                &snapshot.translation.statuses,
+                rejections,
+            )));
+        }
+        for (entry, report) in self.smi.iter_mut().zip(&snapshot.translation.smi) {
+            entry.rejected = rejections.get(&report.split).map(Rejection::summary);
+        }
+        self
     }
 
     /// The report as text.
@@ -422,6 +446,56 @@ mod tests {
     }
 
     #[test]
+    fn the_live_report_shows_what_proxies_reject() {
+        let mut snapshot = mk_snapshot();
+        let split = ObjectRef {
+            kind: Kind::TrafficSplit,
+            key: ObjectKey::new("ns", "split"),
+        };
+        snapshot.translation.smi.push(SmiReport {
+            split: split.clone(),
+            service: "ns/web".into(),
+            outcome: SmiOutcome::Applied,
+            message: "90/10".into(),
+        });
+        let rejection = Rejection {
+            proxies: 1,
+            type_: "RouteConfiguration".into(),
+            resource: "reviews.ns.svc.cluster.local:9080".into(),
+            version: "v".into(),
+            others: 0,
+            message: "bad regex".into(),
+            proxy: "p".into(),
+        };
+        let route = ObjectRef {
+            kind: Kind::HttpRoute,
+            key: ObjectKey::new("ns", "b"),
+        };
+        let rejections = Rejections {
+            by_object: [(route, rejection.clone()), (split, rejection.clone())].into(),
+        };
+        let plain = Report::new(&snapshot, Show::Status, None).unwrap();
+        let live = plain.clone().with_rejections(&snapshot, &rejections);
+        let json: serde_json::Value =
+            serde_json::from_str(&live.render(Format::Json).unwrap()).unwrap();
+        let conditions = &json["status"][1]["status"]["parents"][0]["conditions"];
+        assert_eq!(json["status"][1]["name"], "b");
+        assert_eq!(conditions[1]["type"], crate::nacks::CONDITION);
+        assert_eq!(conditions[1]["message"], rejection.summary());
+        assert_eq!(
+            json["status"][0]["status"],
+            plain.status.as_ref().unwrap()[0].status
+        );
+        assert_eq!(json["smi"][0]["rejected"], rejection.summary());
+        assert_eq!(
+            plain
+                .clone()
+                .with_rejections(&snapshot, &Rejections::default()),
+            plain
+        );
+    }
+
+    #[test]
     fn status_is_sorted_by_kind_namespace_and_name() {
         let report = Report::new(&mk_snapshot(), Show::Status, None).unwrap();
         let names: Vec<_> = report
@@ -473,6 +547,7 @@ mod tests {
                 outcome: "Ignored".into(),
                 reason: Some("GatewayAPIRoute".into()),
                 message: "an HTTPRoute wins".into(),
+                rejected: None,
             }]
         );
         assert!(report.render(Format::Yaml).unwrap().contains("smi:"));

@@ -16,6 +16,7 @@ use crate::files::{FileSource, FileWatcher};
 use crate::k8s::KubeWatcher;
 use crate::k8s::lease::{DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME, LeaseSettings};
 use crate::logs::log_snapshot;
+use crate::nacks::Rejections;
 use crate::report::{Format, Report, Show};
 use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, Settings, Snapshot};
 use crate::xds::Serving;
@@ -167,6 +168,8 @@ pub fn init_tracing(default_filter: &str) -> Result<()> {
 /// Runs the controller, serving xDS, until Ctrl-C or SIGTERM (or once, with `--once`).
 pub async fn run(args: Args) -> Result<ExitCode> {
     let settings = args.settings();
+    // What proxies reject: tracked by the server, reported by the status writer and Events.
+    let (rejections, rejected) = watch::channel(Arc::new(Rejections::default()));
     let watcher = match (&args.config_dir, &args.kubeconfig, args.kubernetes) {
         (Some(dir), _, _) => {
             let source = FileSource::new([dir])?;
@@ -182,13 +185,20 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 &args.namespaces,
                 settings.clone(),
                 args.lease_settings(),
+                rejected.clone(),
             ))
         }
         (None, _, _) => return Err(Error::NoPaths),
     };
     let mut snapshots = watcher.subscribe();
-    let mut serving =
-        Serving::start(args.xds_address, args.debug_address, watcher.subscribe()).await?;
+    let mut serving = Serving::start(
+        args.xds_address,
+        args.debug_address,
+        watcher.subscribe(),
+        settings.xds_options(),
+        rejections,
+    )
+    .await?;
     let mut previous: Arc<Snapshot> = snapshots.borrow_and_update().clone();
     if !previous.is_placeholder() {
         log_snapshot(&previous, None);

@@ -5,25 +5,31 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lanyard_xds::{MeshResources, ServeError, ServerConfig, XdsServer};
+use lanyard_xds::{MeshResources, ServeError, ServerConfig, XdsOptions, XdsServer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::nacks::{self, Rejections};
 use crate::report::{Format, Report, Show};
 use crate::snapshot::Snapshot;
 
 /// `GET /debug/translation`: the current snapshot's route status, diagnostics, translator
 /// warnings and SMI reports, as JSON (the report `lanyardctl x translate --show status`
-/// prints for files).
-pub fn translation_router(snapshots: watch::Receiver<Arc<Snapshot>>) -> axum::Router {
+/// prints for files), with what proxies reject: the `lanyard.dev/ProxiesRejected`
+/// condition in route status and `rejected` on SMI entries, as the leader writes them.
+pub fn translation_router(
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    rejections: watch::Receiver<Arc<Rejections>>,
+) -> axum::Router {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
 
     let handler = move || {
         let snapshot = snapshots.borrow().clone();
+        let rejections = rejections.borrow().clone();
         async move {
             if snapshot.is_placeholder() {
                 return (
@@ -33,6 +39,7 @@ pub fn translation_router(snapshots: watch::Receiver<Arc<Snapshot>>) -> axum::Ro
                     .into_response();
             }
             let rendered = Report::new(&snapshot, Show::Status, None)
+                .map(|report| report.with_rejections(&snapshot, &rejections))
                 .and_then(|report| report.render(Format::Json));
             match rendered {
                 Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
@@ -57,11 +64,14 @@ pub struct Serving {
 
 impl Serving {
     /// Binds both addresses (port 0 picks a free port), prints `xds listening on ADDR` and
-    /// `debug listening on ADDR` on stdout, and serves until [`Serving::stop`].
+    /// `debug listening on ADDR` on stdout, and serves until [`Serving::stop`]; meanwhile
+    /// publishes what the proxies reject on `rejections` (see [`nacks::track`]).
     pub async fn start(
         xds_address: SocketAddr,
         debug_address: SocketAddr,
         snapshots: watch::Receiver<Arc<Snapshot>>,
+        options: XdsOptions,
+        rejections: watch::Sender<Arc<Rejections>>,
     ) -> Result<Serving> {
         let bind = |address: SocketAddr, what: &'static str| async move {
             lanyard_xds::listen::listen(address).map_err(|error| Error::Bind {
@@ -93,12 +103,18 @@ impl Serving {
             }
         }));
         let debug = server.clone();
-        let translation = translation_router(snapshots.clone());
+        let translation = translation_router(snapshots.clone(), rejections.subscribe());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = debug.serve_debug_with(debug_listener, translation).await {
                 let _ = failed.send(e).await;
             }
         }));
+        tasks.push(tokio::spawn(nacks::track(
+            server.clone(),
+            snapshots.clone(),
+            options.cluster_domain.clone(),
+            rejections,
+        )));
         tasks.push(tokio::spawn(feed(server.clone(), snapshots)));
 
         println!("xds listening on {xds_address}");

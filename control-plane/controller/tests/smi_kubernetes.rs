@@ -340,3 +340,62 @@ async fn with_osm_crds_the_controller_watches_the_version_they_serve() {
         "/apis/split.smi-spec.io/v1alpha4/trafficsplits"
     ));
 }
+
+/// What a proxy rejects of a TrafficSplit's configuration: a `Warning` Event
+/// `ProxiesRejected` naming the resource and the proxy's message, and `rejected` on
+/// `/debug/translation`; once the proxy accepts a later version, a `Normal`
+/// `ProxiesAccepted` Event and no `rejected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_split_gets_a_warning_event_and_an_accepted_one_when_fixed() {
+    let (webhook, ca_pem) = start_webhook().await;
+    let mut config = Config::default();
+    config
+        .webhook_services
+        .insert(WEBHOOK_SERVICE.to_string(), webhook);
+    let server = ApiServer::start(config).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    apply_lanyard_crds(&kubeconfig, &ca_pem).await;
+    kubectl_apply(&kubeconfig, &shop()).await;
+    kubectl_apply(&kubeconfig, &[mk_split("v1alpha4", ("90", "10"))]).await;
+    let controller =
+        process::start(&[std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
+    wait_ready(controller.debug).await;
+    let mut client = client_of_cart(&controller).await;
+
+    // The client refuses the split's route configuration, naming it.
+    let message = format!("{ROUTE_CONFIG}: refused by the test");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = client.recv().await;
+        if response.type_url == type_url::ROUTE
+            && let Some(config) = find::<RouteConfiguration>(&response, ROUTE_CONFIG)
+            && route_weights(&config).len() == 2
+        {
+            client.nack(&response, &message);
+            break;
+        }
+        client.ack(&response);
+        assert!(
+            Instant::now() < deadline,
+            "the split never reached the client"
+        );
+    }
+    let event = wait_for_event(&kubeconfig, "ProxiesRejected").await;
+    assert_eq!(event["type"], "Warning", "{event}");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "1 proxy rejected RouteConfiguration {ROUTE_CONFIG} (version "
+        )) && note.ends_with(&format!("): {message}")),
+        "{note}"
+    );
+    let report = wait_for_report(controller.debug, |e| e["rejected"].is_string()).await;
+    assert_eq!(report["rejected"], note, "{report}");
+
+    // A new version the client accepts clears it (after the hold).
+    kubectl_apply(&kubeconfig, &[mk_split("v1alpha4", ("50", "50"))]).await;
+    wait_for_weights(&mut client, &[("cart-v1", 50), ("cart-v2", 50)]).await;
+    let event = wait_for_event(&kubeconfig, "ProxiesAccepted").await;
+    assert_eq!(event["type"], "Normal", "{event}");
+    wait_for_report(controller.debug, |e| e.get("rejected").is_none()).await;
+}

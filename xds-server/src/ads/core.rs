@@ -232,14 +232,16 @@ impl StreamCore {
                 let resources = rejected(message);
                 let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
                 warn!(r#type = %ty, %version, %nonce, error = %message, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version");
+                let nack = Nack {
+                    version,
+                    nonce,
+                    message: message.to_string(),
+                    at: timestamp(SystemTime::now()),
+                    resources,
+                };
                 self.status.update(ty.short_name(), |s| {
-                    s.last_nack = Some(Nack {
-                        version,
-                        nonce,
-                        message: message.to_string(),
-                        at: timestamp(SystemTime::now()),
-                        resources,
-                    });
+                    s.outstanding_nack = Some(nack.clone());
+                    s.last_nack = Some(nack);
                 });
             }
             Reply::Initial | Reply::Stale => {}

@@ -113,6 +113,12 @@ impl Responder for Delta {
                     .replied(ty, &mut state.progress, &reply, |message| {
                         rejected_resources(message, &unacked)
                     });
+                if matches!(reply, Reply::Ack) {
+                    // The proxy accepted what this response carried, and only that.
+                    self.core.status.update(ty.short_name(), |s| {
+                        s.accepted(Some(unacked.iter().map(|r| r.name())));
+                    });
+                }
             }
             Reply::Initial => {}
         }

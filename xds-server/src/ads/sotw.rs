@@ -124,6 +124,10 @@ impl Responder for Sotw {
                 });
                 if matches!(reply, Reply::Ack) {
                     *acked = sent.as_ref().map(|s| s.resources.clone());
+                    // The proxy accepted the whole set: nothing it rejected is outstanding.
+                    self.core
+                        .status
+                        .update(ty.short_name(), |s| s.accepted(None::<[&str; 0]>));
                 }
                 if changed {
                     state.subscription = subscription;

@@ -77,12 +77,13 @@ async fn a_nack_is_recorded_and_not_resent() {
     let mut model = base();
     let server = TestServer::start(&model).await;
     let mut client = DeltaClient::connect(server.ads, node(CART_0)).await;
-    client.subscribe(EDS, &[CART], &[]);
+    client.subscribe(EDS, &[CART, CART_V2], &[]);
     let v1 = client.recv().await;
     client.ack(&v1);
     set_endpoints(&mut model, "cart", &["10.1.0.7"]);
     server.publish(&model).await;
     let v2 = client.recv().await;
+    assert_eq!(delta_names(&v2), [CART]);
     client.nack(&v2, &format!("{CART}: rejected by the test"));
     let status = server
         .wait_for_stream(CART_0, "showing the NACK", |s| {
@@ -96,6 +97,20 @@ async fn a_nack_is_recorded_and_not_resent() {
     assert_eq!(nack.resources[0].name, CART);
     assert_eq!(nack.resources[0].version, versions(&v2)[CART]);
 
+    // An ACK of a response that does not carry the rejected resource leaves it outstanding.
+    set_endpoints(&mut model, "cart-v2", &["10.1.0.9"]);
+    server.publish(&model).await;
+    let other = client.recv().await;
+    assert_eq!(delta_names(&other), [CART_V2]);
+    client.ack(&other);
+    server
+        .wait_acked(CART_0, "EDS", &other.system_version_info)
+        .await;
+    assert_eq!(
+        status.type_sync("EDS").unwrap().outstanding_nack,
+        Some(nack.clone())
+    );
+
     set_endpoints(&mut model, "cart", &["10.1.0.8"]);
     server.publish(&model).await;
     let v3 = client.recv().await;
@@ -105,6 +120,14 @@ async fn a_nack_is_recorded_and_not_resent() {
         versions(&v2)[CART],
         "the NACKed version was re-sent"
     );
+    // Accepting a later version of it clears it.
+    client.ack(&v3);
+    server
+        .wait_acked(CART_0, "EDS", &v3.system_version_info)
+        .await;
+    let sync = status.type_sync("EDS").unwrap();
+    assert_eq!(sync.outstanding_nack, None);
+    assert_eq!(sync.last_nack, Some(nack));
 }
 
 #[tokio::test]

@@ -98,7 +98,8 @@ async fn a_nack_is_recorded_and_not_resent_and_the_next_change_is_pushed() {
         })
         .await;
     let sync = status.type_sync("EDS").unwrap();
-    let nack = sync.last_nack.unwrap();
+    let nack = sync.last_nack.clone().unwrap();
+    assert_eq!(sync.outstanding_nack.as_ref(), Some(&nack));
     assert_eq!(nack.message, "bad endpoints, says the test");
     assert_eq!(nack.version, v2.version_info);
     assert_eq!(nack.nonce, v2.nonce);
@@ -115,8 +116,16 @@ async fn a_nack_is_recorded_and_not_resent_and_the_next_change_is_pushed() {
     // A re-sent v2 would come first.
     let v3 = client.recv_type(EDS).await;
     assert_eq!(endpoint_ips(&v3, CART), ["10.1.0.8"]);
+    // Outstanding until the proxy accepts a later version.
+    assert_eq!(
+        status.type_sync("EDS").unwrap().outstanding_nack.as_ref(),
+        Some(&nack)
+    );
     client.ack(&v3);
     server.wait_acked(CART_0, "EDS", &v3.version_info).await;
+    let sync = status.type_sync("EDS").unwrap();
+    assert_eq!(sync.outstanding_nack, None, "a later ACK clears it");
+    assert_eq!(sync.last_nack, Some(nack), "the history stays");
     let metrics = server.get("/metrics").await.1;
     assert!(
         metrics.contains("lanyard_xds_nacks_total{type=\"EDS\"} 1\n"),

@@ -10,6 +10,12 @@
 //! A report is recorded once per change, not once per snapshot. A replica that starts
 //! leading records the current reports again, since it cannot know what the previous leader
 //! recorded.
+//!
+//! When connected proxies reject the configuration of a split in effect (see
+//! [`crate::nacks`]), a `Warning` Event with reason [`PROXIES_REJECTED`] names the rejection
+//! (proxies, resource, version, a proxy's message); when they accept a later version, a
+//! `Normal` Event with reason [`PROXIES_ACCEPTED`]. These follow the damped rejections, so
+//! they are rate-limited and do not flap, and are recorded once per change as well.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,12 +30,17 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::lease::{LeaderWork, while_leading};
+use crate::nacks::{Rejection, Rejections};
 use crate::snapshot::Snapshot;
 
 /// The Event `action` of every report.
 pub const ACTION: &str = "Translate";
 /// The Event `reason` of an applied split (other outcomes carry the translator's reason).
 pub const APPLIED: &str = "Applied";
+/// The Event `reason` when proxies reject a split's configuration.
+pub const PROXIES_REJECTED: &str = "ProxiesRejected";
+/// The Event `reason` when they accept a later version.
+pub const PROXIES_ACCEPTED: &str = "ProxiesAccepted";
 /// Events notes are limited to 1 kB by the API server.
 const NOTE_LIMIT: usize = 1024;
 
@@ -60,6 +71,27 @@ pub fn event_for(report: &SmiReport) -> Event {
         note: Some(note),
         action: ACTION.to_string(),
         secondary: None,
+    }
+}
+
+/// The Event for what proxies reject of a split's configuration (`None`: they accept it
+/// again).
+pub fn rejection_event(rejection: Option<&Rejection>) -> Event {
+    match rejection {
+        Some(rejection) => Event {
+            type_: EventType::Warning,
+            reason: PROXIES_REJECTED.to_string(),
+            note: Some(truncate(rejection.summary(), NOTE_LIMIT)),
+            action: ACTION.to_string(),
+            secondary: None,
+        },
+        None => Event {
+            type_: EventType::Normal,
+            reason: PROXIES_ACCEPTED.to_string(),
+            note: Some("proxies accept the split's configuration again".to_string()),
+            action: ACTION.to_string(),
+            secondary: None,
+        },
     }
 }
 
@@ -98,11 +130,14 @@ pub async fn run(
     client: Client,
     reporter: Reporter,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    rejections: watch::Receiver<Arc<Rejections>>,
     leader: watch::Receiver<bool>,
 ) {
     let recorder = EventRecorder {
         recorder: Recorder::new(client, reporter),
         recorded: BTreeMap::new(),
+        rejections,
+        rejected: BTreeMap::new(),
     };
     while_leading(recorder, snapshots, leader).await;
 }
@@ -111,16 +146,65 @@ pub async fn run(
 struct EventRecorder {
     recorder: Recorder,
     recorded: BTreeMap<ObjectRef, SmiReport>,
+    rejections: watch::Receiver<Arc<Rejections>>,
+    /// The rejection last recorded per split (absent: none, or accepted again).
+    rejected: BTreeMap<ObjectRef, Rejection>,
 }
 
 impl LeaderWork for EventRecorder {
     async fn handle(&mut self, snapshot: &Snapshot) -> bool {
-        record_all(&self.recorder, snapshot, &mut self.recorded).await
+        let rejections = self.rejections.borrow_and_update().clone();
+        let reports = record_all(&self.recorder, snapshot, &mut self.recorded).await;
+        let rejected =
+            record_rejections(&self.recorder, snapshot, &rejections, &mut self.rejected).await;
+        reports && rejected
     }
 
     fn forget(&mut self) {
         self.recorded.clear();
+        self.rejected.clear();
     }
+
+    async fn woken(&mut self) {
+        if self.rejections.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Records an Event for every split whose rejection changed since the last one recorded;
+/// `false` if an Event could not be written.
+async fn record_rejections(
+    recorder: &Recorder,
+    snapshot: &Snapshot,
+    rejections: &Rejections,
+    recorded: &mut BTreeMap<ObjectRef, Rejection>,
+) -> bool {
+    let splits = &snapshot.translation.smi;
+    recorded.retain(|split, _| splits.iter().any(|r| &r.split == split));
+    let mut ok = true;
+    for report in splits {
+        let now = rejections.get(&report.split);
+        if recorded.get(&report.split) == now {
+            continue;
+        }
+        let split = snapshot.objects.traffic_splits.get(&report.split.key);
+        let regarding = reference(&report.split, split);
+        match recorder.publish(&rejection_event(now), &regarding).await {
+            Ok(()) => {
+                debug!(split = %report.split, rejected = now.is_some(), "rejection event recorded");
+                match now {
+                    Some(r) => recorded.insert(report.split.clone(), r.clone()),
+                    None => recorded.remove(&report.split),
+                };
+            }
+            Err(e) => {
+                warn!(split = %report.split, error = %e, "cannot record the TrafficSplit's rejection event, will retry");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// Records the reports of a snapshot that differ from what was recorded; `false` if an
@@ -218,6 +302,31 @@ mod tests {
             "{}",
             note.len()
         );
+    }
+
+    #[test]
+    fn a_rejection_is_a_warning_naming_it_and_acceptance_is_normal() {
+        let rejection = Rejection {
+            proxies: 2,
+            type_: "ClusterLoadAssignment".into(),
+            resource: "outbound|80||web.shop.svc.cluster.local".into(),
+            version: "v9".into(),
+            others: 0,
+            message: "bad".into(),
+            proxy: "a".into(),
+        };
+        let event = rejection_event(Some(&rejection));
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, PROXIES_REJECTED);
+        assert_eq!(
+            event.note.as_deref(),
+            Some(
+                "2 proxies rejected ClusterLoadAssignment outbound|80||web.shop.svc.cluster.local (version v9): bad"
+            )
+        );
+        let event = rejection_event(None);
+        assert_eq!(event.type_, EventType::Normal);
+        assert_eq!(event.reason, PROXIES_ACCEPTED);
     }
 
     #[test]

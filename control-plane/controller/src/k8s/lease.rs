@@ -168,6 +168,11 @@ pub trait LeaderWork: Send {
     /// Another replica leads: forget what was done, so that all of it is checked again
     /// when this one leads.
     fn forget(&mut self);
+    /// Resolves when the work has something new to do for the same snapshot (what proxies
+    /// reject changed); never, by default.
+    fn woken(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// Runs `work` on every snapshot while `leader` says this replica leads; until the
@@ -191,6 +196,7 @@ pub async fn while_leading(
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             changed = leader.changed() => if changed.is_err() { return },
+            () = work.woken() => {}
             () = tokio::time::sleep(RETRY_FAILED), if failed => {}
         }
     }

@@ -201,12 +201,14 @@ pub struct KubeWatcher {
 
 impl KubeWatcher {
     /// Starts the watches (`namespaces` empty: all namespaces), the publisher, and the route
-    /// status writer with the leader election it waits for.
+    /// status writer and Event recorder (which also report what proxies reject, from
+    /// `rejections`) with the leader election they wait for.
     pub fn start(
         client: Client,
         namespaces: &[String],
         settings: Settings,
         lease: LeaseSettings,
+        rejections: watch::Receiver<Arc<crate::nacks::Rejections>>,
     ) -> Self {
         let watches = watches(namespaces);
         let shared = Arc::new(Shared {
@@ -237,14 +239,21 @@ impl KubeWatcher {
             lease::run(client.clone(), lease, leading).instrument(info_span!("lease")),
         ));
         tasks.push(tokio::spawn(
-            events::run(client.clone(), reporter, snapshots.clone(), leader.clone())
-                .instrument(info_span!("events")),
+            events::run(
+                client.clone(),
+                reporter,
+                snapshots.clone(),
+                rejections.clone(),
+                leader.clone(),
+            )
+            .instrument(info_span!("events")),
         ));
         tasks.push(tokio::spawn(
             status::run(
                 client,
                 settings.controller_name.clone(),
                 snapshots.clone(),
+                rejections,
                 leader,
             )
             .instrument(info_span!("status")),

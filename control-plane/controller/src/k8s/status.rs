@@ -12,6 +12,11 @@
 //! What was written (or found up to date) is remembered per route, so a snapshot that does
 //! not change a route's status costs no request. Only the replica holding the Lease writes
 //! (see [`super::lease`]).
+//!
+//! A route whose configuration connected proxies reject gets the
+//! [`lanyard.dev/ProxiesRejected`](crate::nacks::CONDITION) condition in each of these
+//! entries, from the damped (rate-limited, hysteresis) rejections of [`crate::nacks`]; a
+//! change of them wakes the writer like a new snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::api_resource;
 use super::lease::{LeaderWork, while_leading};
+use crate::nacks::{Rejections, with_rejections};
 use crate::snapshot::Snapshot;
 
 /// How many times a write is tried when it conflicts with another writer.
@@ -92,12 +98,14 @@ pub async fn run(
     client: Client,
     controller_name: String,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    rejections: watch::Receiver<Arc<Rejections>>,
     leader: watch::Receiver<bool>,
 ) {
     let writer = StatusWriter {
         client,
         controller_name,
         written: BTreeMap::new(),
+        rejections,
     };
     while_leading(writer, snapshots, leader).await;
 }
@@ -107,14 +115,17 @@ struct StatusWriter {
     client: Client,
     controller_name: String,
     written: BTreeMap<ObjectRef, Vec<ParentStatus>>,
+    rejections: watch::Receiver<Arc<Rejections>>,
 }
 
 impl LeaderWork for StatusWriter {
     async fn handle(&mut self, snapshot: &Snapshot) -> bool {
+        let rejections = self.rejections.borrow_and_update().clone();
         write_all(
             &self.client,
             &self.controller_name,
             snapshot,
+            &rejections,
             &mut self.written,
         )
         .await
@@ -123,15 +134,24 @@ impl LeaderWork for StatusWriter {
     fn forget(&mut self) {
         self.written.clear();
     }
+
+    async fn woken(&mut self) {
+        if self.rejections.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
-/// One pass over the routes of a snapshot; `false` if a write failed.
+/// One pass over the routes of a snapshot, with what proxies reject; `false` if a write
+/// failed.
 async fn write_all(
     client: &Client,
     controller_name: &str,
     snapshot: &Snapshot,
+    rejections: &Rejections,
     written: &mut BTreeMap<ObjectRef, Vec<ParentStatus>>,
 ) -> bool {
+    let statuses = with_rejections(&snapshot.translation.statuses, rejections);
     let routes: Vec<ObjectRef> = (snapshot.objects.http_routes.keys())
         .map(|key| (Kind::HttpRoute, key))
         .chain(
@@ -149,9 +169,7 @@ async fn write_all(
     written.retain(|route, _| routes.contains(route));
     let mut ok = true;
     for route in routes {
-        let computed: Vec<ParentStatus> = snapshot
-            .translation
-            .statuses
+        let computed: Vec<ParentStatus> = statuses
             .iter()
             .find(|s| s.route == route)
             .map(|s| s.parents.clone())
