@@ -114,6 +114,8 @@ fn filter() -> impl Strategy<Value = Value> {
     prop_oneof![
         text().prop_map(|v| json!({"type": "RequestHeaderModifier",
             "requestHeaderModifier": {"set": [{"name": v.clone(), "value": "x"}], "remove": [v]}})),
+        text().prop_map(|v| json!({"type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"add": [{"name": "x-v", "value": v}]}})),
         Just(json!({"type": "ResponseHeaderModifier",
             "responseHeaderModifier": {"add": [{"name": "X-A", "value": "1"}]}})),
         (any_of(NAMES), port(), -10i32..120)
