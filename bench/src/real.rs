@@ -115,18 +115,40 @@ pub fn type_index(short: &str) -> Option<usize> {
         .position(|t| t.short_name() == short)
 }
 
+/// A view as a map key: equal when it is the same allocation. The key owns the `Arc`, so
+/// the allocation lives as long as the entry and its address cannot be handed to a later
+/// view. (A key of the bare address is reused: a snapshot's views are freed once the next
+/// replaces it, and a view of a later snapshot can be allocated at the same address, which
+/// then finds the encoding of a different view, even of a different type.)
+#[derive(Clone)]
+struct ViewId(Arc<TypeView>);
+
+impl PartialEq for ViewId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ViewId {}
+
+impl std::hash::Hash for ViewId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
 /// Encodes responses as the server sends them, each distinct view once.
 #[derive(Default)]
 pub struct Encoder {
-    full: HashMap<(usize, Protocol), Bytes>,
-    deltas: HashMap<(usize, usize), Bytes>,
+    full: HashMap<(ViewId, Protocol), Bytes>,
+    deltas: HashMap<(ViewId, ViewId), Bytes>,
 }
 
 impl Encoder {
     /// The response carrying all of `view` (SotW, or a first delta response).
     pub fn full(&mut self, ty: ResourceType, view: &Arc<TypeView>, protocol: Protocol) -> Bytes {
         self.full
-            .entry((Arc::as_ptr(view) as usize, protocol))
+            .entry((ViewId(view.clone()), protocol))
             .or_insert_with(|| match protocol {
                 Protocol::Sotw => sotw_response(ty, view),
                 Protocol::Delta => delta_response(ty, view, |_| true, Vec::new()),
@@ -136,7 +158,7 @@ impl Encoder {
 
     /// The delta response from `old` to `new`: changed resources, removed names.
     pub fn delta(&mut self, ty: ResourceType, old: &Arc<TypeView>, new: &Arc<TypeView>) -> Bytes {
-        let key = (Arc::as_ptr(old) as usize, Arc::as_ptr(new) as usize);
+        let key = (ViewId(old.clone()), ViewId(new.clone()));
         self.deltas
             .entry(key)
             .or_insert_with(|| {
@@ -222,4 +244,80 @@ pub fn initial(views: &Views, protocol: Protocol, encoder: &mut Encoder) -> crat
         .iter()
         .map(|v| std::array::from_fn(|t| Some(encoder.full(ResourceType::ALL[t], &v[t], protocol))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh;
+    use prost::Message;
+
+    /// Snapshot after snapshot, each dropped before the next is built (as the fan-out
+    /// scenario does): every response the encoder hands out must carry the view it was
+    /// asked for. Keyed by bare addresses, a later view allocated where an earlier one was
+    /// got that one's bytes, and the floor pushed a stale RDS response where an EDS change
+    /// was due (the smoke test then waited 61 s for an EDS response that never came).
+    #[test]
+    fn responses_match_their_views_across_dropped_snapshots() {
+        let shape = Shape::new(6);
+        let count = 6;
+        let mut objects = mesh::objects(&shape);
+        let mut encoder = Encoder::default();
+        let mut previous: Option<Views> = None;
+        for round in 0..12u32 {
+            let snapshot = MeshSnapshot::build(
+                u64::from(round) + 1,
+                std::time::Instant::now(),
+                translate(&objects),
+            )
+            .unwrap();
+            let views = Views::of(&snapshot, &shape, count).unwrap();
+            for (p, view) in views.views.iter().enumerate() {
+                for (t, ty) in ResourceType::ALL.iter().enumerate() {
+                    let sotw =
+                        DiscoveryResponse::decode(encoder.full(*ty, &view[t], Protocol::Sotw))
+                            .unwrap();
+                    assert_eq!(sotw.type_url, ty.type_url(), "round {round} proxy {p}");
+                    assert_eq!(
+                        sotw.version_info,
+                        view[t].version().to_string(),
+                        "round {round} proxy {p} {ty}"
+                    );
+                    let full = DeltaDiscoveryResponse::decode(encoder.full(
+                        *ty,
+                        &view[t],
+                        Protocol::Delta,
+                    ))
+                    .unwrap();
+                    assert_eq!(
+                        full.system_version_info,
+                        view[t].version().to_string(),
+                        "round {round} proxy {p} {ty}"
+                    );
+                    if let Some(old) = &previous {
+                        let delta = DeltaDiscoveryResponse::decode(encoder.delta(
+                            *ty,
+                            &old.views[p][t],
+                            &view[t],
+                        ))
+                        .unwrap();
+                        assert_eq!(delta.type_url, ty.type_url(), "round {round} proxy {p}");
+                        assert_eq!(
+                            delta.system_version_info,
+                            view[t].version().to_string(),
+                            "round {round} proxy {p} {ty}"
+                        );
+                    }
+                }
+            }
+            // The previous snapshot's views go; this one's stay for the next delta.
+            previous = Some(views);
+            drop(snapshot);
+            match round % 3 {
+                0 => mesh::consumer_weight(&mut objects, &shape, 10 + round),
+                1 => mesh::producer_weight(&mut objects, &shape, 1, 10 + round),
+                _ => mesh::endpoint_event(&mut objects, &shape, 2, round as usize),
+            }
+        }
+    }
 }

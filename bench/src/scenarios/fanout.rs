@@ -132,7 +132,7 @@ async fn collect(
         .iter()
         .map(|c| c.iter().filter(|x| **x).count())
         .sum();
-    fleet
+    let waited = fleet
         .wait_until(
             timeout,
             "every affected proxy to get the change",
@@ -159,7 +159,10 @@ async fn collect(
                     >= expected
             },
         )
-        .await?;
+        .await;
+    if let Err(e) = waited {
+        return Err(e.context(missing(fleet, t0, changed)));
+    }
     fleet.settle(Duration::from_millis(300)).await?;
     let mut outcome = Outcome {
         affected: changed.iter().filter(|c| c.iter().any(|x| *x)).count(),
@@ -186,6 +189,51 @@ async fn collect(
         }
     }
     Ok(outcome)
+}
+
+/// For a timeout: each affected (proxy, type) with no response since `t0`, and what that
+/// proxy received last (times relative to `t0`), so that a failure says what was lost.
+fn missing(fleet: &Fleet, t0: u64, changed: &[[bool; 4]]) -> String {
+    let mut got = vec![[false; 4]; changed.len()];
+    for r in fleet.responses_since(t0) {
+        if let (Some(t), Some(g)) = (type_index(r.ty), got.get_mut(r.proxy)) {
+            g[t] = true;
+        }
+    }
+    let rel = |at: u64| (at as i128 - t0 as i128) as f64 / 1e6;
+    let mut lines = Vec::new();
+    for (p, c) in changed.iter().enumerate() {
+        let lost: Vec<&str> = (0..4)
+            .filter(|&t| c[t] && !got[p][t])
+            .map(|t| TYPE_NAMES[t])
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let last: Vec<String> = fleet
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                crate::wire::Event::Resp { p: q, t, v, at, .. } if *q == p => {
+                    Some(format!("{t} {v} at {:+.1} ms", rel(*at)))
+                }
+                crate::wire::Event::Retry { p: q, msg, at } if *q == p => {
+                    Some(format!("retry ({msg}) at {:+.1} ms", rel(*at)))
+                }
+                _ => None,
+            })
+            .rev()
+            .take(6)
+            .collect();
+        lines.push(format!(
+            "proxy {p} lacks {lost:?}; its last events: {last:?}"
+        ));
+    }
+    format!(
+        "{} (proxy, type) pairs got nothing since the change: {}",
+        lines.len(),
+        lines.join("; ")
+    )
 }
 
 /// The real server's side of one size and protocol: changes, and what the floor needs.
