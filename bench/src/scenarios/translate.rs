@@ -45,6 +45,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             "objects RSS MB",
             "peak RSS MB",
             "change: translate ms",
+            "check since ms",
             "build ms",
             "build reusing ms",
             "reused %",
@@ -123,6 +124,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             best.expect("at least one run");
         let [
             change_translate_ms,
+            change_check_ms,
             change_full_ms,
             change_reusing_ms,
             reused,
@@ -144,6 +146,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             f2(rss_objects as f64 / 1024.0),
             f2(peak as f64 / 1024.0),
             f2(change_translate_ms),
+            f2(change_check_ms),
             f2(change_full_ms),
             f2(change_reusing_ms),
             f2(reused),
@@ -165,6 +168,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
             "rss_with_objects_kib": rss_objects,
             "peak_rss_kib": peak,
             "change_translate_ms": report::round(change_translate_ms),
+            "change_check_ms": report::round(change_check_ms),
             "change_build_ms": report::round(change_full_ms),
             "change_build_reusing_ms": report::round(change_reusing_ms),
             "change_reused_percent": report::round(reused),
@@ -180,7 +184,7 @@ pub fn run(config: &Config) -> anyhow::Result<Value> {
 /// snapshot built with `MeshSnapshot::build` (everything encoded and hashed: `full` ms) and
 /// with `MeshSnapshot::build_reusing` the snapshot before the change (`reusing` ms, and the
 /// share of a client's resources reused as they were); best of 3 each.
-fn change(objects: &mut lanyard_index::Objects, shape: &Shape) -> anyhow::Result<[f64; 4]> {
+fn change(objects: &mut lanyard_index::Objects, shape: &Shape) -> anyhow::Result<[f64; 5]> {
     let resources = |objects: &lanyard_index::Objects| {
         let translation = lanyard_index::translate(objects, &lanyard_index::Options::default());
         lanyard_xds::translate(&translation.model, &lanyard_xds::XdsOptions::default())
@@ -188,13 +192,20 @@ fn change(objects: &mut lanyard_index::Objects, shape: &Shape) -> anyhow::Result
     let before = MeshSnapshot::build(1, Instant::now(), resources(objects))?;
     mesh::endpoint_event(objects, shape, 0, 1);
     let objects = &*objects;
-    let [mut translate, mut full, mut reusing] = [f64::MAX; 3];
+    let [mut translate, mut check, mut full, mut reusing] = [f64::MAX; 4];
     let mut reused = 0.0;
     for _ in 0..3 {
         let start = Instant::now();
         let mesh = resources(objects);
         translate = translate.min(ms(start.elapsed()));
         let again = resources(objects);
+        let start = Instant::now();
+        let findings = mesh.check_since(Some(before.mesh()));
+        check = check.min(ms(start.elapsed()));
+        anyhow::ensure!(
+            findings.is_empty(),
+            "refused after the change: {findings:?}"
+        );
         let start = Instant::now();
         drop(MeshSnapshot::build(2, Instant::now(), mesh)?);
         full = full.min(ms(start.elapsed()));
@@ -215,5 +226,5 @@ fn change(objects: &mut lanyard_index::Objects, shape: &Shape) -> anyhow::Result
         }
         reused = 100.0 * same as f64 / all as f64;
     }
-    Ok([translate, full, reusing, reused])
+    Ok([translate, check, full, reusing, reused])
 }

@@ -176,14 +176,14 @@ impl Snapshot {
         let (mut translation, mut last_valid_splits) =
             crate::smi::translate(&loaded.objects, &options, last_valid);
         let mut mesh = lanyard_xds::translate(&translation.model, &xds_options);
-        let mut findings = mesh.check();
+        let mut findings = mesh.check_since(previous);
         let rejected = rejected_rules(&findings, &translation);
         if !rejected.is_empty() {
             options.rejected_rules = rejected;
             (translation, last_valid_splits) =
                 crate::smi::translate(&loaded.objects, &options, last_valid);
             mesh = lanyard_xds::translate(&translation.model, &xds_options);
-            findings = mesh.check();
+            findings = mesh.check_since(previous);
         }
         mesh.withhold(findings, previous);
         Self {

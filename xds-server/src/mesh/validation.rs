@@ -166,8 +166,20 @@ impl MeshResources {
     /// Every resource some kind of proxy would refuse, with why. Each distinct resource is
     /// checked once per kind of proxy that reads it.
     pub fn check(&self) -> Vec<Finding> {
+        self.check_since(None)
+    }
+
+    /// [`MeshResources::check`], skipping every resource equal to the one of the same name
+    /// (and variant) in `previous`, a mesh whose published resources all passed: the cost of
+    /// a change follows what it changed.
+    pub fn check_since(&self, previous: Option<&MeshResources>) -> Vec<Finding> {
         let mut out = Vec::new();
         for listener in &self.listeners {
+            if previous
+                .is_some_and(|p| same_as_in(&p.listeners, &listener.name, listener, |l| &l.name))
+            {
+                continue;
+            }
             let v = envoy_listener_violations(listener);
             if !v.is_empty() {
                 out.push(finding(
@@ -179,6 +191,11 @@ impl MeshResources {
             }
         }
         for cluster in &self.clusters {
+            if previous
+                .is_some_and(|p| same_as_in(&p.clusters, &cluster.name, cluster, |c| &c.name))
+            {
+                continue;
+            }
             let v = envoy_cluster_violations(cluster);
             if !v.is_empty() {
                 out.push(finding(
@@ -208,6 +225,11 @@ impl MeshResources {
         }
         for assignment in &self.endpoints {
             let name = &assignment.cluster_name;
+            if previous
+                .is_some_and(|p| same_as_in(&p.endpoints, name, assignment, |e| &e.cluster_name))
+            {
+                continue;
+            }
             let v = pgv::check(assignment.as_ref());
             if !v.is_empty() {
                 out.push(finding(ResourceType::Endpoint, name, ProxyKind::Envoy, v));
@@ -237,7 +259,9 @@ impl MeshResources {
         }
         let domain = &self.options.cluster_domain;
         for port in &self.routes {
+            let before = previous.and_then(|p| Some(&p.routes[p.routes_by_name(&port.name)?]));
             for (variant, flavours) in &port.variants {
+                let earlier = before.and_then(|b| b.variants.get(variant));
                 let mut push = |receiver: Receiver, v: Vec<Violation>, origins| {
                     if v.is_empty() {
                         return;
@@ -250,20 +274,34 @@ impl MeshResources {
                         violations: v,
                     });
                 };
-                push(
-                    ProxyKind::Envoy,
-                    envoy_route_violations(&flavours.envoy),
-                    None,
-                );
-                push(
-                    ProxyKind::Grpc,
-                    grpc::check_route_configuration(&flavours.grpc),
-                    flavours.grpc_origins.as_deref(),
-                );
+                let same = |kind: ProxyKind| {
+                    earlier.is_some_and(|e| **e.get(kind) == **flavours.get(kind))
+                };
+                if !same(ProxyKind::Envoy) {
+                    push(
+                        ProxyKind::Envoy,
+                        envoy_route_violations(&flavours.envoy),
+                        None,
+                    );
+                }
+                if !same(ProxyKind::Grpc) {
+                    push(
+                        ProxyKind::Grpc,
+                        grpc::check_route_configuration(&flavours.grpc),
+                        flavours.grpc_origins.as_deref(),
+                    );
+                }
+            }
+            // An API listener depends only on its port, protocol and name.
+            let protocol = self.directory.protocol(&port.key);
+            if before.is_some()
+                && previous.is_some_and(|p| p.directory.protocol(&port.key) == protocol)
+            {
+                continue;
             }
             // The API listener of the port, as any client name resolving to it gets it
             // (only its name differs).
-            if let Some(protocol) = self.directory.protocol(&port.key) {
+            if let Some(protocol) = protocol {
                 let listener = api_listener(&port.name, &port.key, protocol, domain);
                 let v = grpc::check_listener(&listener);
                 if !v.is_empty() {
@@ -409,6 +447,18 @@ impl Flavours {
             }
         }
     }
+}
+
+/// Whether the name-sorted `items` hold a resource named `name` equal to `item`.
+fn same_as_in<T: PartialEq>(
+    items: &[Arc<T>],
+    name: &str,
+    item: &Arc<T>,
+    name_of: impl Fn(&T) -> &String,
+) -> bool {
+    items
+        .binary_search_by(|i| name_of(i).as_str().cmp(name))
+        .is_ok_and(|at| Arc::ptr_eq(&items[at], item) || *items[at] == **item)
 }
 
 /// Replaces the resource `name` of the name-sorted `items` with `previous`'s, or removes it;

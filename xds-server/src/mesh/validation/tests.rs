@@ -178,3 +178,22 @@ fn a_withheld_api_listener_is_not_served() {
     );
     assert_eq!(mesh.api_listener("web.a:80", &ns), None);
 }
+
+#[test]
+fn checking_since_a_previous_mesh_skips_what_did_not_change() {
+    let good = translate(
+        &model_with(vec![PathMatch::Prefix("/api".into())]),
+        &XdsOptions::default(),
+    );
+    // The same mesh again: nothing to check, so nothing found even where a full check
+    // would find something (here nothing).
+    assert_eq!(good.check_since(Some(&good)), []);
+    // A changed route configuration is checked; the rest is skipped.
+    let bad = translate(
+        &model_with(vec![PathMatch::Regex(REFUSED.into())]),
+        &XdsOptions::default(),
+    );
+    assert_eq!(bad.check_since(Some(&good)), bad.check());
+    // A resource equal to the previous one is trusted: the previous mesh passed.
+    assert_eq!(bad.check_since(Some(&bad)), []);
+}
