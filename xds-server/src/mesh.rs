@@ -137,10 +137,11 @@ impl Flavours {
     fn of(name: &str, table: &RouteTable, ctx: &RouteContext<'_>) -> Self {
         let envoy = Arc::new(routes::for_table(name, table, ProxyKind::Envoy, ctx));
         if routes::differs_for_grpc(table) {
+            let (grpc, origins) = routes::for_table_grpc(name, table, ctx);
             Flavours {
                 envoy,
-                grpc: Arc::new(routes::for_table(name, table, ProxyKind::Grpc, ctx)),
-                grpc_origins: Some(routes::grpc_origins(table).into()),
+                grpc: Arc::new(grpc),
+                grpc_origins: Some(origins.into()),
             }
         } else {
             Flavours {

@@ -139,13 +139,18 @@ fn for_grpc(table: &RouteTable) -> Vec<(usize, Cow<'_, lanyard_model::Route>)> {
     out
 }
 
-/// For each route of the gRPC form of `table` ([`for_table`] with [`ProxyKind::Grpc`]), the
-/// index of the table's route it came from.
-pub fn grpc_origins(table: &RouteTable) -> Vec<usize> {
-    for_grpc(table)
-        .into_iter()
-        .map(|(origin, _)| origin)
-        .collect()
+/// The gRPC form of `table` ([`for_table`] with [`ProxyKind::Grpc`]) and, for each of its
+/// routes, the index of the table's route it came from.
+pub fn for_table_grpc(
+    name: &str,
+    table: &RouteTable,
+    ctx: &RouteContext<'_>,
+) -> (RouteConfiguration, Vec<usize>) {
+    let (origins, routes) = for_grpc(table)
+        .iter()
+        .map(|(origin, r)| (*origin, route(r, PathStyle::Grpc, table.protocol, ctx)))
+        .unzip();
+    (configuration(name, routes), origins)
 }
 
 /// The pass-through configuration `name`: every request (prefix `/`) to `cluster`, without a
