@@ -18,7 +18,7 @@
 //! - [`server`]: [`XdsServer`]: debounced publishing, serving, graceful shutdown;
 //! - [`status`], [`metrics`], [`debug`]: `/debug/syncz`, `/debug/config_dump`, `/metrics`.
 //!
-//! With the `testing` feature, [`testing`] has an ADS test client and model builders.
+//! With the `testing` feature, `testing` has an ADS test client and model builders.
 
 pub mod ads;
 mod api_listeners;

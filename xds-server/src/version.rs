@@ -8,7 +8,7 @@
 //! canonicalized through the type it names. Everything else prost already encodes
 //! deterministically (fields in number order).
 //!
-//! The walk uses a compact table built once from the descriptor set ([`Layouts`]): per
+//! The walk uses a compact table built once from the descriptor set (`Layouts`): per
 //! message type, only the fields that can hold a map (directly, through nested messages or
 //! through an `Any`). Every other field, and every nested message whose type cannot hold a
 //! map, is already canonical and is copied as a whole, without being parsed.
