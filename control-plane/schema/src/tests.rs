@@ -534,7 +534,6 @@ fn examples_and_golden_inputs_are_valid_but_for_the_cases_about_invalid_objects(
             "invalid-routes.in.yaml: bad-rewrite",
             "invalid-routes.in.yaml: redirect-and-backends",
             "smi-edge-cases.in.yaml: malformed-weight",
-            "smi-v1alpha4-matches.in.yaml: beta-users",
         ]
     );
 }
