@@ -214,12 +214,6 @@ fn examples() -> Vec<(String, Value)> {
 /// Examples the CRD schemas refuse on purpose, with where the one violation is: Lanyard reads
 /// them (in file mode, or from other CRDs), and the translator or the reader reports them.
 const REFUSED: &[(&str, &str)] = &[
-    // The plain-map header form some smi-spec prose shows; the CRDs (like OSM's, and
-    // smi-sdk-go's JSON) accept only the list of single-key maps.
-    (
-        "smi-v1alpha4-matches.in.yaml: \"HTTPRouteGroup\" \"beta-users\"",
-        "/spec/matches/1/headers: ",
-    ),
     // A weight that is not a number: the API server refuses it at apply time.
     (
         "smi-edge-cases.in.yaml: \"TrafficSplit\" \"malformed-weight\"",
