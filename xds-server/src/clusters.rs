@@ -31,7 +31,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The EDS cluster of a Service port: `outbound|<port>||<fqdn>`, endpoints from ADS under the
 /// same name, round robin, upstream HTTP protocol chosen by the port's protocol.
 pub fn outbound(port: &ServicePortKey, protocol: Protocol, cluster_domain: &str) -> Cluster {
-    let name = names::outbound_cluster(port, cluster_domain);
+    Cluster {
+        typed_extension_protocol_options: protocol_options(protocol),
+        ..eds(names::outbound_cluster(port, cluster_domain))
+    }
+}
+
+/// A round-robin EDS cluster `name` whose endpoints come from ADS under the same name.
+fn eds(name: String) -> Cluster {
     Cluster {
         eds_cluster_config: Some(EdsClusterConfig {
             eds_config: Some(ads_config_source()),
@@ -41,7 +48,6 @@ pub fn outbound(port: &ServicePortKey, protocol: Protocol, cluster_domain: &str)
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
         lb_policy: LbPolicy::RoundRobin as i32,
-        typed_extension_protocol_options: protocol_options(protocol),
         ..Default::default()
     }
 }
@@ -54,18 +60,7 @@ pub fn outbound(port: &ServicePortKey, protocol: Protocol, cluster_domain: &str)
 /// its does-not-exist timer (15 s) before its channel has any configuration.
 // gRPC: src/core/xds/xds_client/xds_client.cc (the resource does-not-exist timer)
 pub fn invalid_backend() -> Cluster {
-    let name = names::INVALID_BACKEND_CLUSTER.to_string();
-    Cluster {
-        eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads_config_source()),
-            service_name: name.clone(),
-        }),
-        name,
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
-        lb_policy: LbPolicy::RoundRobin as i32,
-        ..Default::default()
-    }
+    eds(names::INVALID_BACKEND_CLUSTER.to_string())
 }
 
 /// The empty assignment of [`invalid_backend`].

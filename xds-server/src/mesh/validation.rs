@@ -92,13 +92,22 @@ pub struct Withheld {
     pub kept: Kept,
 }
 
-fn finding(type_: ResourceType, name: &str, receiver: Receiver, v: Vec<Violation>) -> Finding {
-    Finding {
-        type_,
-        name: name.to_string(),
-        receiver,
-        table: None,
-        violations: v,
+/// Adds a finding for the resource when it has violations.
+fn note(
+    out: &mut Vec<Finding>,
+    type_: ResourceType,
+    name: &str,
+    receiver: Receiver,
+    violations: Vec<Violation>,
+) {
+    if !violations.is_empty() {
+        out.push(Finding {
+            type_,
+            name: name.to_string(),
+            receiver,
+            table: None,
+            violations,
+        });
     }
 }
 
@@ -180,15 +189,13 @@ impl MeshResources {
             {
                 continue;
             }
-            let v = envoy_listener_violations(listener);
-            if !v.is_empty() {
-                out.push(finding(
-                    ResourceType::Listener,
-                    &listener.name,
-                    ProxyKind::Envoy,
-                    v,
-                ));
-            }
+            note(
+                &mut out,
+                ResourceType::Listener,
+                &listener.name,
+                ProxyKind::Envoy,
+                envoy_listener_violations(listener),
+            );
         }
         for cluster in &self.clusters {
             if previous
@@ -196,33 +203,31 @@ impl MeshResources {
             {
                 continue;
             }
-            let v = envoy_cluster_violations(cluster);
-            if !v.is_empty() {
-                out.push(finding(
-                    ResourceType::Cluster,
-                    &cluster.name,
-                    ProxyKind::Envoy,
-                    v,
-                ));
-            }
+            note(
+                &mut out,
+                ResourceType::Cluster,
+                &cluster.name,
+                ProxyKind::Envoy,
+                envoy_cluster_violations(cluster),
+            );
             // Proxyless clients ask only for the clusters their routes name: outbound ones.
             if cluster.name.starts_with("outbound|") {
-                let v = grpc::check_cluster(cluster);
-                if !v.is_empty() {
-                    out.push(finding(
-                        ResourceType::Cluster,
-                        &cluster.name,
-                        ProxyKind::Grpc,
-                        v,
-                    ));
-                }
+                note(
+                    &mut out,
+                    ResourceType::Cluster,
+                    &cluster.name,
+                    ProxyKind::Grpc,
+                    grpc::check_cluster(cluster),
+                );
             }
         }
-        let v = grpc::check_cluster(&self.invalid_backend);
-        if !v.is_empty() {
-            let name = &self.invalid_backend.name;
-            out.push(finding(ResourceType::Cluster, name, ProxyKind::Grpc, v));
-        }
+        note(
+            &mut out,
+            ResourceType::Cluster,
+            &self.invalid_backend.name,
+            ProxyKind::Grpc,
+            grpc::check_cluster(&self.invalid_backend),
+        );
         for assignment in &self.endpoints {
             let name = &assignment.cluster_name;
             if previous
@@ -230,31 +235,37 @@ impl MeshResources {
             {
                 continue;
             }
-            let v = pgv::check(assignment.as_ref());
-            if !v.is_empty() {
-                out.push(finding(ResourceType::Endpoint, name, ProxyKind::Envoy, v));
-            }
-            let v = grpc::check_load_assignment(assignment);
-            if !v.is_empty() {
-                out.push(finding(ResourceType::Endpoint, name, ProxyKind::Grpc, v));
-            }
+            note(
+                &mut out,
+                ResourceType::Endpoint,
+                name,
+                ProxyKind::Envoy,
+                pgv::check(assignment.as_ref()),
+            );
+            note(
+                &mut out,
+                ResourceType::Endpoint,
+                name,
+                ProxyKind::Grpc,
+                grpc::check_load_assignment(assignment),
+            );
         }
         for inbound in self.distinct_inbound() {
-            let v = envoy_listener_violations(&inbound.listener);
-            if !v.is_empty() {
-                let name = &inbound.listener.name;
-                out.push(finding(ResourceType::Listener, name, ProxyKind::Envoy, v));
-            }
+            note(
+                &mut out,
+                ResourceType::Listener,
+                &inbound.listener.name,
+                ProxyKind::Envoy,
+                envoy_listener_violations(&inbound.listener),
+            );
             for cluster in &inbound.clusters {
-                let v = envoy_cluster_violations(cluster);
-                if !v.is_empty() {
-                    out.push(finding(
-                        ResourceType::Cluster,
-                        &cluster.name,
-                        ProxyKind::Envoy,
-                        v,
-                    ));
-                }
+                note(
+                    &mut out,
+                    ResourceType::Cluster,
+                    &cluster.name,
+                    ProxyKind::Envoy,
+                    envoy_cluster_violations(cluster),
+                );
             }
         }
         let domain = &self.options.cluster_domain;
@@ -303,15 +314,13 @@ impl MeshResources {
             // (only its name differs).
             if let Some(protocol) = protocol {
                 let listener = api_listener(&port.name, &port.key, protocol, domain);
-                let v = grpc::check_listener(&listener);
-                if !v.is_empty() {
-                    out.push(finding(
-                        ResourceType::Listener,
-                        &port.name,
-                        ProxyKind::Grpc,
-                        v,
-                    ));
-                }
+                note(
+                    &mut out,
+                    ResourceType::Listener,
+                    &port.name,
+                    ProxyKind::Grpc,
+                    grpc::check_listener(&listener),
+                );
             }
         }
         out
