@@ -8,7 +8,7 @@
 //! distributions must all be what the suite expects.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lanyard_model::NamespaceName;
 use lanyard_tests::simulate::{self, Outcome};
@@ -304,10 +304,10 @@ fn check_case(mesh: &Mesh, test: &Value, case: &Value) -> Result<(), String> {
     }
 }
 
-fn mesh_for(manifest: &str) -> Mesh {
-    let dir = conformance_dir();
+/// The suite's topology with a test's manifest from `dir` (the suite's or Lanyard's own).
+fn mesh_for(dir: &Path, manifest: &str) -> Mesh {
     let mut paths: Vec<PathBuf> = vec![
-        dir.join("manifests.yaml"),
+        conformance_dir().join("manifests.yaml"),
         repo_root().join("tests/golden/conformance/topology.yaml"),
     ];
     if manifest != "none" {
@@ -318,20 +318,16 @@ fn mesh_for(manifest: &str) -> Mesh {
     mesh
 }
 
-#[test]
-fn every_mesh_conformance_expectation_holds() {
-    let text = std::fs::read_to_string(conformance_dir().join("EXPECTATIONS.yaml")).unwrap();
+/// Every test of an expectations file: routes accepted, every case as expected. Returns the
+/// number of tests and of cases checked.
+fn check_expectations(dir: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(dir.join("EXPECTATIONS.yaml")).unwrap();
     let tests: Vec<Value> = serde_yaml::from_str(&text).unwrap();
-    assert!(
-        tests.len() >= 20,
-        "EXPECTATIONS.yaml lists {} tests",
-        tests.len()
-    );
     let mut failures = Vec::new();
     let mut checked = 0;
     for test in &tests {
         let name = str_of(test, "test").unwrap();
-        let mesh = mesh_for(str_of(test, "manifest").unwrap());
+        let mesh = mesh_for(dir, str_of(test, "manifest").unwrap());
         // Every route in the manifest must be accepted with its references resolved, except
         // that grpcroute-weight names a Service echo-v3 that does not exist (with weight 0):
         // Lanyard reports it as unresolved, truthfully, while it takes no traffic.
@@ -359,11 +355,28 @@ fn every_mesh_conformance_expectation_holds() {
             }
         }
     }
-    assert!(checked > 80, "only {checked} cases checked");
     assert!(
         failures.is_empty(),
-        "{} failures:\n{}",
+        "{}: {} failures:\n{}",
+        dir.display(),
         failures.len(),
         failures.join("\n")
     );
+    (tests.len(), checked)
+}
+
+#[test]
+fn every_mesh_conformance_expectation_holds() {
+    let (tests, checked) = check_expectations(&conformance_dir());
+    assert!(tests >= 20, "EXPECTATIONS.yaml lists {tests} tests");
+    assert!(checked > 80, "only {checked} cases checked");
+}
+
+/// Lanyard's own cases in the suite's format (`tests/conformance/lanyard/`): what the suite
+/// does not send but Envoy treats differently (ports other than 80, authorities with ports,
+/// regexes, header changes at two levels, draining endpoints), on the suite's topology.
+#[test]
+fn every_lanyard_walk_expectation_holds() {
+    let (tests, checked) = check_expectations(&repo_root().join("tests/conformance/lanyard"));
+    assert!(tests >= 1 && checked >= 1, "no Lanyard walk cases");
 }
