@@ -11,6 +11,16 @@ unsafe extern "C" {
     fn lanyard_re2_program_size(re: *const c_void) -> c_int;
     fn lanyard_re2_full_match(re: *const c_void, text: *const c_char, len: usize) -> c_int;
     fn lanyard_re2_partial_match(re: *const c_void, text: *const c_char, len: usize) -> c_int;
+    fn lanyard_re2_global_replace(
+        re: *const c_void,
+        text: *const c_char,
+        len: usize,
+        rewrite: *const c_char,
+        rewrite_len: usize,
+        count: *mut c_int,
+    ) -> *mut c_void;
+    fn lanyard_re2_string_data(s: *const c_void, len: *mut usize) -> *const c_char;
+    fn lanyard_re2_string_free(s: *mut c_void);
 }
 
 /// An owned `re2::RE2`, compiled or holding its compile error.
@@ -72,6 +82,40 @@ impl Re2 {
         let r =
             unsafe { lanyard_re2_partial_match(self.0.as_ptr(), text.as_ptr().cast(), text.len()) };
         (r >= 0).then_some(r == 1)
+    }
+}
+
+impl Re2 {
+    /// RE2::GlobalReplace on a copy of `text`: the result and the number of replacements, or
+    /// `None` if RE2 threw (out of memory).
+    pub(crate) fn global_replace(&self, text: &[u8], rewrite: &[u8]) -> Option<(Vec<u8>, i32)> {
+        let mut count: c_int = 0;
+        // SAFETY: `self.0` is live; both pointer and length pairs describe slices alive for the
+        // call and only read; `count` is a valid `&mut`. The shim returns null or an owned
+        // std::string freed below, exactly once.
+        let out = unsafe {
+            lanyard_re2_global_replace(
+                self.0.as_ptr(),
+                text.as_ptr().cast(),
+                text.len(),
+                rewrite.as_ptr().cast(),
+                rewrite.len(),
+                &mut count,
+            )
+        };
+        if out.is_null() {
+            return None;
+        }
+        let mut len = 0usize;
+        // SAFETY: `out` is the live std::string returned above; its `len` bytes stay valid until
+        // it is freed, after the copy.
+        let bytes = unsafe {
+            let ptr = lanyard_re2_string_data(out, &mut len);
+            let copy = std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec();
+            lanyard_re2_string_free(out);
+            copy
+        };
+        Some((bytes, count))
     }
 }
 

@@ -76,6 +76,19 @@ impl Regex {
         self.re.full_match(text).unwrap_or(false)
     }
 
+    /// RE2's `GlobalReplace`: every non-overlapping match in `text` replaced by `rewrite`, in
+    /// which `\0` to `\9` stand for capture groups and `\\` for a backslash. What Envoy does
+    /// for `regex_rewrite` (source/common/common/regex.h, CompiledGoogleReMatcher::replaceAll,
+    /// Envoy v1.36). As RE2 does, a rewrite naming a group the regex does not have replaces
+    /// nothing, and an invalid escape ends that replacement's text early. `None` if RE2 ran out
+    /// of memory or the result is not UTF-8.
+    pub fn replace_all(&self, text: &str, rewrite: &str) -> Option<String> {
+        let (bytes, _) = self
+            .re
+            .global_replace(text.as_bytes(), rewrite.as_bytes())?;
+        String::from_utf8(bytes).ok()
+    }
+
     /// [`Regex::partial_match`] on raw bytes.
     pub fn partial_match_bytes(&self, text: &[u8]) -> bool {
         self.re.partial_match(text).unwrap_or(false)
@@ -275,6 +288,25 @@ mod tests {
         assert!(!re.full_match("a"));
         assert!(!re.full_match("ab"));
         assert!(mk("a.b").full_match("a\0b"));
+    }
+
+    #[test]
+    fn replace_all_reads_rewrites_as_re2_does() {
+        // RE2::Rewrite (re2/re2.cc, RE2 2022-06-01): `\N` is group N, `\\` one backslash.
+        let re = mk("/v([0-9]+)/(.*)");
+        assert_eq!(
+            re.replace_all("/v1/users", r"/api/\2/\1").as_deref(),
+            Some("/api/users/1")
+        );
+        assert_eq!(re.replace_all("/v1/users", r"\\1").as_deref(), Some(r"\1"));
+        assert_eq!(re.replace_all("/v1/users", r"\0!").as_deref(), Some("/v1/users!"));
+        // `$` is not special in RE2 rewrites.
+        assert_eq!(re.replace_all("/v1/x", "$1").as_deref(), Some("$1"));
+        // A group the regex does not have: GlobalReplace refuses and leaves the text.
+        assert_eq!(re.replace_all("/v1/x", r"\3").as_deref(), Some("/v1/x"));
+        // Every non-overlapping match, and no match leaves the text as it was.
+        assert_eq!(mk("a").replace_all("banana", "o").as_deref(), Some("bonono"));
+        assert_eq!(mk("z").replace_all("banana", "o").as_deref(), Some("banana"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <new>
+#include <string>
 
 extern "C" {
 
@@ -52,5 +53,29 @@ int lanyard_re2_partial_match(const void* re, const char* text, size_t len) {
     return -1;
   }
 }
+
+// RE2::GlobalReplace on a copy of `text` with the rewrite string `rewrite` (`\0`-`\9` name
+// groups, `\\` is a backslash). Returns the result as an owned std::string (read it with
+// lanyard_re2_string_data, free it with lanyard_re2_string_free) and writes the number of
+// replacements to *count; null if RE2 threw.
+void* lanyard_re2_global_replace(const void* re, const char* text, size_t len, const char* rewrite,
+                                 size_t rewrite_len, int* count) {
+  try {
+    std::string* out = new std::string(text, len);
+    *count = re2::RE2::GlobalReplace(out, *static_cast<const re2::RE2*>(re),
+                                     re2::StringPiece(rewrite, rewrite_len));
+    return out;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+const char* lanyard_re2_string_data(const void* s, size_t* len) {
+  const std::string* str = static_cast<const std::string*>(s);
+  *len = str->size();
+  return str->data();
+}
+
+void lanyard_re2_string_free(void* s) { delete static_cast<std::string*>(s); }
 
 }  // extern "C"
