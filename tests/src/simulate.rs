@@ -26,6 +26,9 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use prost::Message;
 
+#[cfg(test)]
+mod envoy_fidelity_tests;
+
 /// The resources one proxy holds.
 pub struct ProxyConfig<'a> {
     pub listeners: Vec<&'a Listener>,
@@ -102,11 +105,7 @@ impl HeaderChanges {
 /// Follows a request through the proxy's configuration.
 pub fn simulate(config: &ProxyConfig<'_>, request: &Request) -> Result<Outcome, String> {
     let listener = listener_for(config, request.destination)?;
-    let chain = listener
-        .filter_chains
-        .first()
-        .or(listener.default_filter_chain.as_ref())
-        .ok_or_else(|| format!("listener {} has no filter chain", listener.name))?;
+    let chain = filter_chain(listener, request.destination)?;
     let network = chain
         .filters
         .last()
@@ -136,11 +135,16 @@ pub fn simulate(config: &ProxyConfig<'_>, request: &Request) -> Result<Outcome, 
         }
         _ => return Err("HttpConnectionManager without routes".into()),
     };
+    rejection(route_config).map_or(Ok(()), Err)?;
     route_request(config, route_config, request)
 }
 
-/// The listener that gets a connection to `ip:port`: one bound to exactly that address
-/// (Envoy's original-destination hand-off), else the outbound capture listener itself.
+/// The listener that gets a connection to `ip:port` captured by the outbound listener
+/// (`use_original_dst`): the one bound (or not bound) to exactly that address, else the one on
+/// the wildcard address and that port (`0.0.0.0:port`, `[::]:port` for IPv6), else the capture
+/// listener itself. Envoy v1.36 source/common/listener_manager/connection_handler_impl.cc
+/// (ConnectionHandlerImpl::getBalancedHandlerByAddress) and active_tcp_listener.cc
+/// (ActiveTcpListener::newActiveConnection hands off to it, or keeps the connection).
 fn listener_for<'a>(
     config: &ProxyConfig<'a>,
     (ip, port): (IpAddr, u16),
@@ -154,12 +158,21 @@ fn listener_for<'a>(
         };
         Some((s.address.parse().ok()?, p))
     };
-    let exact = config
-        .listeners
-        .iter()
-        .copied()
-        .find(|l| address_of(l) == Some((ip, u32::from(port))));
-    if let Some(l) = exact {
+    let bound_to = |address: (IpAddr, u32)| {
+        config
+            .listeners
+            .iter()
+            .copied()
+            .find(|l| address_of(l) == Some(address))
+    };
+    let wildcard: IpAddr = if ip.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    if let Some(l) =
+        bound_to((ip, u32::from(port))).or_else(|| bound_to((wildcard, u32::from(port))))
+    {
         return Ok(l);
     }
     config
@@ -173,6 +186,148 @@ fn listener_for<'a>(
         .ok_or_else(|| "no listener for the destination and no outbound capture listener".into())
 }
 
+/// Envoy's filter chain choice for a plaintext connection to `ip:port` (no SNI, no ALPN):
+/// criterion by criterion in the order of `FilterChainMatch` (destination port, destination
+/// IP, server names, transport protocol, application protocols, then the source criteria),
+/// keeping at each step the chains that name the connection's value (the longest prefix for
+/// addresses), else the chains that leave the criterion empty, without going back; no chain
+/// left means the `default_filter_chain`, and none of that means the connection is closed.
+/// Envoy v1.36 source/common/listener_manager/filter_chain_manager_impl.cc
+/// (FilterChainManagerImpl::findFilterChain and the findFilterChainFor* steps).
+fn filter_chain(
+    listener: &Listener,
+    (ip, port): (IpAddr, u16),
+) -> Result<&envoy_types::pb::envoy::config::listener::v3::FilterChain, String> {
+    if listener.filter_chain_matcher.is_some() {
+        return Err(format!(
+            "listener {} uses filter_chain_matcher, which the walk does not model",
+            listener.name
+        ));
+    }
+    let mut chains: Vec<_> = listener.filter_chains.iter().collect();
+    let m = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+        c.filter_chain_match.clone().unwrap_or_default()
+    };
+    // Criteria the walk cannot decide for a connection: refuse rather than guess.
+    for c in &chains {
+        let fcm = m(c);
+        if !fcm.direct_source_prefix_ranges.is_empty()
+            || fcm.source_type != 0
+            || !fcm.source_prefix_ranges.is_empty()
+            || !fcm.source_ports.is_empty()
+            || !fcm.application_protocols.is_empty()
+            || !fcm.address_suffix.is_empty()
+            || fcm.suffix_len.is_some()
+        {
+            return Err(format!(
+                "listener {}: filter_chain_match {fcm:?} uses criteria the walk does not model",
+                listener.name
+            ));
+        }
+    }
+    // 1. Destination port: chains naming the port, else chains without one.
+    let port_of = |c: &&envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+        m(c).destination_port.map(|p| p.value)
+    };
+    let exact: Vec<_> = chains
+        .iter()
+        .copied()
+        .filter(|c| port_of(c) == Some(u32::from(port)))
+        .collect();
+    chains = if exact.is_empty() {
+        chains
+            .into_iter()
+            .filter(|c| port_of(c).is_none())
+            .collect()
+    } else {
+        exact
+    };
+    // 2. Destination IP: the chains with the longest prefix containing `ip`, else chains
+    //    without prefixes.
+    let longest = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+        m(c).prefix_ranges
+            .iter()
+            .filter(|r| cidr_contains(&r.address_prefix, r.prefix_len.map(|l| l.value), ip))
+            .map(|r| {
+                r.prefix_len
+                    .map_or(if ip.is_ipv4() { 32 } else { 128 }, |l| l.value)
+            })
+            .max()
+    };
+    let best = chains.iter().filter_map(|c| longest(c)).max();
+    chains = match best {
+        Some(len) => chains
+            .into_iter()
+            .filter(|c| longest(c) == Some(len))
+            .collect(),
+        None => chains
+            .into_iter()
+            .filter(|c| m(c).prefix_ranges.is_empty())
+            .collect(),
+    };
+    // 3. Server names: a plaintext connection has no SNI, so only chains without names.
+    chains.retain(|c| m(c).server_names.is_empty());
+    // 4. Transport protocol: "raw_buffer" when a TLS inspector saw no TLS, else none at all.
+    //    Envoy v1.36 source/extensions/filters/listener/tls_inspector/tls_inspector.cc.
+    let inspected = listener
+        .listener_filters
+        .iter()
+        .any(|f| f.name == "envoy.filters.listener.tls_inspector");
+    let detected = if inspected { "raw_buffer" } else { "" };
+    let exact: Vec<_> = chains
+        .iter()
+        .copied()
+        .filter(|c| !detected.is_empty() && m(c).transport_protocol == detected)
+        .collect();
+    chains = if exact.is_empty() {
+        chains
+            .into_iter()
+            .filter(|c| m(c).transport_protocol.is_empty())
+            .collect()
+    } else {
+        exact
+    };
+    match chains.as_slice() {
+        [only] => Ok(only),
+        [] => listener.default_filter_chain.as_ref().ok_or_else(|| {
+            format!(
+                "listener {}: no filter chain matches {ip}:{port} and there is no default \
+                 chain (Envoy closes the connection)",
+                listener.name
+            )
+        }),
+        // Envoy refuses a listener with two chains of the same match.
+        _ => Err(format!(
+            "listener {}: {} filter chains match {ip}:{port} alike (Envoy rejects such a \
+             listener)",
+            listener.name,
+            chains.len()
+        )),
+    }
+}
+
+fn cidr_contains(prefix: &str, len: Option<u32>, ip: IpAddr) -> bool {
+    let Ok(net) = prefix.parse::<IpAddr>() else {
+        return false;
+    };
+    let bits = |a: IpAddr| -> (u128, u32) {
+        match a {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+            IpAddr::V6(v6) => (u128::from(v6), 128),
+        }
+    };
+    let ((n, width), (i, iwidth)) = (bits(net), bits(ip));
+    if width != iwidth {
+        return false;
+    }
+    let len = len.unwrap_or(0).min(width);
+    if len == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - len);
+    n & mask == i & mask
+}
+
 fn route_request(
     config: &ProxyConfig<'_>,
     route_config: &RouteConfiguration,
@@ -182,7 +337,7 @@ fn route_request(
         status: 404,
         response_headers: HeaderChanges::default(),
     };
-    let Some(vhost) = virtual_host(&route_config.virtual_hosts, &request.authority) else {
+    let Some(vhost) = virtual_host(route_config, &request.authority) else {
         return Ok(not_found);
     };
     let (path, query) = request
@@ -267,39 +422,51 @@ fn route_request(
     }
 }
 
-/// Envoy's virtual host choice: exact domain, then the longest `*.suffix`, then the longest
-/// `prefix*`, then `*`. The port is part of the authority unless a domain without it matches.
-fn virtual_host<'a>(hosts: &'a [VirtualHost], authority: &str) -> Option<&'a VirtualHost> {
-    let authority = authority.to_ascii_lowercase();
-    let without_port = authority
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(authority.as_str(), |(h, _)| h);
-    let domains = || {
-        hosts
-            .iter()
-            .flat_map(|h| h.domains.iter().map(move |d| (h, d.as_str())))
-    };
-    for candidate in [authority.as_str(), without_port] {
-        if let Some((h, _)) = domains().find(|(_, d)| *d == candidate) {
-            return Some(h);
-        }
-        let suffix = domains()
-            .filter(|(_, d)| d.len() > 1 && d.starts_with('*') && candidate.ends_with(&d[1..]))
-            .max_by_key(|(_, d)| d.len());
-        if let Some((h, _)) = suffix {
-            return Some(h);
-        }
-        let prefix = domains()
-            .filter(|(_, d)| {
-                d.len() > 1 && d.ends_with('*') && candidate.starts_with(&d[..d.len() - 1])
-            })
-            .max_by_key(|(_, d)| d.len());
-        if let Some((h, _)) = prefix {
-            return Some(h);
+/// Envoy's virtual host choice on the lower-cased `:authority`, port included unless the
+/// route configuration sets `ignore_port_in_host_matching`: an exact domain, then the longest
+/// `*suffix`, then the longest `prefix*`, then `*`. A wildcard never matches the empty string
+/// (`*.foo.com` does not match `.foo.com`, `*foo.com` does not match `foo.com`). Envoy v1.36
+/// source/common/router/config_impl.cc (RouteMatcher::findVirtualHost,
+/// RouteMatcher::findWildcardVirtualHost: "`>=` because *.foo.com shouldn't match .foo.com").
+fn virtual_host<'a>(config: &'a RouteConfiguration, authority: &str) -> Option<&'a VirtualHost> {
+    let mut host = authority;
+    if config.ignore_port_in_host_matching {
+        // Http::HeaderUtility::getPortStart: the last ':' outside an IPv6 literal's brackets,
+        // followed by digits only.
+        if let Some((h, p)) = authority.rsplit_once(':')
+            && !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (!h.contains(':') || h.ends_with(']'))
+        {
+            host = h;
         }
     }
-    domains().find(|(_, d)| *d == "*").map(|(h, _)| h)
+    let host = host.to_ascii_lowercase();
+    let domains = || {
+        config
+            .virtual_hosts
+            .iter()
+            .flat_map(|h| h.domains.iter().map(move |d| (h, d.to_ascii_lowercase())))
+    };
+    if let Some((h, _)) = domains().find(|(_, d)| *d == host) {
+        return Some(h);
+    }
+    let suffix = domains()
+        .filter_map(|(h, d)| Some((h, d.strip_prefix('*')?.to_string())))
+        .filter(|(_, rest)| !rest.is_empty() && rest.len() < host.len() && host.ends_with(rest))
+        .max_by_key(|(_, rest)| rest.len());
+    if let Some((h, _)) = suffix {
+        return Some(h);
+    }
+    let prefix = domains()
+        .filter(|(_, d)| d != "*")
+        .filter_map(|(h, d)| Some((h, d.strip_suffix('*')?.to_string())))
+        .filter(|(_, rest)| !rest.is_empty() && rest.len() < host.len() && host.starts_with(rest))
+        .max_by_key(|(_, rest)| rest.len());
+    if let Some((h, _)) = prefix {
+        return Some(h);
+    }
+    domains().find(|(_, d)| d == "*").map(|(h, _)| h)
 }
 
 fn matches(
@@ -387,10 +554,121 @@ fn string_matches(s: &StringMatcher, value: &str) -> bool {
     }
 }
 
-/// Envoy's `safe_regex` matching, with RE2 itself (Rust's `regex` reads `[a-z&&b]` or `\<`
-/// differently).
+/// Envoy's `safe_regex` matching: RE2's FullMatch (Envoy v1.36 source/common/common/regex.h,
+/// CompiledGoogleReMatcher::match), with RE2 itself (Rust's `regex` reads `[a-z&&b]` or `\<`
+/// differently). Every regex of the route configuration compiled when it was accepted
+/// ([`rejection`]), so a pattern that does not compile never gets here.
 fn full_match(r: &RegexMatcher, value: &str) -> bool {
     lanyard_re2::Regex::new(&r.regex).is_ok_and(|re| re.full_match(value))
+}
+
+/// Envoy's `regex_rewrite`: RE2's GlobalReplace of `path` (without its query), where the
+/// substitution reads `\N` as group N and `\\` as a backslash. Envoy v1.36
+/// source/common/common/regex.h (CompiledGoogleReMatcher::replaceAll), used by
+/// source/common/router/config_impl.cc for routes and redirects.
+fn regex_rewrite(pattern: &str, path: &str, substitution: &str) -> Result<String, String> {
+    let re = lanyard_re2::Regex::new(pattern).map_err(|e| e.to_string())?;
+    re.replace_all(path, substitution)
+        .ok_or_else(|| format!("RE2 could not rewrite {path:?} with {pattern:?}"))
+}
+
+/// Why Envoy would NACK a route configuration, for what the walk relies on: a regex RE2 does
+/// not compile or whose program is over `re2.max_program_size.error_level` (Envoy v1.36
+/// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher throws), a
+/// `safe_regex` string matcher with `ignore_case` (source/common/common/matchers.h,
+/// StringMatcherImpl), and weighted clusters whose weights sum to 0 (config_impl.cc,
+/// WeightedClustersConfig: "Sum of weights in the weighted_cluster must be greater than 0.").
+/// A rejected resource is never applied, so the walk reports it instead of routing.
+fn rejection(config: &RouteConfiguration) -> Option<String> {
+    fn string_regex<'a>(
+        s: &'a StringMatcher,
+        patterns: &mut Vec<&'a str>,
+        problems: &mut Vec<String>,
+    ) {
+        if let Some(string_matcher::MatchPattern::SafeRegex(r)) = &s.match_pattern {
+            patterns.push(&r.regex);
+            if s.ignore_case {
+                problems.push(format!(
+                    "ignore_case has no effect for safe_regex: {}",
+                    r.regex
+                ));
+            }
+        }
+    }
+    let mut patterns: Vec<&str> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for vhost in &config.virtual_hosts {
+        for route in &vhost.routes {
+            if let Some(m) = &route.r#match {
+                if let Some(route_match::PathSpecifier::SafeRegex(r)) = &m.path_specifier {
+                    patterns.push(&r.regex);
+                }
+                for h in &m.headers {
+                    match &h.header_match_specifier {
+                        Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => {
+                            string_regex(s, &mut patterns, &mut problems)
+                        }
+                        _ => {}
+                    }
+                }
+                for q in &m.query_parameters {
+                    if let Some(
+                        query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(s),
+                    ) = &q.query_parameter_match_specifier
+                    {
+                        string_regex(s, &mut patterns, &mut problems);
+                    }
+                }
+            }
+            match &route.action {
+                Some(route::Action::Route(action)) => {
+                    if let Some(p) = action
+                        .regex_rewrite
+                        .as_ref()
+                        .and_then(|r| r.pattern.as_ref())
+                    {
+                        patterns.push(&p.regex);
+                    }
+                    if let Some(route_action::ClusterSpecifier::WeightedClusters(w)) =
+                        &action.cluster_specifier
+                    {
+                        let sum: u64 = w
+                            .clusters
+                            .iter()
+                            .map(|c| c.weight.as_ref().map_or(0, |w| u64::from(w.value)))
+                            .sum();
+                        if sum == 0 {
+                            problems.push(
+                                "Sum of weights in the weighted_cluster must be greater than 0."
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+                Some(route::Action::Redirect(r)) => {
+                    if let Some(redirect_action::PathRewriteSpecifier::RegexRewrite(rr)) =
+                        &r.path_rewrite_specifier
+                        && let Some(p) = &rr.pattern
+                    {
+                        patterns.push(&p.regex);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    problems.extend(
+        patterns
+            .into_iter()
+            .filter_map(|p| lanyard_re2::check_for_envoy(p).err()),
+    );
+    (!problems.is_empty()).then(|| {
+        format!(
+            "Envoy rejects RouteConfiguration {}: {}",
+            config.name,
+            problems.join("; ")
+        )
+    })
 }
 
 fn rewrite_path(
@@ -401,9 +679,7 @@ fn rewrite_path(
 ) -> Result<String, String> {
     let rewritten = if let Some(r) = &action.regex_rewrite {
         let pattern = r.pattern.as_ref().ok_or("regex_rewrite without pattern")?;
-        let re = regex::Regex::new(&pattern.regex).map_err(|e| e.to_string())?;
-        re.replace_all(path, re2_substitution(&r.substitution).as_str())
-            .into_owned()
+        regex_rewrite(&pattern.regex, path, &r.substitution)?
     } else if !action.prefix_rewrite.is_empty() {
         let prefix = matched_prefix(route).ok_or("prefix_rewrite on a route without a prefix")?;
         format!(
@@ -415,23 +691,6 @@ fn rewrite_path(
         path.to_string()
     };
     Ok(with_query(rewritten, query))
-}
-
-/// RE2 substitutions write capture groups as `\\1`; the `regex` crate as `${1}`.
-fn re2_substitution(substitution: &str) -> String {
-    let mut out = String::new();
-    let mut chars = substitution.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('\\', Some(d)) if d.is_ascii_digit() => {
-                out.push_str(&format!("${{{d}}}"));
-                chars.next();
-            }
-            ('$', _) => out.push_str("$$"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 fn matched_prefix(route: &envoy_types::pb::envoy::config::route::v3::Route) -> Option<&str> {
@@ -499,12 +758,7 @@ fn redirect(
         }
         Some(redirect_action::PathRewriteSpecifier::RegexRewrite(rr)) => {
             let pattern = rr.pattern.as_ref().map(|p| p.regex.as_str()).unwrap_or("");
-            regex::Regex::new(pattern)
-                .map(|re| {
-                    re.replace_all(path, re2_substitution(&rr.substitution).as_str())
-                        .into_owned()
-                })
-                .unwrap_or_else(|_| path.to_string())
+            regex_rewrite(pattern, path, &rr.substitution).unwrap_or_else(|_| path.to_string())
         }
         _ => path.to_string(),
     };
@@ -565,12 +819,24 @@ fn apply_mutations(
     }
 }
 
-/// The endpoints (ip, port) of an EDS cluster.
+/// The endpoints (ip, port) an EDS cluster's load balancer sends new requests to, each with an
+/// equal share (Lanyard's clusters are round robin over one priority, endpoints of weight 1).
+///
+/// Envoy v1.36: a DRAINING endpoint is excluded from load balancing (Host::HealthFlag::
+/// EDS_STATUS_DRAINING, source/common/upstream/upstream_impl.cc, HostSetImpl partitions it into
+/// excludedHosts; runtime guard exclude_host_in_eds_status_draining, on). UNHEALTHY and TIMEOUT
+/// endpoints are unhealthy, DEGRADED degraded, HEALTHY and UNKNOWN healthy. The load balancer
+/// picks among healthy endpoints unless the priority is in panic: healthy plus degraded below
+/// `healthy_panic_threshold` (50% by default) of the endpoints that are not excluded, and the
+/// priority's availability (overprovisioning factor 1.4 times that share) below 100%; in panic
+/// it picks among all endpoints, draining ones included (source/extensions/
+/// load_balancing_policies/common/load_balancer_impl.cc, LoadBalancerBase::isHostSetInPanic,
+/// recalculatePerPriorityState, hostSourceToUse with HostsSource::SourceType::AllHosts).
+/// Degraded endpoints are modelled only as a last resort (no healthy endpoint, no panic).
 pub fn endpoints_of(config: &ProxyConfig<'_>, cluster: &str) -> Vec<(IpAddr, u16)> {
-    let service_name = config
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster)
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    let found = config.clusters.iter().find(|c| c.name == cluster);
+    let service_name = found
         .and_then(|c| c.eds_cluster_config.as_ref())
         .map(|e| {
             if e.service_name.is_empty() {
@@ -580,12 +846,20 @@ pub fn endpoints_of(config: &ProxyConfig<'_>, cluster: &str) -> Vec<(IpAddr, u16
             }
         })
         .unwrap_or_else(|| cluster.to_string());
-    let mut out = Vec::new();
+    let threshold = found
+        .and_then(|c| c.common_lb_config.as_ref())
+        .and_then(|c| c.healthy_panic_threshold.as_ref())
+        .map_or(50.0, |p| p.value.min(100.0));
+    let mut all: Vec<((IpAddr, u16), i32)> = Vec::new();
+    let mut overprovisioning = 140u32;
     for cla in config
         .endpoints
         .iter()
         .filter(|c| c.cluster_name == service_name)
     {
+        if let Some(f) = cla.policy.as_ref().and_then(|p| p.overprovisioning_factor) {
+            overprovisioning = f.value;
+        }
         for locality in &cla.endpoints {
             for lb in &locality.lb_endpoints {
                 let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
@@ -600,12 +874,43 @@ pub fn endpoints_of(config: &ProxyConfig<'_>, cluster: &str) -> Vec<(IpAddr, u16
                     continue;
                 };
                 if let (Ok(ip), Ok(port)) = (s.address.parse(), u16::try_from(p)) {
-                    out.push((ip, port));
+                    all.push(((ip, port), lb.health_status));
                 }
             }
         }
     }
-    out
+    let is = |status: HealthStatus| move |(_, h): &&((IpAddr, u16), i32)| *h == status as i32;
+    let counted = all
+        .iter()
+        .filter(|e| !is(HealthStatus::Draining)(e))
+        .count();
+    let healthy: Vec<(IpAddr, u16)> = all
+        .iter()
+        .filter(|e| is(HealthStatus::Healthy)(e) || is(HealthStatus::Unknown)(e))
+        .map(|(a, _)| *a)
+        .collect();
+    let degraded: Vec<(IpAddr, u16)> = all
+        .iter()
+        .filter(is(HealthStatus::Degraded))
+        .map(|(a, _)| *a)
+        .collect();
+    let share = |n: usize| {
+        if counted == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / counted as f64
+        }
+    };
+    let available = share(healthy.len() + degraded.len());
+    let availability = (f64::from(overprovisioning) / 100.0 * available).min(100.0);
+    let panic = availability < 100.0 && available < threshold;
+    if panic {
+        all.into_iter().map(|(a, _)| a).collect()
+    } else if !healthy.is_empty() {
+        healthy
+    } else {
+        degraded
+    }
 }
 
 /// Sums of weights by a key, as fractions of the total.
