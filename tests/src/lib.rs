@@ -144,17 +144,24 @@ impl Mesh {
             Some((name, ns)) => ServiceKey::new(ns, name),
             None => ServiceKey::new(client_namespace.as_str(), host),
         };
+        // From the Service objects as loaded, not from the translated model that the listeners
+        // come from too: a ClusterIP the translation got wrong then sends the request to no
+        // listener of its Service.
         let service = self
-            .translation
-            .model
+            .objects
             .services
-            .get(&key)
+            .get(&lanyard_index::ObjectKey::new(
+                key.namespace.as_str(),
+                key.name.as_str(),
+            ))
             .ok_or_else(|| format!("{host}: no such Service ({key})"))?;
-        service
-            .cluster_ips
-            .first()
-            .copied()
-            .ok_or_else(|| format!("Service {key} has no ClusterIP"))
+        let spec = service.spec.as_ref();
+        spec.and_then(|s| s.cluster_ips.as_ref().and_then(|ips| ips.first()))
+            .or_else(|| spec.and_then(|s| s.cluster_ip.as_ref()))
+            .filter(|ip| ip.as_str() != "None")
+            .ok_or_else(|| format!("Service {key} has no ClusterIP"))?
+            .parse()
+            .map_err(|e| format!("Service {key}: ClusterIP: {e}"))
     }
 
     /// The pod that owns an IP.

@@ -299,14 +299,23 @@ mod tests {
             Some("/api/users/1")
         );
         assert_eq!(re.replace_all("/v1/users", r"\\1").as_deref(), Some(r"\1"));
-        assert_eq!(re.replace_all("/v1/users", r"\0!").as_deref(), Some("/v1/users!"));
+        assert_eq!(
+            re.replace_all("/v1/users", r"\0!").as_deref(),
+            Some("/v1/users!")
+        );
         // `$` is not special in RE2 rewrites.
         assert_eq!(re.replace_all("/v1/x", "$1").as_deref(), Some("$1"));
         // A group the regex does not have: GlobalReplace refuses and leaves the text.
         assert_eq!(re.replace_all("/v1/x", r"\3").as_deref(), Some("/v1/x"));
         // Every non-overlapping match, and no match leaves the text as it was.
-        assert_eq!(mk("a").replace_all("banana", "o").as_deref(), Some("bonono"));
-        assert_eq!(mk("z").replace_all("banana", "o").as_deref(), Some("banana"));
+        assert_eq!(
+            mk("a").replace_all("banana", "o").as_deref(),
+            Some("bonono")
+        );
+        assert_eq!(
+            mk("z").replace_all("banana", "o").as_deref(),
+            Some("banana")
+        );
     }
 
     #[test]
