@@ -604,11 +604,10 @@ fn rejection(config: &RouteConfiguration) -> Option<String> {
                     patterns.push(&r.regex);
                 }
                 for h in &m.headers {
-                    match &h.header_match_specifier {
-                        Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => {
-                            string_regex(s, &mut patterns, &mut problems)
-                        }
-                        _ => {}
+                    if let Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) =
+                        &h.header_match_specifier
+                    {
+                        string_regex(s, &mut patterns, &mut problems);
                     }
                 }
                 for q in &m.query_parameters {
