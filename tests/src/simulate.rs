@@ -597,6 +597,36 @@ fn rejection(config: &RouteConfiguration) -> Option<String> {
     }
     let mut patterns: Vec<&str> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    // CORS policies in typed_per_filter_config are built with the route configuration too
+    // (Envoy v1.36 source/extensions/filters/http/cors/cors_filter.cc, CorsPolicyImpl).
+    let cors =
+        |configs: &std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>| {
+            configs
+                .values()
+                .filter(|any| {
+                    any.type_url
+                        .ends_with("envoy.extensions.filters.http.cors.v3.CorsPolicy")
+                })
+                .filter_map(|any| {
+                    envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy::decode(
+                        any.value.as_slice(),
+                    )
+                    .ok()
+                })
+                .collect::<Vec<_>>()
+        };
+    let mut policies = Vec::new();
+    for vhost in &config.virtual_hosts {
+        policies.extend(cors(&vhost.typed_per_filter_config));
+        for route in &vhost.routes {
+            policies.extend(cors(&route.typed_per_filter_config));
+        }
+    }
+    for policy in &policies {
+        for s in &policy.allow_origin_string_match {
+            string_regex(s, &mut patterns, &mut problems);
+        }
+    }
     for vhost in &config.virtual_hosts {
         for route in &vhost.routes {
             if let Some(m) = &route.r#match {

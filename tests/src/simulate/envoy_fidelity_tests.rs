@@ -15,14 +15,17 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route,
-    route_action, route_match, weighted_cluster,
+    RedirectAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    WeightedCluster, redirect_action, route, route_action, route_match, weighted_cluster,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
+};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use prost::Message;
 
@@ -492,4 +495,78 @@ fn draining_endpoints_get_no_new_requests_unless_the_cluster_panics() {
         picked(&[("10.0.0.1", Healthy), ("10.0.0.2", Unhealthy)]),
         ips(&["10.0.0.1"])
     );
+}
+
+#[test]
+fn redirect_regex_rewrites_are_re2_global_replace() {
+    // RouteEntryImplBase::newUri rewrites the path with regex_rewrite_redirect_->replaceAll,
+    // RE2::GlobalReplace: `&&` in a class is literal and `\\` one backslash.
+    let redirect = |pattern: &str, substitution: &str, path: &str| {
+        let route = Route {
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            action: Some(route::Action::Redirect(RedirectAction {
+                path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::RegexRewrite(
+                    RegexMatchAndSubstitute {
+                        pattern: Some(mk_regex(pattern)),
+                        substitution: substitution.into(),
+                    },
+                )),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        match walk(
+            &[mk_http_listener(
+                "10.96.0.1",
+                80,
+                mk_routes(&["*"], vec![route]),
+            )],
+            &mk_request("10.96.0.1", 80, "echo", path),
+        ) {
+            Ok(Outcome::Redirected { location, .. }) => location,
+            other => panic!("not redirected: {other:?}"),
+        }
+    };
+    assert_eq!(redirect("[a-z&&b]+", "_", "/a&b"), "http://echo/_");
+    assert_eq!(
+        redirect("^/v([0-9]+)", r"/a\\\1", "/v2/x"),
+        r"http://echo/a\2/x"
+    );
+}
+
+#[test]
+fn a_cors_origin_regex_envoy_does_not_compile_rejects_the_route_configuration() {
+    // CorsPolicyImpl compiles allow_origin_string_match when the route configuration loads.
+    let policy = CorsPolicy {
+        allow_origin_string_match: vec![StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::SafeRegex(mk_regex(
+                "(?x)https://a b",
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut routes = mk_routes(
+        &["*"],
+        vec![mk_route(
+            route_match::PathSpecifier::Prefix("/".into()),
+            mk_to("echo"),
+        )],
+    );
+    routes.virtual_hosts[0].typed_per_filter_config.insert(
+        "envoy.filters.http.cors".into(),
+        Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy".into(),
+            value: policy.encode_to_vec(),
+        },
+    );
+    let error = walk(
+        &[mk_http_listener("10.96.0.1", 80, routes)],
+        &mk_request("10.96.0.1", 80, "echo", "/"),
+    )
+    .unwrap_err();
+    assert!(error.contains("invalid perl operator"), "{error}");
 }
