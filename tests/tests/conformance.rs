@@ -47,11 +47,15 @@ fn observe(
             path: None,
             location: None,
         },
-        Outcome::Redirected { status, location } => Observed {
+        Outcome::Redirected {
+            status,
+            location,
+            response_headers,
+        } => Observed {
             status,
             backends: BTreeMap::new(),
             request_headers: vec![],
-            response_headers: vec![],
+            response_headers: simulate::response_headers(&response_headers, &Default::default()),
             path: None,
             location: Some(location),
         },
