@@ -897,6 +897,10 @@ fn changes(add: &[HeaderValueOption], remove: &[String]) -> HeaderChanges {
         } else {
             header.value.clone()
         };
+        // Envoy reads the value as a format string, where `%%` is a literal `%`
+        // (source/common/formatter/substitution_formatter.cc); commands (`%CMD%`) are not
+        // modelled and stay as written.
+        let value = value.replace("%%", "%");
         if value.is_empty() && !option.keep_empty_value {
             continue;
         }

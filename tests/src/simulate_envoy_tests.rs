@@ -318,7 +318,7 @@ fn virtual_host_and_configuration_levels_come_after_the_route() {
 }
 
 /// header_parser.cc: ADD_IF_ABSENT adds only a header that is not there; an empty value is
-/// skipped without keep_empty_value.
+/// skipped without keep_empty_value; overwrites go before additions; `%%` is a literal `%`.
 #[test]
 fn add_if_absent_and_empty_values() {
     let level = changes(
@@ -326,6 +326,7 @@ fn add_if_absent_and_empty_values() {
             mk_header("x-a", "new", HeaderAppendAction::AddIfAbsent),
             mk_header("x-b", "new", HeaderAppendAction::AddIfAbsent),
             set("x-c", ""),
+            set("x-d", "100%%"),
         ],
         &[],
     );
@@ -335,6 +336,7 @@ fn add_if_absent_and_empty_values() {
         headers,
         [
             ("x-a".to_string(), "old".to_string()),
+            ("x-d".to_string(), "100%".to_string()),
             ("x-b".to_string(), "new".to_string())
         ]
     );
