@@ -375,12 +375,10 @@ fn route_request(
                     .clusters
                     .iter()
                     .map(|c| {
-                        let host = match &c.host_rewrite_specifier {
-                            Some(
-                                weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(h),
-                            ) => Some(h.as_str()),
-                            None => None,
-                        };
+                        let host = c.host_rewrite_specifier.as_ref().map(|h| {
+                            let weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(h) = h;
+                            h.as_str()
+                        });
                         forwarded(
                             &c.name,
                             c.weight.as_ref().map_or(0, |w| w.value),
