@@ -12,13 +12,16 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, RedirectAction, RouteAction, RouteConfiguration, VirtualHost, header_matcher,
-    query_parameter_matcher, redirect_action, route, route_action, route_match,
+    FilterConfig, HeaderMatcher, RedirectAction, Route, RouteAction, RouteConfiguration,
+    VirtualHost, header_matcher, query_parameter_matcher, redirect_action, route, route_action,
+    route_match, weighted_cluster,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
@@ -28,6 +31,8 @@ use prost::Message;
 
 #[cfg(test)]
 mod envoy_fidelity_tests;
+#[cfg(test)]
+mod redirect_and_header_tests;
 
 /// The resources one proxy holds.
 pub struct ProxyConfig<'a> {
@@ -54,16 +59,25 @@ pub enum Outcome {
     /// Forwarded over HTTP to one of `backends` (cluster, weight), chosen by weight.
     Forwarded {
         backends: Vec<Forwarded>,
-        /// Response headers the route adds or removes, before the cluster-level ones.
-        response_headers: HeaderChanges,
+        /// Response header changes above the backend's, in the order Envoy applies them after
+        /// the backend's own: route, virtual host, route configuration (or the reverse with
+        /// `most_specific_header_mutations_wins`), then the CORS filter's.
+        response_headers: Vec<HeaderChanges>,
     },
-    /// Answered by the proxy itself.
+    /// Answered by the proxy itself (a direct response, a 404, a CORS preflight).
     Responded {
         status: u16,
-        response_headers: HeaderChanges,
+        /// Response header changes in the order Envoy applies them.
+        response_headers: Vec<HeaderChanges>,
     },
     /// Redirected.
-    Redirected { status: u16, location: String },
+    Redirected {
+        status: u16,
+        location: String,
+        /// Response header changes in the order Envoy applies them (a redirect is a direct
+        /// response: the route's `response_headers_to_add` apply to it).
+        response_headers: Vec<HeaderChanges>,
+    },
     /// Not HTTP-routed: the connection went through as TCP to this cluster.
     Tunnelled { cluster: String },
 }
@@ -78,27 +92,64 @@ pub struct Forwarded {
     pub path: String,
     pub authority: String,
     pub headers: Vec<(String, String)>,
+    /// The weighted cluster's own response header changes (Envoy applies them first).
     pub response_headers: HeaderChanges,
 }
 
-/// Response header mutations (`set` replaces, `append` adds a value, `remove` deletes).
+/// What a header to add does when the header is there already (Envoy's
+/// `HeaderValueOption.append_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendAction {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
+}
+
+/// The header changes of one level (`*_headers_to_add` and `*_headers_to_remove` of a weighted
+/// cluster, a route, a virtual host or a route configuration).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HeaderChanges {
-    pub set: Vec<(String, String)>,
-    pub append: Vec<(String, String)>,
+    /// In configuration order; values Envoy would skip (empty without `keep_empty_value`)
+    /// are left out.
+    pub add: Vec<(String, String, AppendAction)>,
     pub remove: Vec<String>,
 }
 
 impl HeaderChanges {
-    /// Applies the changes to a response's headers.
+    /// Applies the changes as one Envoy `HeaderParser` does: removals first; then each header
+    /// to add is sorted, by its action and whether the header is there now, into overwrites
+    /// and additions; then all overwrites, then all additions.
+    // Envoy v1.36 source/common/router/header_parser.cc, HeaderParser::evaluateHeaders.
     pub fn apply(&self, headers: &mut Vec<(String, String)>) {
-        apply_mutations(headers, &self.remove, &self.set, &self.append);
+        headers.retain(|(k, _)| !self.remove.iter().any(|r| r.eq_ignore_ascii_case(k)));
+        let present = |headers: &[(String, String)], k: &str| {
+            headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k))
+        };
+        let mut overwrite = Vec::new();
+        let mut add = Vec::new();
+        for (k, v, action) in &self.add {
+            match action {
+                AppendAction::AppendIfExistsOrAdd => add.push((k, v)),
+                AppendAction::AddIfAbsent if !present(headers, k) => add.push((k, v)),
+                AppendAction::AddIfAbsent => {}
+                AppendAction::OverwriteIfExists if !present(headers, k) => {}
+                AppendAction::OverwriteIfExists | AppendAction::OverwriteIfExistsOrAdd => {
+                    overwrite.push((k, v))
+                }
+            }
+        }
+        for (k, v) in overwrite {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), v.clone()));
+        }
+        for (k, v) in add {
+            headers.push((k.clone(), v.clone()));
+        }
     }
 
-    fn extend(&mut self, other: &HeaderChanges) {
-        self.set.extend(other.set.iter().cloned());
-        self.append.extend(other.append.iter().cloned());
-        self.remove.extend(other.remove.iter().cloned());
+    fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
     }
 }
 
@@ -136,7 +187,13 @@ pub fn simulate(config: &ProxyConfig<'_>, request: &Request) -> Result<Outcome, 
         _ => return Err("HttpConnectionManager without routes".into()),
     };
     rejection(route_config).map_or(Ok(()), Err)?;
-    route_request(config, route_config, request)
+    // The CORS filter acts only where the connection manager runs it.
+    let cors_filter = hcm
+        .http_filters
+        .iter()
+        .find(|f| f.name == lanyard_xds::names::filters::CORS && !f.disabled)
+        .map(|f| f.name.as_str());
+    route_request(config, route_config, request, cors_filter)
 }
 
 /// The listener that gets a connection to `ip:port` captured by the outbound listener
@@ -332,10 +389,11 @@ fn route_request(
     config: &ProxyConfig<'_>,
     route_config: &RouteConfiguration,
     request: &Request,
+    cors_filter: Option<&str>,
 ) -> Result<Outcome, String> {
     let not_found = Outcome::Responded {
         status: 404,
-        response_headers: HeaderChanges::default(),
+        response_headers: Vec::new(),
     };
     let Some(vhost) = virtual_host(route_config, &request.authority) else {
         return Ok(not_found);
@@ -351,27 +409,77 @@ fn route_request(
     }) else {
         return Ok(not_found);
     };
-    let route_response = changes(
-        &route.response_headers_to_add,
-        &route.response_headers_to_remove,
-    );
+    // Envoy v1.36 source/common/router/config_impl.cc, RouteEntryImplBase::finalizeRequestHeaders
+    // and finalizeResponseHeaders (getHeaderParsers): the route's changes, then the virtual
+    // host's, then the route configuration's, "later evaluated header parser wins"; the other
+    // way round with `most_specific_header_mutations_wins`.
+    let ordered = |levels: [HeaderChanges; 3]| {
+        let mut levels = Vec::from(levels);
+        if route_config.most_specific_header_mutations_wins {
+            levels.reverse();
+        }
+        levels.retain(|l| !l.is_empty());
+        levels
+    };
+    let route_response = ordered([
+        changes(
+            &route.response_headers_to_add,
+            &route.response_headers_to_remove,
+        ),
+        changes(
+            &vhost.response_headers_to_add,
+            &vhost.response_headers_to_remove,
+        ),
+        changes(
+            &route_config.response_headers_to_add,
+            &route_config.response_headers_to_remove,
+        ),
+    ]);
+    let route_request_changes = ordered([
+        changes(
+            &route.request_headers_to_add,
+            &route.request_headers_to_remove,
+        ),
+        changes(
+            &vhost.request_headers_to_add,
+            &vhost.request_headers_to_remove,
+        ),
+        changes(
+            &route_config.request_headers_to_add,
+            &route_config.request_headers_to_remove,
+        ),
+    ]);
     match &route.action {
         Some(route::Action::DirectResponse(d)) => Ok(Outcome::Responded {
             status: u16::try_from(d.status).map_err(|e| e.to_string())?,
             response_headers: route_response,
         }),
-        Some(route::Action::Redirect(r)) => Ok(redirect(r, route, request, path, query)),
+        Some(route::Action::Redirect(r)) => {
+            let (status, location) = redirect(r, route, request)?;
+            Ok(Outcome::Redirected {
+                status,
+                location,
+                response_headers: route_response,
+            })
+        }
         Some(route::Action::Route(action)) => {
-            let mut headers = request.headers.clone();
-            changes(
-                &route.request_headers_to_add,
-                &route.request_headers_to_remove,
-            )
-            .apply(&mut headers);
+            let cors = match cors_filter {
+                Some(name) => cors_policies(name, vhost, route)?,
+                None => Vec::new(),
+            };
+            let cors_response = match cors_preflight(&cors, request)? {
+                Cors::Answered(headers) => {
+                    return Ok(Outcome::Responded {
+                        status: 200,
+                        response_headers: vec![headers],
+                    });
+                }
+                Cors::Forward(headers) => headers,
+            };
             let rewritten_path = rewrite_path(action, route, path, query)?;
-            let authority = match &action.host_rewrite_specifier {
-                Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => h.clone(),
-                _ => request.authority.clone(),
+            let route_host = match &action.host_rewrite_specifier {
+                Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(h.clone()),
+                _ => None,
             };
             let not_found_status = match action.cluster_not_found_response_code {
                 1 => 404,
@@ -379,43 +487,74 @@ fn route_request(
                 _ => 503,
             };
             let exists = |name: &str| config.clusters.iter().any(|c| c.name == name);
-            let backends = match &action.cluster_specifier {
-                Some(route_action::ClusterSpecifier::Cluster(name)) => vec![Forwarded {
-                    cluster: name.clone(),
-                    weight: 1,
-                    not_found_status: (!exists(name)).then_some(not_found_status),
+            // What leaves the proxy for one backend: Envoy v1.36
+            // source/common/router/weighted_cluster_specifier.cc, WeightedClusterEntry::
+            // finalizeRequestHeaders applies the weighted cluster's header changes and its
+            // host_rewrite_literal first, then the route's (config_impl.cc
+            // finalizeRequestHeaders: route, virtual host and configuration levels, then the
+            // route's host rewrite in finalizeHostHeader).
+            let forwarded = |cluster: &str,
+                             weight: u32,
+                             cluster_request: &HeaderChanges,
+                             cluster_host: Option<&str>,
+                             cluster_response: HeaderChanges| {
+                let mut headers = request.headers.clone();
+                let mut authority = request.authority.clone();
+                cluster_request.apply(&mut headers);
+                if let Some(h) = cluster_host {
+                    authority = h.to_string();
+                }
+                for level in &route_request_changes {
+                    level.apply(&mut headers);
+                }
+                if let Some(h) = &route_host {
+                    authority = h.clone();
+                }
+                Forwarded {
+                    cluster: cluster.to_string(),
+                    weight,
+                    not_found_status: (!exists(cluster)).then_some(not_found_status),
                     path: rewritten_path.clone(),
-                    authority: authority.clone(),
-                    headers: headers.clone(),
-                    response_headers: HeaderChanges::default(),
-                }],
+                    authority,
+                    headers,
+                    response_headers: cluster_response,
+                }
+            };
+            let backends = match &action.cluster_specifier {
+                Some(route_action::ClusterSpecifier::Cluster(name)) => vec![forwarded(
+                    name,
+                    1,
+                    &HeaderChanges::default(),
+                    None,
+                    HeaderChanges::default(),
+                )],
                 Some(route_action::ClusterSpecifier::WeightedClusters(w)) => w
                     .clusters
                     .iter()
                     .map(|c| {
-                        let mut headers = headers.clone();
-                        changes(&c.request_headers_to_add, &c.request_headers_to_remove)
-                            .apply(&mut headers);
-                        Forwarded {
-                            cluster: c.name.clone(),
-                            weight: c.weight.as_ref().map_or(0, |w| w.value),
-                            not_found_status: (!exists(&c.name)).then_some(not_found_status),
-                            path: rewritten_path.clone(),
-                            authority: authority.clone(),
-                            headers,
-                            response_headers: changes(
-                                &c.response_headers_to_add,
-                                &c.response_headers_to_remove,
-                            ),
-                        }
+                        let host = c.host_rewrite_specifier.as_ref().map(|h| {
+                            let weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(h) = h;
+                            h.as_str()
+                        });
+                        forwarded(
+                            &c.name,
+                            c.weight.as_ref().map_or(0, |w| w.value),
+                            &changes(&c.request_headers_to_add, &c.request_headers_to_remove),
+                            host,
+                            changes(&c.response_headers_to_add, &c.response_headers_to_remove),
+                        )
                     })
                     .filter(|f| f.weight > 0)
                     .collect(),
                 other => return Err(format!("unsupported cluster specifier {other:?}")),
             };
+            let mut response_headers = route_response;
+            // The CORS filter's encodeHeaders runs on the upstream response after the router
+            // applied the route's changes.
+            response_headers.extend(cors_response);
             Ok(Outcome::Forwarded {
                 backends,
-                response_headers: route_response,
+                response_headers,
             })
         }
         other => Err(format!("unsupported route action {other:?}")),
@@ -511,9 +650,12 @@ fn matches(
 }
 
 fn header_matches(h: &HeaderMatcher, request: &Request) -> bool {
+    // Envoy lower-cases the matcher's name, and its request header map serves `host` as
+    // `:authority` (Envoy v1.36 source/common/http/header_map_impl.cc, the
+    // StaticLookupTable<RequestHeaderMap> entry for Headers::get().HostLegacy).
     let value: Option<String> = if h.name == ":method" {
         Some(request.method.clone())
-    } else if h.name == ":authority" {
+    } else if h.name == ":authority" || h.name.eq_ignore_ascii_case("host") {
         Some(request.authority.clone())
     } else {
         let values: Vec<&str> = request
@@ -738,74 +880,296 @@ fn with_query(path: String, query: &str) -> String {
     }
 }
 
-fn redirect(
-    r: &RedirectAction,
-    route: &envoy_types::pb::envoy::config::route::v3::Route,
-    request: &Request,
-    path: &str,
-    query: &str,
-) -> Outcome {
+/// The status and `Location` of a redirect. Envoy v1.36 source/common/router/router.cc
+/// (Filter::decodeHeaders: a direct response first rewrites the path with
+/// `rewritePathHeader`, then `newUri` gives the Location) and source/common/http/utility.cc
+/// (Utility::newUri, processRequestHost):
+/// - scheme: `scheme_redirect`, else `https` for `https_redirect`, else the request's;
+/// - port: `:<port_redirect>` whenever it is set (80 and 443 too), else none of its own;
+/// - host: `host_redirect` as given (so no port unless `port_redirect`), else the request's
+///   authority, whose port is dropped when `port_redirect` is set, or when the new scheme
+///   differs from `x-forwarded-proto` and the port is that protocol's default (`:80` for http,
+///   `:443` for https); any other port stays, whatever the new scheme;
+/// - path: `path_redirect` (with the request's query unless it has one of its own), or the
+///   request's path after a prefix or regex rewrite; `strip_query` drops the query.
+fn redirect(r: &RedirectAction, route: &Route, request: &Request) -> Result<(u16, String), String> {
     let status = match r.response_code {
         0 => 301,
         1 => 302,
         2 => 303,
         3 => 307,
         4 => 308,
-        _ => 0,
+        other => return Err(format!("unknown redirect response code {other}")),
     };
+    // The sidecar's listeners are plain text: Envoy's :scheme is http, and
+    // x-forwarded-proto is the client's if it sent one (use_remote_address is unset), else
+    // http (source/common/http/conn_manager_utility.cc, mutateRequestHeaders).
+    let forwarded_proto = request
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-proto"))
+        .map_or("http", |(_, v)| v.as_str());
     let scheme = match &r.scheme_rewrite_specifier {
-        Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s)) => s.clone(),
-        Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true)) => "https".into(),
-        _ => "http".into(),
-    };
-    let (request_host, request_port) = match request.authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => {
-            (h.to_string(), Some(p.to_string()))
+        Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s)) if !s.is_empty() => {
+            s.as_str()
         }
-        _ => (request.authority.clone(), None),
-    };
-    let host = if r.host_redirect.is_empty() {
-        request_host
-    } else {
-        r.host_redirect.clone()
+        Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true)) => "https",
+        _ => "http",
     };
     let port = if r.port_redirect != 0 {
-        Some(r.port_redirect.to_string())
-    } else if scheme != "http" {
-        // Envoy drops the original port when the scheme changes.
-        None
+        format!(":{}", r.port_redirect)
     } else {
-        request_port
+        String::new()
     };
-    let default_port = if scheme == "https" { "443" } else { "80" };
-    let port = port.filter(|p| p != default_port);
-    let new_path = match &r.path_rewrite_specifier {
-        Some(redirect_action::PathRewriteSpecifier::PathRedirect(p)) => p.clone(),
+    let host = if r.host_redirect.is_empty() {
+        request_host(&request.authority, forwarded_proto, scheme, &port)
+    } else {
+        r.host_redirect.as_str()
+    };
+    let query_start = request.path.find('?');
+    let mut path = match &r.path_rewrite_specifier {
+        Some(redirect_action::PathRewriteSpecifier::PathRedirect(p)) => {
+            if p.contains('?') {
+                p.clone()
+            } else {
+                format!("{p}{}", query_start.map_or("", |i| &request.path[i..]))
+            }
+        }
         Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(p)) => {
-            let prefix = matched_prefix(route).unwrap_or("");
-            format!("{p}{}", &path[prefix.len().min(path.len())..])
+            // The matched part of the path is replaced (RouteEntryImplBase::finalizePathHeader):
+            // a prefix route's prefix, an exact route's path, a regex route's whole path.
+            let matched = match route
+                .r#match
+                .as_ref()
+                .and_then(|m| m.path_specifier.as_ref())
+            {
+                Some(route_match::PathSpecifier::Prefix(m))
+                | Some(route_match::PathSpecifier::PathSeparatedPrefix(m))
+                | Some(route_match::PathSpecifier::Path(m)) => m.len(),
+                Some(route_match::PathSpecifier::SafeRegex(_)) => {
+                    query_start.unwrap_or(request.path.len())
+                }
+                other => return Err(format!("prefix_rewrite redirect on {other:?}")),
+            };
+            format!("{p}{}", &request.path[matched.min(request.path.len())..])
         }
         Some(redirect_action::PathRewriteSpecifier::RegexRewrite(rr)) => {
-            let pattern = rr.pattern.as_ref().map(|p| p.regex.as_str()).unwrap_or("");
-            regex_rewrite(pattern, path, &rr.substitution).unwrap_or_else(|_| path.to_string())
+            let pattern = rr.pattern.as_ref().ok_or("regex_rewrite without pattern")?;
+            let (just_path, rest) = request
+                .path
+                .split_at(query_start.unwrap_or(request.path.len()));
+            format!(
+                "{}{rest}",
+                regex_rewrite(&pattern.regex, just_path, &rr.substitution)?
+            )
         }
-        _ => path.to_string(),
+        _ => request.path.clone(),
     };
-    let new_path = if r.strip_query {
-        new_path
-    } else {
-        with_query(new_path, query)
-    };
-    let authority = match port {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
-    };
-    Outcome::Redirected {
-        status,
-        location: format!("{scheme}://{authority}{new_path}"),
+    if !path.starts_with('/') {
+        path.insert(0, '/');
     }
+    let path_redirect_has_query = matches!(
+        &r.path_rewrite_specifier,
+        Some(redirect_action::PathRewriteSpecifier::PathRedirect(p)) if p.contains('?')
+    );
+    if r.strip_query
+        && !path_redirect_has_query
+        && let Some(i) = path.find('?')
+    {
+        path.truncate(i);
+    }
+    Ok((status, format!("{scheme}://{host}{port}{path}")))
 }
 
+/// The request's authority as a redirect prints it (Envoy's processRequestHost): without its
+/// port when the redirect sets a port, or when the scheme changes from x-forwarded-proto's
+/// and the port is that protocol's default.
+fn request_host<'a>(
+    authority: &'a str,
+    forwarded_proto: &str,
+    scheme: &str,
+    port: &str,
+) -> &'a str {
+    let port_start = if authority.starts_with('[') {
+        authority.rfind("]:").map(|i| i + 1)
+    } else {
+        authority.rfind(':')
+    };
+    let Some(i) = port_start else {
+        return authority;
+    };
+    let request_port = &authority[i..];
+    let mut remove = !port.is_empty();
+    if scheme != forwarded_proto {
+        remove |= forwarded_proto.eq_ignore_ascii_case("https") && request_port == ":443";
+        remove |= forwarded_proto.eq_ignore_ascii_case("http") && request_port == ":80";
+    }
+    if remove { &authority[..i] } else { authority }
+}
+
+/// The CORS policies that apply to a route, most specific first: the route's, then the
+/// virtual host's, under the connection manager's filter name `filter` (Envoy v1.36
+/// source/extensions/filters/http/cors/cors_filter.cc, initializeCorsPolicies). A disabled
+/// per-route FilterConfig turns the filter off for the route.
+fn cors_policies(
+    filter: &str,
+    vhost: &VirtualHost,
+    route: &Route,
+) -> Result<Vec<CorsPolicy>, String> {
+    let mut out = Vec::new();
+    for config in [
+        &route.typed_per_filter_config,
+        &vhost.typed_per_filter_config,
+    ] {
+        let Some(any) = config.get(filter) else {
+            continue;
+        };
+        let any = if any.type_url.ends_with("envoy.config.route.v3.FilterConfig") {
+            let wrapped = FilterConfig::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+            if wrapped.disabled {
+                return Ok(Vec::new());
+            }
+            match wrapped.config {
+                Some(inner) => inner,
+                None => continue,
+            }
+        } else {
+            any.clone()
+        };
+        if !any
+            .type_url
+            .ends_with("envoy.extensions.filters.http.cors.v3.CorsPolicy")
+        {
+            return Err(format!("CORS filter config of type {}", any.type_url));
+        }
+        let policy = CorsPolicy::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+        if policy.filter_enabled.is_some() || policy.shadow_enabled.is_some() {
+            return Err("CORS filter_enabled / shadow_enabled are not modelled".into());
+        }
+        out.push(policy);
+    }
+    Ok(out)
+}
+
+enum Cors {
+    /// A preflight the filter answers itself, with these response headers.
+    Answered(HeaderChanges),
+    /// Goes on to the router; the filter sets these headers on the response.
+    Forward(Vec<HeaderChanges>),
+}
+
+/// Envoy v1.36 source/extensions/filters/http/cors/cors_filter.cc: `decodeHeaders` answers a
+/// preflight (OPTIONS with a non-empty Origin and Access-Control-Request-Method) itself with a
+/// 200, unless the origin is not allowed and `forward_not_matching_preflights` (default true)
+/// lets it through; `encodeHeaders` then sets Access-Control-Allow-Origin (and
+/// -Allow-Credentials, -Expose-Headers) on any response to an allowed origin, the preflight's
+/// included. Each field comes from the first policy that sets it.
+fn cors_preflight(policies: &[CorsPolicy], request: &Request) -> Result<Cors, String> {
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let origin = header("origin");
+    if policies.is_empty() || origin.is_empty() {
+        return Ok(Cors::Forward(Vec::new()));
+    }
+    let first =
+        |f: fn(&CorsPolicy) -> &str| policies.iter().map(f).find(|v| !v.is_empty()).unwrap_or("");
+    let origins = policies
+        .iter()
+        .map(|p| &p.allow_origin_string_match)
+        .find(|o| !o.is_empty());
+    let allowed = origins.is_some_and(|o| {
+        o.iter()
+            .any(|m| string_matches(m, "*") || string_matches(m, origin))
+    });
+    let credentials = policies
+        .iter()
+        .find_map(|p| p.allow_credentials.as_ref())
+        .is_some_and(|b| b.value);
+    let forward_not_matching = policies
+        .iter()
+        .find_map(|p| p.forward_not_matching_preflights.as_ref())
+        .is_none_or(|b| b.value);
+    // What encodeHeaders sets on the response to an allowed origin.
+    let mut on_response = HeaderChanges::default();
+    if allowed {
+        let set = |k: &str, v: &str| {
+            (
+                k.to_string(),
+                v.to_string(),
+                AppendAction::OverwriteIfExistsOrAdd,
+            )
+        };
+        on_response
+            .add
+            .push(set("access-control-allow-origin", origin));
+        if credentials {
+            on_response
+                .add
+                .push(set("access-control-allow-credentials", "true"));
+        }
+        let expose = first(|p| &p.expose_headers);
+        if !expose.is_empty() {
+            on_response
+                .add
+                .push(set("access-control-expose-headers", expose));
+        }
+    }
+    let request_method = header("access-control-request-method");
+    let preflight = request.method == "OPTIONS" && !request_method.is_empty();
+    if !preflight || (!allowed && forward_not_matching) {
+        return Ok(Cors::Forward(if on_response.is_empty() {
+            Vec::new()
+        } else {
+            vec![on_response]
+        }));
+    }
+    let mut answer = HeaderChanges::default();
+    let mut set = |k: &str, v: &str| {
+        answer.add.push((
+            k.to_string(),
+            v.to_string(),
+            AppendAction::OverwriteIfExistsOrAdd,
+        ))
+    };
+    if allowed {
+        set("access-control-allow-origin", origin);
+    }
+    if credentials {
+        set("access-control-allow-credentials", "true");
+    }
+    match first(|p| &p.allow_methods) {
+        "" => {}
+        "*" => set("access-control-allow-methods", request_method),
+        methods => set("access-control-allow-methods", methods),
+    }
+    match first(|p| &p.allow_headers) {
+        "" => {}
+        "*" => set(
+            "access-control-allow-headers",
+            header("access-control-request-headers"),
+        ),
+        headers => set("access-control-allow-headers", headers),
+    }
+    let max_age = first(|p| &p.max_age);
+    if !max_age.is_empty() {
+        set("access-control-max-age", max_age);
+    }
+    // The answer passes the encoder filters, the CORS filter's own encodeHeaders included.
+    for change in on_response.add {
+        answer.add.retain(|(k, _, _)| k != &change.0);
+        answer.add.push(change);
+    }
+    Ok(Cors::Answered(answer))
+}
+
+/// One level's header changes. Envoy v1.36 source/common/router/header_parser.cc
+/// (HeadersToAddEntry): the deprecated `append`, when set, picks APPEND_IF_EXISTS_OR_ADD or
+/// OVERWRITE_IF_EXISTS_OR_ADD; an empty value is skipped unless `keep_empty_value`.
 fn changes(add: &[HeaderValueOption], remove: &[String]) -> HeaderChanges {
     let mut out = HeaderChanges {
         remove: remove.to_vec(),
@@ -820,32 +1184,30 @@ fn changes(add: &[HeaderValueOption], remove: &[String]) -> HeaderChanges {
         } else {
             header.value.clone()
         };
-        // append_action: 0 APPEND_IF_EXISTS_OR_ADD, 1 ADD_IF_ABSENT, 2 OVERWRITE_IF_EXISTS_OR_ADD.
-        let append = option.append_action == 0;
-        if append {
-            out.append.push((header.key.clone(), value));
-        } else {
-            out.set.push((header.key.clone(), value));
+        // Envoy reads the value as a format string, where `%%` is a literal `%`
+        // (source/common/formatter/substitution_formatter.cc); commands (`%CMD%`) are not
+        // modelled and stay as written.
+        let value = value.replace("%%", "%");
+        if value.is_empty() && !option.keep_empty_value {
+            continue;
         }
+        #[allow(deprecated)]
+        let append = option.append.as_ref().map(|b| b.value);
+        let action = match append {
+            Some(true) => AppendAction::AppendIfExistsOrAdd,
+            Some(false) => AppendAction::OverwriteIfExistsOrAdd,
+            None => match HeaderAppendAction::try_from(option.append_action) {
+                Ok(HeaderAppendAction::AddIfAbsent) => AppendAction::AddIfAbsent,
+                Ok(HeaderAppendAction::OverwriteIfExistsOrAdd) => {
+                    AppendAction::OverwriteIfExistsOrAdd
+                }
+                Ok(HeaderAppendAction::OverwriteIfExists) => AppendAction::OverwriteIfExists,
+                _ => AppendAction::AppendIfExistsOrAdd,
+            },
+        };
+        out.add.push((header.key.clone(), value, action));
     }
     out
-}
-
-/// Envoy removes headers first, then applies the additions in order.
-fn apply_mutations(
-    headers: &mut Vec<(String, String)>,
-    remove: &[String],
-    set: &[(String, String)],
-    append: &[(String, String)],
-) {
-    headers.retain(|(k, _)| !remove.iter().any(|r| r.eq_ignore_ascii_case(k)));
-    for (k, v) in set {
-        headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(k));
-        headers.push((k.clone(), v.clone()));
-    }
-    for (k, v) in append {
-        headers.push((k.clone(), v.clone()));
-    }
 }
 
 /// The endpoints (ip, port) an EDS cluster's load balancer sends new requests to, each with an
@@ -963,12 +1325,16 @@ pub fn fractions<K: Ord>(weights: impl IntoIterator<Item = (K, u32)>) -> BTreeMa
         .collect()
 }
 
-/// Response headers after the route's and the backend's changes.
-pub fn response_headers(route: &HeaderChanges, backend: &HeaderChanges) -> Vec<(String, String)> {
-    let mut all = HeaderChanges::default();
-    all.extend(backend);
-    all.extend(route);
+/// Response headers after the backend's changes and then each level above it, in order (as
+/// [`Outcome`] lists them).
+pub fn response_headers(
+    levels: &[HeaderChanges],
+    backend: &HeaderChanges,
+) -> Vec<(String, String)> {
     let mut headers = Vec::new();
-    all.apply(&mut headers);
+    backend.apply(&mut headers);
+    for level in levels {
+        level.apply(&mut headers);
+    }
     headers
 }

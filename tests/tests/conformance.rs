@@ -96,9 +96,16 @@ fn observe(
             status,
             simulate::response_headers(&response_headers, &Default::default()),
         )),
-        Outcome::Redirected { status, location } => Observed {
+        Outcome::Redirected {
+            status,
+            location,
+            response_headers,
+        } => Observed {
             location: Some(location),
-            ..Observed::one(local(status, vec![]))
+            ..Observed::one(local(
+                status,
+                simulate::response_headers(&response_headers, &Default::default()),
+            ))
         },
         Outcome::Tunnelled { cluster } => {
             // Pass-through: the connection reaches the address the application dialled.

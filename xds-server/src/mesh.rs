@@ -134,10 +134,10 @@ struct Flavours {
 
 impl Flavours {
     /// Both forms of `table`, shared when proxyless gRPC needs nothing different.
-    fn of(name: &str, table: &RouteTable, ctx: &RouteContext<'_>) -> Self {
-        let envoy = Arc::new(routes::for_table(name, table, ProxyKind::Envoy, ctx));
+    fn of(name: &str, table: &RouteTable, port: u16, ctx: &RouteContext<'_>) -> Self {
+        let envoy = Arc::new(routes::for_table(name, table, port, ProxyKind::Envoy, ctx));
         if routes::differs_for_grpc(table) {
-            let (grpc, origins) = routes::for_table_grpc(name, table, ctx);
+            let (grpc, origins) = routes::for_table_grpc(name, table, port, ctx);
             Flavours {
                 envoy,
                 grpc: Arc::new(grpc),
@@ -258,7 +258,10 @@ fn port_routes(
     match routing.and_then(|r| r.producer.as_ref()) {
         Some(table) => {
             shape.producer = Some(empty(table));
-            variants.insert(RoutingVariant::Producer, Flavours::of(name, table, ctx));
+            variants.insert(
+                RoutingVariant::Producer,
+                Flavours::of(name, table, key.port, ctx),
+            );
         }
         None => {
             variants.insert(
@@ -271,7 +274,7 @@ fn port_routes(
         shape.consumers.insert(namespace.clone(), empty(table));
         variants.insert(
             RoutingVariant::Consumer(namespace.clone()),
-            Flavours::of(name, table, ctx),
+            Flavours::of(name, table, key.port, ctx),
         );
     }
     PortRoutes {

@@ -177,7 +177,7 @@ fn chosen_variant_agrees_with_the_model() {
                 let port_key = lanyard_model::ServicePortKey::new(key.clone(), port.port);
                 let name = crate::names::route_config(&port_key, "cluster.local");
                 let expected = match model.table_for(&port_key, &NamespaceName::new(namespace)) {
-                    Some(table) => crate::routes::for_table(&name, table, kind, &ctx),
+                    Some(table) => crate::routes::for_table(&name, table, port.port, kind, &ctx),
                     None => crate::routes::single_cluster(
                         &name,
                         &crate::names::outbound_cluster(&port_key, "cluster.local"),

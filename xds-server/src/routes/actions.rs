@@ -109,9 +109,26 @@ pub fn forward(
     action
 }
 
-/// A redirect: scheme, host, port and path as given (unset parts keep the request's), the
-/// status mapped to Envoy's codes (302 for anything unknown).
-pub fn redirect(redirect: &Redirect, matched: &MatchedPrefix) -> RedirectAction {
+/// A redirect whose `Location`, as Envoy builds it, is the one the Gateway API asks for; the
+/// status mapped to Envoy's codes (302 for anything unknown). `service_port` is the Service
+/// port the route serves: the "listener port" of the spec's port rules.
+///
+/// The spec (HTTPRequestRedirectFilter `port`): without a port, the redirect port is the
+/// well-known port of the redirect scheme when one is given (80 for http, 443 for https),
+/// else the listener port; the Location carries no port when it is the scheme's well-known
+/// one. Envoy (v1.36 source/common/http/utility.cc, Utility::newUri and processRequestHost)
+/// prints `port_redirect` whenever it is set, 80 and 443 included, in place of the request's
+/// port; without it, a `host_redirect` gets no port, and the request's authority keeps its
+/// port unless the scheme changes from x-forwarded-proto's and the port is that protocol's
+/// default (`:80` for http). So:
+/// - a redirect port other than the scheme's well-known one is `port_redirect`;
+/// - a well-known port with a hostname: no `port_redirect`, so no port;
+/// - a well-known port without a hostname, on Service port 80: no `port_redirect`, and the
+///   request's authority (normally without a port there) is printed as it came;
+/// - a well-known port without a hostname on another Service port: the client's authority
+///   normally carries that port (`echo:8080`), which Envoy would keep, so `port_redirect` is
+///   the well-known port: the port the spec requires, printed (`https://echo:443/`).
+pub fn redirect(redirect: &Redirect, matched: &MatchedPrefix, service_port: u16) -> RedirectAction {
     let path_rewrite_specifier = match &redirect.path {
         None => None,
         Some(PathRewrite::Full(path)) => Some(PathRewriteSpecifier::PathRedirect(path.clone())),
@@ -121,13 +138,28 @@ pub fn redirect(redirect: &Redirect, matched: &MatchedPrefix) -> RedirectAction 
             PathEdit::Regex(r) => Some(PathRewriteSpecifier::RegexRewrite(r)),
         },
     };
+    // Mesh listeners take plain HTTP: the request's scheme is http.
+    let well_known = match redirect.scheme.as_deref() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let port = redirect.port.unwrap_or(match redirect.scheme {
+        Some(_) => well_known,
+        None => service_port,
+    });
+    let port_redirect = if port != well_known || (redirect.hostname.is_none() && service_port != 80)
+    {
+        u32::from(port)
+    } else {
+        0
+    };
     RedirectAction {
         scheme_rewrite_specifier: redirect
             .scheme
             .clone()
             .map(SchemeRewriteSpecifier::SchemeRedirect),
         host_redirect: redirect.hostname.clone().unwrap_or_default(),
-        port_redirect: redirect.port.map(u32::from).unwrap_or(0),
+        port_redirect,
         path_rewrite_specifier,
         response_code: redirect_code(redirect.status) as i32,
         ..Default::default()
@@ -385,6 +417,7 @@ mod tests {
                 status: 301,
             },
             &MatchedPrefix::Root,
+            80,
         );
         assert_eq!(
             r.scheme_rewrite_specifier,
@@ -421,6 +454,7 @@ mod tests {
                     status: 302,
                 },
                 &MatchedPrefix::Segments("/old".into()),
+                80,
             )
         };
         let exact = prefix("/new");
@@ -434,5 +468,40 @@ mod tests {
             prefix("/").path_rewrite_specifier,
             Some(PathRewriteSpecifier::RegexRewrite(_))
         ));
+    }
+
+    /// The port Envoy is given for each of the spec's port rules (see [`redirect`]).
+    #[test]
+    fn redirect_ports_follow_the_spec_through_envoys_rules() {
+        let port_redirect = |scheme: Option<&str>, host: bool, port: Option<u16>, service: u16| {
+            redirect(
+                &Redirect {
+                    scheme: scheme.map(str::to_string),
+                    hostname: host.then(|| "example.org".to_string()),
+                    path: None,
+                    port,
+                    status: 302,
+                },
+                &MatchedPrefix::Root,
+                service,
+            )
+            .port_redirect
+        };
+        // Service port 80, nothing set: the request's authority as it came.
+        assert_eq!(port_redirect(None, false, None, 80), 0);
+        // Another Service port: the listener port, printed in place of the request's.
+        assert_eq!(port_redirect(None, false, None, 8080), 8080);
+        assert_eq!(port_redirect(None, true, None, 8080), 8080);
+        // A scheme alone: its well-known port, which a hostname lets Envoy leave out.
+        assert_eq!(port_redirect(Some("https"), true, None, 8080), 0);
+        assert_eq!(port_redirect(Some("https"), false, None, 80), 0);
+        // ... but a request authority with port 8080 would keep it: 443 is printed instead.
+        assert_eq!(port_redirect(Some("https"), false, None, 8080), 443);
+        // A well-known port given explicitly is the same as none.
+        assert_eq!(port_redirect(Some("https"), true, Some(443), 80), 0);
+        assert_eq!(port_redirect(None, true, Some(80), 8080), 0);
+        // Any other port is printed.
+        assert_eq!(port_redirect(Some("https"), true, Some(80), 80), 80);
+        assert_eq!(port_redirect(None, false, Some(8083), 80), 8083);
     }
 }

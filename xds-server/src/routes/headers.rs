@@ -56,6 +56,37 @@ fn literal(value: &str) -> String {
     value.replace('%', "%%")
 }
 
+/// One modifier holding `first` then `second`, as a single Envoy header parser applies it
+/// (removals, then overwrites, then appends): the headers `second` removes or sets lose
+/// whatever `first` did to them; on the others `first` acts, and `second`'s additions follow
+/// `first`'s. Names compare case-insensitively.
+pub fn then(first: &HeaderModifier, second: &HeaderModifier) -> HeaderModifier {
+    let replaced = |name: &str| {
+        second
+            .remove
+            .iter()
+            .chain(second.set.iter().map(|(n, _)| n))
+            .any(|n| n.eq_ignore_ascii_case(name))
+    };
+    let kept = |list: &[(String, String)]| {
+        list.iter()
+            .filter(|(n, _)| !replaced(n))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    HeaderModifier {
+        set: [kept(&first.set), second.set.clone()].concat(),
+        add: [kept(&first.add), second.add.clone()].concat(),
+        remove: first
+            .remove
+            .iter()
+            .filter(|n| !replaced(n))
+            .chain(&second.remove)
+            .cloned()
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +216,40 @@ mod tests {
                 "virtual_hosts[0].request_headers_to_add[0].header.value",
                 "Incorrect configuration: 50%. Couldn't find valid command at position 2"
             )]
+        );
+    }
+
+    /// Rule first, backend after: the backend's set and remove replace what the rule did to
+    /// that header, its additions follow the rule's.
+    #[test]
+    fn then_composes_two_modifiers_into_one_level() {
+        let rule = HeaderModifier {
+            set: vec![
+                ("X-Level".into(), "rule".into()),
+                ("x-gone".into(), "rule".into()),
+            ],
+            add: vec![("x-both".into(), "rule".into())],
+            remove: vec!["x-client".into()],
+        };
+        let backend = HeaderModifier {
+            set: vec![("x-level".into(), "backend".into())],
+            add: vec![
+                ("x-both".into(), "backend".into()),
+                ("x-client".into(), "backend".into()),
+            ],
+            remove: vec!["X-Gone".into()],
+        };
+        assert_eq!(
+            then(&rule, &backend),
+            HeaderModifier {
+                set: vec![("x-level".into(), "backend".into())],
+                add: vec![
+                    ("x-both".into(), "rule".into()),
+                    ("x-both".into(), "backend".into()),
+                    ("x-client".into(), "backend".into()),
+                ],
+                remove: vec!["x-client".into(), "X-Gone".into()],
+            }
         );
     }
 }

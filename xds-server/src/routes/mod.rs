@@ -67,9 +67,12 @@ impl<'a> RouteContext<'a> {
 }
 
 /// The configuration `name` built from a route table, in the form a proxy of `kind` reads.
+/// `port` is the Service port the table routes (the "listener port" of the Gateway API's
+/// redirect rules).
 pub fn for_table(
     name: &str,
     table: &RouteTable,
+    port: u16,
     kind: ProxyKind,
     ctx: &RouteContext<'_>,
 ) -> RouteConfiguration {
@@ -79,12 +82,12 @@ pub fn for_table(
             table
                 .routes
                 .iter()
-                .map(|r| route(r, style, table.protocol, ctx))
+                .map(|r| route(r, style, table.protocol, port, ctx))
                 .collect()
         }
         ProxyKind::Grpc => for_grpc(table)
             .iter()
-            .map(|(_, r)| route(r, PathStyle::Grpc, table.protocol, ctx))
+            .map(|(_, r)| route(r, PathStyle::Grpc, table.protocol, port, ctx))
             .collect(),
     };
     configuration(name, routes)
@@ -144,11 +147,17 @@ fn for_grpc(table: &RouteTable) -> Vec<(usize, Cow<'_, lanyard_model::Route>)> {
 pub fn for_table_grpc(
     name: &str,
     table: &RouteTable,
+    port: u16,
     ctx: &RouteContext<'_>,
 ) -> (RouteConfiguration, Vec<usize>) {
     let (origins, routes) = for_grpc(table)
         .iter()
-        .map(|(origin, r)| (*origin, route(r, PathStyle::Grpc, table.protocol, ctx)))
+        .map(|(origin, r)| {
+            (
+                *origin,
+                route(r, PathStyle::Grpc, table.protocol, port, ctx),
+            )
+        })
         .unzip();
     (configuration(name, routes), origins)
 }
@@ -184,31 +193,36 @@ fn configuration(name: &str, routes: Vec<Route>) -> RouteConfiguration {
     }
 }
 
-/// One model route as an Envoy route.
+/// One model route as an Envoy route, in a table for Service port `port`.
 fn route(
     r: &lanyard_model::Route,
     style: PathStyle,
     protocol: Protocol,
+    port: u16,
     ctx: &RouteContext<'_>,
 ) -> Route {
     let matched = MatchedPrefix::of(&r.matcher.path, style);
+    let mut request_headers = Cow::Borrowed(&r.request_headers);
+    let mut response_headers = Cow::Borrowed(&r.response_headers);
     let action = match &r.action {
         Action::Forward(forward) => {
-            let mut action = actions::forward(forward, &matched, protocol, ctx);
+            let forward =
+                rule_level_onto_backends(forward, &mut request_headers, &mut response_headers);
+            let mut action = actions::forward(&forward, &matched, protocol, ctx);
             policies::apply_timeouts_and_retry(&mut action, &r.timeouts, r.retry.as_ref());
             action.request_mirror_policies = policies::mirror_policies(&r.mirrors, ctx);
             route::Action::Route(action)
         }
         Action::Redirect(redirect) => {
-            route::Action::Redirect(actions::redirect(redirect, &matched))
+            route::Action::Redirect(actions::redirect(redirect, &matched, port))
         }
         Action::DirectResponse { status } => route::Action::DirectResponse(DirectResponseAction {
             status: u32::from(*status),
             ..Default::default()
         }),
     };
-    let request = HeaderEdits::of(&r.request_headers);
-    let response = HeaderEdits::of(&r.response_headers);
+    let request = HeaderEdits::of(&request_headers);
+    let response = HeaderEdits::of(&response_headers);
     let typed_per_filter_config: HashMap<_, _> = r
         .cors
         .iter()
@@ -224,6 +238,52 @@ fn route(
         typed_per_filter_config,
         ..Default::default()
     }
+}
+
+/// The Gateway API applies a rule's filters to every request the rule matches and a
+/// backendRef's when the request goes to that backend: the rule's first, the backend's
+/// after. Envoy applies a weighted cluster's header changes and host rewrite before the
+/// route's (Envoy v1.36 source/common/router/weighted_cluster_specifier.cc,
+/// WeightedClusterEntry::finalizeRequestHeaders and finalizeResponseHeaders), so the route's
+/// would win. When a backend changes request (or response) headers, the rule's changes in
+/// that direction move onto every backend, ahead of the backend's own
+/// ([`headers::then`]), and leave the route; likewise the rule's host rewrite when a backend
+/// has its own.
+fn rule_level_onto_backends<'a>(
+    forward: &'a lanyard_model::Forward,
+    request: &mut Cow<'_, lanyard_model::HeaderModifier>,
+    response: &mut Cow<'_, lanyard_model::HeaderModifier>,
+) -> Cow<'a, lanyard_model::Forward> {
+    let mut forward = Cow::Borrowed(forward);
+    let backends_change = |f: &lanyard_model::Forward,
+                           pick: fn(&lanyard_model::Backend) -> bool| {
+        f.backends.iter().any(pick)
+    };
+    if !request.is_empty() && backends_change(&forward, |b| !b.request_headers.is_empty()) {
+        for b in &mut forward.to_mut().backends {
+            b.request_headers = headers::then(request, &b.request_headers);
+        }
+        *request = Cow::Owned(lanyard_model::HeaderModifier::default());
+    }
+    if !response.is_empty() && backends_change(&forward, |b| !b.response_headers.is_empty()) {
+        for b in &mut forward.to_mut().backends {
+            b.response_headers = headers::then(response, &b.response_headers);
+        }
+        *response = Cow::Owned(lanyard_model::HeaderModifier::default());
+    }
+    let rule_host = forward.rewrite.as_ref().and_then(|r| r.hostname.clone());
+    if let Some(host) = rule_host
+        && backends_change(&forward, |b| b.host_rewrite.is_some())
+    {
+        let f = forward.to_mut();
+        for b in &mut f.backends {
+            b.host_rewrite.get_or_insert_with(|| host.clone());
+        }
+        if let Some(rewrite) = &mut f.rewrite {
+            rewrite.hostname = None;
+        }
+    }
+    forward
 }
 
 #[cfg(test)]
@@ -265,7 +325,13 @@ mod tests {
             mk_route(prefix("/api"), forward_to(&[(web.clone(), 1)])),
             mk_route(prefix("/"), Action::DirectResponse { status: 503 }),
         ]);
-        let config = for_table("web.a.svc.cluster.local:80", &table, ProxyKind::Envoy, &ctx);
+        let config = for_table(
+            "web.a.svc.cluster.local:80",
+            &table,
+            80,
+            ProxyKind::Envoy,
+            &ctx,
+        );
         assert_eq!(config.name, "web.a.svc.cluster.local:80");
         assert_eq!(config.validate_clusters, None);
         assert_eq!(config.virtual_hosts.len(), 1);
@@ -317,14 +383,14 @@ mod tests {
         ]);
         assert!(differs_for_grpc(&table));
         assert_eq!(
-            paths(&for_table("n", &table, ProxyKind::Envoy, &ctx)),
+            paths(&for_table("n", &table, 80, ProxyKind::Envoy, &ctx)),
             [
                 PathSpecifier::PathSeparatedPrefix("/pkg.Greeter".into()),
                 PathSpecifier::Prefix("/".into()),
             ]
         );
         assert_eq!(
-            paths(&for_table("n", &table, ProxyKind::Grpc, &ctx)),
+            paths(&for_table("n", &table, 80, ProxyKind::Grpc, &ctx)),
             [
                 PathSpecifier::Path("/pkg.Greeter".into()),
                 PathSpecifier::Prefix("/pkg.Greeter/".into()),
@@ -343,8 +409,8 @@ mod tests {
         )]);
         table.protocol = Protocol::Grpc;
         assert!(!differs_for_grpc(&table));
-        let envoy = for_table("n", &table, ProxyKind::Envoy, &ctx);
-        assert_eq!(envoy, for_table("n", &table, ProxyKind::Grpc, &ctx));
+        let envoy = for_table("n", &table, 80, ProxyKind::Envoy, &ctx);
+        assert_eq!(envoy, for_table("n", &table, 80, ProxyKind::Grpc, &ctx));
         assert_eq!(
             paths(&envoy),
             [PathSpecifier::Prefix("/pkg.Greeter/".into())]
@@ -376,7 +442,7 @@ mod tests {
             with(Some("POST"), false),
         ]);
         assert!(differs_for_grpc(&table));
-        let grpc = for_table("n", &table, ProxyKind::Grpc, &ctx);
+        let grpc = for_table("n", &table, 80, ProxyKind::Grpc, &ctx);
         let routes = &grpc.virtual_hosts[0].routes;
         assert_eq!(routes.len(), 1, "{routes:#?}");
         let m = routes[0].r#match.as_ref().unwrap();
@@ -385,7 +451,7 @@ mod tests {
             "{m:?}"
         );
         assert_eq!(
-            for_table("n", &table, ProxyKind::Envoy, &ctx).virtual_hosts[0]
+            for_table("n", &table, 80, ProxyKind::Envoy, &ctx).virtual_hosts[0]
                 .routes
                 .len(),
             3
@@ -419,7 +485,7 @@ mod tests {
             allow_origins: vec!["*".into()],
             ..Default::default()
         });
-        let out = route(&r, PathStyle::Segments, Protocol::Http, &ctx);
+        let out = route(&r, PathStyle::Segments, Protocol::Http, 80, &ctx);
         assert_eq!(
             out.request_headers_to_add[0].header.as_ref().unwrap().key,
             "x-a"
@@ -460,6 +526,77 @@ mod tests {
         assert_eq!(
             cluster_of(&routes[0]),
             &ClusterSpecifier::Cluster("inbound|80||".into())
+        );
+    }
+
+    /// With a backend-level modifier, the rule's goes onto the weighted clusters ahead of it
+    /// and off the route (Envoy would apply the route's last); without one it stays.
+    #[test]
+    fn rule_level_header_changes_move_onto_backends_that_have_their_own() {
+        let model = mk_model(
+            vec![
+                mk_service("a", "v1", &["10.0.0.1"], &[(80, Protocol::Http)]),
+                mk_service("a", "v2", &["10.0.0.2"], &[(80, Protocol::Http)]),
+            ],
+            vec![],
+        );
+        let ctx = RouteContext::new(&model, "cluster.local");
+        let mut r = mk_route(
+            prefix("/"),
+            forward_to(&[(spk("a", "v1", 80), 1), (spk("a", "v2", 80), 1)]),
+        );
+        r.request_headers.set = vec![("x-level".into(), "rule".into())];
+        r.response_headers.set = vec![("x-r".into(), "rule".into())];
+        let Action::Forward(f) = &mut r.action else {
+            unreachable!()
+        };
+        f.backends[0].request_headers.set = vec![("x-level".into(), "backend".into())];
+        f.backends[0].host_rewrite = Some("backend.example".into());
+        f.rewrite = Some(lanyard_model::UrlRewrite {
+            hostname: Some("rule.example".into()),
+            path: None,
+        });
+        let out = route(&r, PathStyle::Segments, Protocol::Http, 80, &ctx);
+        assert!(out.request_headers_to_add.is_empty());
+        // No backend changes response headers: the rule's stay on the route.
+        assert_eq!(out.response_headers_to_add.len(), 1);
+        let Some(route::Action::Route(action)) = &out.action else {
+            panic!("not forwarding");
+        };
+        assert_eq!(action.host_rewrite_specifier, None);
+        let Some(ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else {
+            panic!("not weighted");
+        };
+        let view = |i: usize| {
+            let c = &w.clusters[i];
+            let headers: Vec<(&str, &str)> = c
+                .request_headers_to_add
+                .iter()
+                .map(|o| {
+                    let h = o.header.as_ref().unwrap();
+                    (h.key.as_str(), h.value.as_str())
+                })
+                .collect();
+            (headers, c.host_rewrite_specifier.clone())
+        };
+        use envoy_types::pb::envoy::config::route::v3::weighted_cluster::cluster_weight::HostRewriteSpecifier;
+        assert_eq!(
+            view(0),
+            (
+                vec![("x-level", "backend")],
+                Some(HostRewriteSpecifier::HostRewriteLiteral(
+                    "backend.example".into()
+                ))
+            )
+        );
+        assert_eq!(
+            view(1),
+            (
+                vec![("x-level", "rule")],
+                Some(HostRewriteSpecifier::HostRewriteLiteral(
+                    "rule.example".into()
+                ))
+            )
         );
     }
 }
