@@ -205,6 +205,12 @@ impl Applied {
         }
     }
 
+    /// A resource the proxy runs without having been sent it on this stream.
+    pub fn holds(&mut self, resource: &Arc<Resource>) {
+        self.running
+            .insert(resource.shared_name().clone(), resource.clone());
+    }
+
     /// The proxy acknowledged the latest response, of `version`.
     pub fn acked(&mut self, version: Option<String>) {
         self.apply(&BTreeSet::new(), "", "");
@@ -545,6 +551,103 @@ mod tests {
         sync.outstanding_nack = Some(nack);
         sync.accepted(None::<[&str; 0]>);
         assert_eq!(sync.outstanding_nack, None, "a whole-set ACK clears it");
+    }
+
+    fn cluster(name: &str, variant: &str) -> Arc<Resource> {
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        let cluster = Cluster {
+            name: name.to_string(),
+            alt_stat_name: variant.to_string(),
+            ..Default::default()
+        };
+        Arc::new(Resource::encode(name, &cluster).unwrap())
+    }
+
+    fn rejected(names: &[&str]) -> Vec<NackedResource> {
+        names
+            .iter()
+            .map(|n| NackedResource {
+                name: n.to_string(),
+                version: String::new(),
+            })
+            .collect()
+    }
+
+    fn shown(applied: &Applied, sent: &[&Arc<Resource>]) -> (Vec<String>, Vec<String>) {
+        let held = Held {
+            ty: ResourceType::Cluster,
+            version: None,
+            resources: sent.iter().map(|r| (*r).clone()).collect(),
+        };
+        let running = applied.running(&held);
+        let id = |r: &Arc<Resource>| format!("{}={}", r.name(), r.body_variant());
+        (
+            running.active.iter().map(id).collect(),
+            running.rejected.iter().map(|r| id(&r.resource)).collect(),
+        )
+    }
+
+    trait Variant {
+        fn body_variant(&self) -> String;
+    }
+
+    impl Variant for Arc<Resource> {
+        fn body_variant(&self) -> String {
+            use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+            use prost::Message;
+            let any = self.body();
+            Cluster::decode(any.value.as_slice()).unwrap().alt_stat_name
+        }
+    }
+
+    #[test]
+    fn a_nack_keeps_the_previous_version_of_what_it_rejects_and_applies_the_rest() {
+        let (a1, a2, a3) = (cluster("a", "1"), cluster("a", "2"), cluster("a", "3"));
+        let (b1, b2, c1) = (cluster("b", "1"), cluster("b", "2"), cluster("c", "1"));
+        // State of the world.
+        let mut sotw = Applied::default();
+        sotw.sent_set(vec![a1.clone(), b1.clone()].into());
+        assert_eq!(
+            shown(&sotw, &[&a1, &b1]).0,
+            Vec::<String>::new(),
+            "not yet ACKed"
+        );
+        sotw.acked(Some("v1".into()));
+        assert_eq!(shown(&sotw, &[&a1, &b1]).0, ["a=1", "b=1"]);
+        sotw.sent_set(vec![a2.clone(), b2.clone(), c1.clone()].into());
+        sotw.nacked(&rejected(&["a", "c"]), "bad a and c", "T");
+        let sent = [&a2, &b2, &c1];
+        assert_eq!(
+            shown(&sotw, &sent),
+            (
+                vec!["a=1".into(), "b=2".into()],
+                vec!["a=2".into(), "c=1".into()]
+            )
+        );
+        sotw.sent_set(vec![a3.clone(), b2.clone()].into());
+        sotw.acked(Some("v3".into()));
+        assert_eq!(
+            shown(&sotw, &[&a3, &b2]),
+            (vec!["a=3".into(), "b=2".into()], vec![])
+        );
+
+        // Incremental.
+        let mut delta = Applied::default();
+        delta.holds(&b1);
+        delta.sent_changes(&[a1.clone()], &[]);
+        delta.acked(Some("d1".into()));
+        delta.sent_changes(&[a2.clone()], &[]);
+        delta.sent_changes(&[c1.clone()], &["b".to_string()]);
+        delta.nacked(&rejected(&["a"]), "bad a", "T");
+        assert_eq!(
+            shown(&delta, &[&a2, &c1]),
+            (vec!["a=1".into(), "c=1".into()], vec!["a=2".into()])
+        );
+        // The client unsubscribed from c: no longer shown.
+        assert_eq!(shown(&delta, &[&a2]).0, ["a=1"]);
+        delta.sent_changes(&[], &["a".to_string()]);
+        delta.acked(Some("d2".into()));
+        assert_eq!(shown(&delta, &[&c1]), (vec!["c=1".into()], vec![]));
     }
 
     #[test]

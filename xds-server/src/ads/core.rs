@@ -216,6 +216,12 @@ impl StreamCore {
         self.applied.entry(ty).or_default().sent_set(set);
     }
 
+    /// Records a resource the proxy already runs (an incremental client's
+    /// `initial_resource_versions` that match).
+    pub fn holds(&mut self, ty: ResourceType, resource: &Arc<Resource>) {
+        self.applied.entry(ty).or_default().holds(resource);
+    }
+
     /// Records the changes an incremental response carries.
     pub fn sent_changes(
         &mut self,

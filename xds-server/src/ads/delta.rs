@@ -229,6 +229,7 @@ impl Delta {
                 {
                     Ok(i) if selected.resources[i].version().to_string() == version => {
                         let resource = selected.resources[i].clone();
+                        self.core.holds(ty, &resource);
                         state.held.insert(resource.shared_name().clone(), resource);
                     }
                     Ok(_) => {}
