@@ -634,10 +634,10 @@ mod tests {
         // Incremental.
         let mut delta = Applied::default();
         delta.holds(&b1);
-        delta.sent_changes(&[a1.clone()], &[]);
+        delta.sent_changes(std::slice::from_ref(&a1), &[]);
         delta.acked(Some("d1".into()));
-        delta.sent_changes(&[a2.clone()], &[]);
-        delta.sent_changes(&[c1.clone()], &["b".to_string()]);
+        delta.sent_changes(std::slice::from_ref(&a2), &[]);
+        delta.sent_changes(std::slice::from_ref(&c1), &["b".to_string()]);
         delta.nacked(&rejected(&["a"]), "bad a", "T");
         assert_eq!(
             shown(&delta, &[&a2, &c1]),
