@@ -299,10 +299,12 @@ impl StreamCore {
         }
     }
 
-    /// Counts and logs a reply to a superseded response (its nonce is not the latest): not
-    /// an ACK or NACK of what the proxy now holds, but a NACK still says the proxy refused
-    /// an earlier version, so it is a warning with the proxy's message. go-control-plane
-    /// and the xDS protocol ("ACK and NACK semantics") likewise ignore it for state.
+    /// Counts and logs a reply to a superseded response (its nonce is not the latest). The
+    /// xDS protocol (Envoy v1.36 api/xds_protocol.rst, "ACK and NACK semantics summary" and
+    /// "Resource updates") uses the nonce to tell which response a reply is about, so this
+    /// is not an ACK or NACK of what the proxy now holds and changes no state; but a NACK
+    /// still says the proxy refused an earlier version, so it is a warning with the proxy's
+    /// message rather than nothing.
     pub fn stale(
         &self,
         ty: ResourceType,
