@@ -1,8 +1,9 @@
 //! The debug HTTP endpoint (bind it to localhost: it shows every proxy's configuration).
 //!
 //! - `GET /debug/syncz`: per connected stream, the node, its namespace and pod, and per type
-//!   what was subscribed, sent (version, nonce, time, count), acknowledged, and the last
-//!   NACK with its message. JSON, sorted by node id.
+//!   what was subscribed, sent (version, nonce, time, count), acknowledged, the last
+//!   NACK with its message, and how many late NACKs of superseded responses came
+//!   (`stale_nacks`). JSON, sorted by node id.
 //! - `GET /debug/config_dump?proxy=<node id | namespace/pod>`: what that proxy runs, as
 //!   its ACKs and NACKs tell (active: what it acknowledged; a rejected version beside it in
 //!   `error_state`), in the shape of Envoy's `/config_dump` (`ConfigDump` of
