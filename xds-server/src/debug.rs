@@ -1,10 +1,12 @@
 //! The debug HTTP endpoint (bind it to localhost: it shows every proxy's configuration).
 //!
 //! - `GET /debug/syncz`: per connected stream, the node, its namespace and pod, and per type
-//!   what was subscribed, sent (version, nonce, time, count), acknowledged, and the last
-//!   NACK with its message. JSON, sorted by node id.
-//! - `GET /debug/config_dump?proxy=<node id | namespace/pod>`: what the server holds as
-//!   sent to that proxy, in the shape of Envoy's `/config_dump` (`ConfigDump` of
+//!   what was subscribed, sent (version, nonce, time, count), acknowledged, the last
+//!   NACK with its message, and how many late NACKs of superseded responses came
+//!   (`stale_nacks`). JSON, sorted by node id.
+//! - `GET /debug/config_dump?proxy=<node id | namespace/pod>`: what that proxy runs, as
+//!   its ACKs and NACKs tell (active: what it acknowledged; a rejected version beside it in
+//!   `error_state`), in the shape of Envoy's `/config_dump` (`ConfigDump` of
 //!   `ClustersConfigDump`, `EndpointsConfigDump`, `ListenersConfigDump`,
 //!   `RoutesConfigDump`), rendered with [`crate::render`]: sorted and stable.
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
@@ -23,9 +25,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::render::{message_value, sorted};
-use crate::resource::ResourceType;
+use crate::resource::{Resource, ResourceType};
 use crate::server::Shared;
-use crate::status::{Held, StreamStatus};
+use crate::status::{Rejected, Running, StreamStatus};
 
 /// How long a stream has to answer a dump request.
 const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,8 +130,8 @@ async fn config_dump(
         )
             .into_response();
     };
-    match tokio::time::timeout(DUMP_TIMEOUT, stream.held()).await {
-        Ok(Some(held)) => axum::Json(dump(&held)).into_response(),
+    match tokio::time::timeout(DUMP_TIMEOUT, stream.running()).await {
+        Ok(Some(running)) => axum::Json(dump(&running)).into_response(),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("proxy {wanted:?} did not answer (disconnecting?)\n"),
@@ -147,36 +149,71 @@ fn matches(stream: &StreamStatus, wanted: &str) -> bool {
             .is_some_and(|_| stream.identity.pod_ref() == wanted)
 }
 
-/// Envoy's ConfigDump JSON of what a stream holds.
-pub fn dump(held: &[Held]) -> Value {
-    let by_type: BTreeMap<ResourceType, &Held> = held.iter().map(|h| (h.ty, h)).collect();
+/// Envoy's ConfigDump JSON of what a stream's proxy runs: per resource, the version it
+/// acknowledged as the active config, and a version it rejected beside it in `error_state`
+/// (`UpdateFailureState`: `failed_configuration`, `last_update_attempt`, `details`,
+/// `version_info`) with `client_status` `NACKED`, as Envoy's own dump has them (Envoy v1.36
+/// api/envoy/admin/v3/config_dump_shared.proto: `ClustersConfigDump.DynamicCluster`,
+/// `ListenersConfigDump.DynamicListener`, ...). A resource whose first version was rejected
+/// has only its `error_state`. What was sent and not yet answered is not shown.
+pub fn dump(running: &[Running]) -> Value {
+    let by_type: BTreeMap<ResourceType, &Running> = running.iter().map(|h| (h.ty, h)).collect();
     let mut configs = Vec::new();
     for ty in ResourceType::ALL {
-        let Some(held) = by_type.get(&ty) else {
+        let Some(running) = by_type.get(&ty) else {
             continue;
         };
-        let version = held.version.clone().unwrap_or_default();
-        let entries: Vec<Value> = held
-            .resources
+        let version = running.version.clone().unwrap_or_default();
+        let active: BTreeMap<&str, &Arc<Resource>> =
+            running.active.iter().map(|r| (r.name(), r)).collect();
+        let rejected: BTreeMap<&str, &Rejected> = running
+            .rejected
             .iter()
-            .map(|r| {
-                let body = message_value(r.body());
-                let resource_version = r.version().to_string();
-                match ty {
-                    ResourceType::Cluster => {
-                        json!({"version_info": resource_version, "cluster": body})
+            .map(|r| (r.resource.name(), r))
+            .collect();
+        let names: std::collections::BTreeSet<&str> =
+            active.keys().chain(rejected.keys()).copied().collect();
+        let entries: Vec<Value> = names
+            .into_iter()
+            .map(|name| {
+                let field = match ty {
+                    ResourceType::Cluster => "cluster",
+                    ResourceType::Endpoint => "endpoint_config",
+                    ResourceType::Listener => "listener",
+                    ResourceType::Route => "route_config",
+                };
+                let mut state = serde_json::Map::new();
+                if let Some(r) = active.get(name) {
+                    state.insert("version_info".into(), json!(r.version().to_string()));
+                    state.insert(field.into(), message_value(r.body()));
+                }
+                let mut entry = serde_json::Map::new();
+                if ty == ResourceType::Listener {
+                    entry.insert("name".into(), json!(name));
+                    if !state.is_empty() {
+                        entry.insert("active_state".into(), Value::Object(state));
                     }
-                    ResourceType::Endpoint => {
-                        json!({"version_info": resource_version, "endpoint_config": body})
+                } else {
+                    entry.extend(state);
+                }
+                match rejected.get(name) {
+                    Some(r) => {
+                        entry.insert(
+                            "error_state".into(),
+                            json!({
+                                "failed_configuration": message_value(r.resource.body()),
+                                "last_update_attempt": r.at,
+                                "details": r.details,
+                                "version_info": r.resource.version().to_string(),
+                            }),
+                        );
+                        entry.insert("client_status".into(), json!("NACKED"));
                     }
-                    ResourceType::Listener => json!({
-                        "name": r.name(),
-                        "active_state": {"version_info": resource_version, "listener": body},
-                    }),
-                    ResourceType::Route => {
-                        json!({"version_info": resource_version, "route_config": body})
+                    None => {
+                        entry.insert("client_status".into(), json!("ACKED"));
                     }
                 }
+                Value::Object(entry)
             })
             .collect();
         configs.push(match ty {

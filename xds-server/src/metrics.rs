@@ -2,6 +2,9 @@
 //!
 //! - `lanyard_xds_connected_proxies`: open ADS streams;
 //! - `lanyard_xds_pushes_total{type}`, `lanyard_xds_nacks_total{type}`;
+//! - `lanyard_xds_stale_nacks_total{type}`, `lanyard_xds_stale_acks_total{type}`: replies
+//!   (with and without `error_detail`) whose nonce is not the latest of their type, which are
+//!   neither ACK nor NACK of what the proxy now holds;
 //! - `lanyard_xds_push_latency_seconds{type}`: change seen → response handed to the stream;
 //! - `lanyard_xds_convergence_seconds{type}`: change seen → the proxy's ACK of it;
 //! - `lanyard_xds_snapshots_total`, `lanyard_xds_snapshots_rejected_total`,
@@ -72,6 +75,10 @@ pub struct TypeMetrics {
     pub pushes: AtomicU64,
     /// NACKs received.
     pub nacks: AtomicU64,
+    /// NACKs of a superseded response (a stale nonce).
+    pub stale_nacks: AtomicU64,
+    /// ACKs of a superseded response (a stale nonce).
+    pub stale_acks: AtomicU64,
     /// Change seen → response sent.
     pub push_latency: Histogram,
     /// Change seen → ACK.
@@ -154,7 +161,7 @@ impl Metrics {
             self.withheld.load(Ordering::Relaxed).to_string(),
         );
         type Counter = fn(&TypeMetrics) -> &AtomicU64;
-        let counters: [(&str, &str, Counter); 2] = [
+        let counters: [(&str, &str, Counter); 4] = [
             (
                 "lanyard_xds_pushes_total",
                 "Responses sent, by type.",
@@ -163,6 +170,16 @@ impl Metrics {
             ("lanyard_xds_nacks_total", "NACKs received, by type.", |m| {
                 &m.nacks
             }),
+            (
+                "lanyard_xds_stale_nacks_total",
+                "NACKs of a superseded response (stale nonce), by type.",
+                |m| &m.stale_nacks,
+            ),
+            (
+                "lanyard_xds_stale_acks_total",
+                "ACKs of a superseded response (stale nonce), by type.",
+                |m| &m.stale_acks,
+            ),
         ];
         for (name, help, get) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -1,7 +1,7 @@
 //! What each connected proxy has been sent and has acknowledged, per type: the data of
 //! `/debug/syncz`, and the way to ask a stream for what it holds (`/debug/config_dump`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -100,6 +100,9 @@ pub struct TypeSync {
     /// whole set; delta: an ACK of a response carrying the resource). What route status
     /// reports as rejected.
     pub outstanding_nack: Option<Nack>,
+    /// NACKs of superseded responses (stale nonces): counted and logged, not recorded as
+    /// [`Self::last_nack`].
+    pub stale_nacks: u64,
     /// When the last response went out (RFC 3339).
     pub last_push: Option<String>,
     /// Resources in the last response.
@@ -139,8 +142,161 @@ pub struct Held {
     pub resources: Vec<Arc<Resource>>,
 }
 
-/// A request to a stream for what it holds.
-pub type DumpRequest = oneshot::Sender<Vec<Held>>;
+/// A request to a stream for what its proxy runs.
+pub type DumpRequest = oneshot::Sender<Vec<Running>>;
+
+/// What a proxy runs of one type, as its ACKs and NACKs tell, for a config dump.
+#[derive(Clone, Debug)]
+pub struct Running {
+    /// The type.
+    pub ty: ResourceType,
+    /// The version of the last response the proxy acknowledged.
+    pub version: Option<String>,
+    /// The resources the proxy accepted and still holds, sorted by name.
+    pub active: Vec<Arc<Resource>>,
+    /// The resources it rejected (and runs the active version of, if any), sorted by name.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A resource a proxy rejected.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    /// The rejected resource, as sent.
+    pub resource: Arc<Resource>,
+    /// The proxy's `error_detail.message`.
+    pub details: String,
+    /// When the NACK came (RFC 3339).
+    pub at: String,
+}
+
+/// What a proxy runs of one type: the resources of the responses it acknowledged, less
+/// those it rejected, which it keeps at their previous version. Envoy applies the valid
+/// resources of a response it NACKs and keeps the previous version of those it rejects
+/// (Envoy v1.36 source/common/upstream/cds_api_helper.cc `CdsApiHelper::onConfigUpdate`,
+/// source/common/listener_manager/lds_api.cc `LdsApiImpl::onConfigUpdate`: each resource
+/// is added on its own and the errors are collected into the NACK's message); its config
+/// dump shows the version it runs as active and the rejected one in `error_state`.
+#[derive(Debug, Default)]
+pub struct Applied {
+    running: BTreeMap<Arc<str>, Arc<Resource>>,
+    rejected: BTreeMap<Arc<str>, Rejected>,
+    version: Option<String>,
+    /// Sent since the last ACK or NACK of the latest response: a whole set (state of the
+    /// world), then changes (`None`: removed).
+    sent_set: Option<Arc<[Arc<Resource>]>>,
+    sent_changes: BTreeMap<Arc<str>, Option<Arc<Resource>>>,
+}
+
+impl Applied {
+    /// A state-of-the-world response: the whole set.
+    pub fn sent_set(&mut self, set: Arc<[Arc<Resource>]>) {
+        self.sent_set = Some(set);
+        self.sent_changes.clear();
+    }
+
+    /// An incremental response: updates and removals.
+    pub fn sent_changes(&mut self, updates: &[Arc<Resource>], removed: &[String]) {
+        for resource in updates {
+            self.sent_changes
+                .insert(resource.shared_name().clone(), Some(resource.clone()));
+        }
+        for name in removed {
+            self.sent_changes.insert(Arc::from(name.as_str()), None);
+        }
+    }
+
+    /// A resource the proxy runs without having been sent it on this stream.
+    pub fn holds(&mut self, resource: &Arc<Resource>) {
+        self.running
+            .insert(resource.shared_name().clone(), resource.clone());
+    }
+
+    /// The proxy acknowledged the latest response, of `version`.
+    pub fn acked(&mut self, version: Option<String>) {
+        self.apply(&BTreeSet::new(), "", "");
+        self.version = version;
+    }
+
+    /// The proxy rejected the latest response: the resources `rejected` (by name) with
+    /// `details`; the rest of what was sent is applied.
+    pub fn nacked(&mut self, rejected: &[NackedResource], details: &str, at: &str) {
+        let names: BTreeSet<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
+        self.apply(&names, details, at);
+    }
+
+    fn apply(&mut self, rejected: &BTreeSet<&str>, details: &str, at: &str) {
+        let reject = |rejected_map: &mut BTreeMap<Arc<str>, Rejected>, r: &Arc<Resource>| {
+            rejected_map.insert(
+                r.shared_name().clone(),
+                Rejected {
+                    resource: r.clone(),
+                    details: details.to_string(),
+                    at: at.to_string(),
+                },
+            );
+        };
+        if let Some(set) = self.sent_set.take() {
+            let mut running = BTreeMap::new();
+            for resource in set.iter() {
+                if rejected.contains(resource.name()) {
+                    reject(&mut self.rejected, resource);
+                    if let Some(kept) = self.running.get(resource.name()) {
+                        running.insert(kept.shared_name().clone(), kept.clone());
+                    }
+                } else {
+                    self.rejected.remove(resource.name());
+                    running.insert(resource.shared_name().clone(), resource.clone());
+                }
+            }
+            self.rejected
+                .retain(|name, _| running.contains_key(name) || set_has(&set, name));
+            self.running = running;
+        }
+        for (name, change) in std::mem::take(&mut self.sent_changes) {
+            match change {
+                Some(resource) if rejected.contains(resource.name()) => {
+                    reject(&mut self.rejected, &resource);
+                }
+                Some(resource) => {
+                    self.rejected.remove(&name);
+                    self.running.insert(name, resource);
+                }
+                None => {
+                    self.rejected.remove(&name);
+                    self.running.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// What the proxy runs, of the resources it still holds: `held` is what it was sent and
+    /// not told to drop (an incremental client drops what it unsubscribes from itself).
+    pub fn running(&self, held: &Held) -> Running {
+        let names: BTreeSet<&str> = held.resources.iter().map(|r| r.name()).collect();
+        Running {
+            ty: held.ty,
+            version: self.version.clone(),
+            active: self
+                .running
+                .iter()
+                .filter(|(name, _)| names.contains(name.as_ref()))
+                .map(|(_, r)| r.clone())
+                .collect(),
+            rejected: self
+                .rejected
+                .iter()
+                .filter(|(name, _)| {
+                    names.contains(name.as_ref()) || self.running.contains_key(name.as_ref())
+                })
+                .map(|(_, r)| r.clone())
+                .collect(),
+        }
+    }
+}
+
+fn set_has(set: &[Arc<Resource>], name: &str) -> bool {
+    set.binary_search_by(|r| r.name().cmp(name)).is_ok()
+}
 
 /// One connected stream.
 #[derive(Debug)]
@@ -228,8 +384,8 @@ impl StreamStatus {
             .generation
     }
 
-    /// Asks the stream for what it holds; `None` when it has ended.
-    pub async fn held(&self) -> Option<Vec<Held>> {
+    /// Asks the stream for what its proxy runs; `None` when it has ended.
+    pub async fn running(&self) -> Option<Vec<Running>> {
         let (tx, rx) = oneshot::channel();
         self.dump.send(tx).await.ok()?;
         rx.await.ok()
@@ -395,6 +551,103 @@ mod tests {
         sync.outstanding_nack = Some(nack);
         sync.accepted(None::<[&str; 0]>);
         assert_eq!(sync.outstanding_nack, None, "a whole-set ACK clears it");
+    }
+
+    fn cluster(name: &str, variant: &str) -> Arc<Resource> {
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        let cluster = Cluster {
+            name: name.to_string(),
+            alt_stat_name: variant.to_string(),
+            ..Default::default()
+        };
+        Arc::new(Resource::encode(name, &cluster).unwrap())
+    }
+
+    fn rejected(names: &[&str]) -> Vec<NackedResource> {
+        names
+            .iter()
+            .map(|n| NackedResource {
+                name: n.to_string(),
+                version: String::new(),
+            })
+            .collect()
+    }
+
+    fn shown(applied: &Applied, sent: &[&Arc<Resource>]) -> (Vec<String>, Vec<String>) {
+        let held = Held {
+            ty: ResourceType::Cluster,
+            version: None,
+            resources: sent.iter().map(|r| (*r).clone()).collect(),
+        };
+        let running = applied.running(&held);
+        let id = |r: &Arc<Resource>| format!("{}={}", r.name(), r.body_variant());
+        (
+            running.active.iter().map(id).collect(),
+            running.rejected.iter().map(|r| id(&r.resource)).collect(),
+        )
+    }
+
+    trait Variant {
+        fn body_variant(&self) -> String;
+    }
+
+    impl Variant for Arc<Resource> {
+        fn body_variant(&self) -> String {
+            use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+            use prost::Message;
+            let any = self.body();
+            Cluster::decode(any.value.as_slice()).unwrap().alt_stat_name
+        }
+    }
+
+    #[test]
+    fn a_nack_keeps_the_previous_version_of_what_it_rejects_and_applies_the_rest() {
+        let (a1, a2, a3) = (cluster("a", "1"), cluster("a", "2"), cluster("a", "3"));
+        let (b1, b2, c1) = (cluster("b", "1"), cluster("b", "2"), cluster("c", "1"));
+        // State of the world.
+        let mut sotw = Applied::default();
+        sotw.sent_set(vec![a1.clone(), b1.clone()].into());
+        assert_eq!(
+            shown(&sotw, &[&a1, &b1]).0,
+            Vec::<String>::new(),
+            "not yet ACKed"
+        );
+        sotw.acked(Some("v1".into()));
+        assert_eq!(shown(&sotw, &[&a1, &b1]).0, ["a=1", "b=1"]);
+        sotw.sent_set(vec![a2.clone(), b2.clone(), c1.clone()].into());
+        sotw.nacked(&rejected(&["a", "c"]), "bad a and c", "T");
+        let sent = [&a2, &b2, &c1];
+        assert_eq!(
+            shown(&sotw, &sent),
+            (
+                vec!["a=1".into(), "b=2".into()],
+                vec!["a=2".into(), "c=1".into()]
+            )
+        );
+        sotw.sent_set(vec![a3.clone(), b2.clone()].into());
+        sotw.acked(Some("v3".into()));
+        assert_eq!(
+            shown(&sotw, &[&a3, &b2]),
+            (vec!["a=3".into(), "b=2".into()], vec![])
+        );
+
+        // Incremental.
+        let mut delta = Applied::default();
+        delta.holds(&b1);
+        delta.sent_changes(std::slice::from_ref(&a1), &[]);
+        delta.acked(Some("d1".into()));
+        delta.sent_changes(std::slice::from_ref(&a2), &[]);
+        delta.sent_changes(std::slice::from_ref(&c1), &["b".to_string()]);
+        delta.nacked(&rejected(&["a"]), "bad a", "T");
+        assert_eq!(
+            shown(&delta, &[&a2, &c1]),
+            (vec!["a=1".into(), "c=1".into()], vec!["a=2".into()])
+        );
+        // The client unsubscribed from c: no longer shown.
+        assert_eq!(shown(&delta, &[&a2]).0, ["a=1"]);
+        delta.sent_changes(&[], &["a".to_string()]);
+        delta.acked(Some("d2".into()));
+        assert_eq!(shown(&delta, &[&c1]), (vec!["c=1".into()], vec![]));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! slot) has room: a slow or stuck client holds at most one response and one snapshot, and
 //! when it catches up it gets the latest state, not every state in between.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
@@ -21,9 +22,11 @@ use crate::ProxyRef;
 use crate::cache::MeshSnapshot;
 use crate::metrics::Metrics;
 use crate::node::ProxyIdentity;
-use crate::resource::ResourceType;
+use crate::resource::{Resource, ResourceType};
 use crate::server::Shared;
-use crate::status::{Held, Nack, NackedResource, Protocol, StreamStatus, timestamp};
+use crate::status::{
+    Applied, Held, Nack, NackedResource, Protocol, Running, StreamStatus, timestamp,
+};
 
 /// How many names of a subscription the status shows.
 const SHOWN_NAMES: usize = 20;
@@ -150,6 +153,8 @@ pub struct StreamCore {
     pub snapshot: Option<Arc<MeshSnapshot>>,
     /// The proxy's view of `snapshot`.
     pub proxy: ProxyRef,
+    /// What the proxy runs, per type, as its ACKs and NACKs tell.
+    applied: BTreeMap<ResourceType, Applied>,
 }
 
 impl StreamCore {
@@ -166,6 +171,7 @@ impl StreamCore {
             metrics,
             snapshot: None,
             proxy,
+            applied: BTreeMap::new(),
         }
     }
 
@@ -205,11 +211,47 @@ impl StreamCore {
         progress.nonce = Some(nonce);
     }
 
+    /// Records the resources of a state-of-the-world response (the whole set, sorted).
+    pub fn sent_set(&mut self, ty: ResourceType, set: Arc<[Arc<Resource>]>) {
+        self.applied.entry(ty).or_default().sent_set(set);
+    }
+
+    /// Records a resource the proxy already runs (an incremental client's
+    /// `initial_resource_versions` that match).
+    pub fn holds(&mut self, ty: ResourceType, resource: &Arc<Resource>) {
+        self.applied.entry(ty).or_default().holds(resource);
+    }
+
+    /// Records the changes an incremental response carries.
+    pub fn sent_changes(
+        &mut self,
+        ty: ResourceType,
+        updates: &[Arc<Resource>],
+        removed: &[String],
+    ) {
+        self.applied
+            .entry(ty)
+            .or_default()
+            .sent_changes(updates, removed);
+    }
+
+    /// What the proxy runs of what it holds (`held`, per type): for a config dump.
+    pub fn running(&self, held: Vec<Held>) -> Vec<Running> {
+        held.iter()
+            .map(|h| {
+                self.applied
+                    .get(&h.ty)
+                    .map(|a| a.running(h))
+                    .unwrap_or_else(|| Applied::default().running(h))
+            })
+            .collect()
+    }
+
     /// Records an ACK or NACK of the latest response (`reply` is neither Initial nor Stale).
     /// `rejected` gives, for a NACK, the resources the proxy rejected (see
     /// [`crate::status::rejected_resources`]).
     pub fn replied(
-        &self,
+        &mut self,
         ty: ResourceType,
         progress: &mut Progress,
         reply: &Reply<'_>,
@@ -223,6 +265,10 @@ impl StreamCore {
                     self.metrics.of(ty).convergence.observe(seen.elapsed());
                 }
                 debug!(r#type = %ty, %version, %nonce, "ack");
+                self.applied
+                    .entry(ty)
+                    .or_default()
+                    .acked(Some(version.clone()));
                 self.status
                     .update(ty.short_name(), |s| s.version_acked = Some(version));
             }
@@ -239,6 +285,11 @@ impl StreamCore {
                     at: timestamp(SystemTime::now()),
                     resources,
                 };
+                self.applied.entry(ty).or_default().nacked(
+                    &nack.resources,
+                    &nack.message,
+                    &nack.at,
+                );
                 self.status.update(ty.short_name(), |s| {
                     s.outstanding_nack = Some(nack.clone());
                     s.last_nack = Some(nack);
@@ -248,14 +299,38 @@ impl StreamCore {
         }
     }
 
-    /// Logs a stale nonce.
-    pub fn stale(&self, ty: &str, nonce: &str, latest: Option<&str>) {
-        debug!(
-            r#type = ty,
-            nonce,
-            latest = latest.unwrap_or(""),
-            "stale nonce: not an ACK or NACK"
-        );
+    /// Counts and logs a reply to a superseded response (its nonce is not the latest). The
+    /// xDS protocol (Envoy v1.36 api/xds_protocol.rst, "ACK and NACK semantics summary" and
+    /// "Resource updates") uses the nonce to tell which response a reply is about, so this
+    /// is not an ACK or NACK of what the proxy now holds and changes no state; but a NACK
+    /// still says the proxy refused an earlier version, so it is a warning with the proxy's
+    /// message rather than nothing.
+    pub fn stale(
+        &self,
+        ty: ResourceType,
+        nonce: &str,
+        latest: Option<&str>,
+        error: Option<&rpc::Status>,
+    ) {
+        let metrics = self.metrics.of(ty);
+        let latest = latest.unwrap_or("");
+        match error {
+            Some(error) => {
+                metrics.stale_nacks.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    r#type = %ty,
+                    nonce,
+                    latest,
+                    error = %error.message,
+                    "NACK of a superseded response (stale nonce): the proxy refused an earlier version; the latest is not affected"
+                );
+                self.status.update(ty.short_name(), |s| s.stale_nacks += 1);
+            }
+            None => {
+                metrics.stale_acks.fetch_add(1, Ordering::Relaxed);
+                debug!(r#type = %ty, nonce, latest, "ACK of a superseded response (stale nonce)");
+            }
+        }
     }
 
     /// Shows a subscription in the status.
@@ -277,6 +352,25 @@ impl StreamCore {
     }
 }
 
+/// The status that ends a stream whose requests could not be read, logged: a request over
+/// the size limit is RESOURCE_EXHAUSTED and one that does not parse is INTERNAL, as gRPC's
+/// status code table has them ("Sent or received message was larger than configured limit",
+/// "Error parsing request proto": grpc/grpc doc/statuscodes.md); tonic reports the first as
+/// OUT_OF_RANGE. A client that went away (CANCELLED) is not a warning.
+fn failed(status: Status, when: &str) -> Status {
+    let status = if status.code() == tonic::Code::OutOfRange {
+        Status::resource_exhausted(format!("request over the size limit: {}", status.message()))
+    } else {
+        status
+    };
+    if status.code() == tonic::Code::Cancelled {
+        debug!(%status, "the client's stream ended {when}");
+    } else {
+        warn!(code = ?status.code(), message = status.message(), "ending the stream: the client's stream failed {when}");
+    }
+    status
+}
+
 /// Runs one stream: its first request names the proxy; then requests, snapshots and room
 /// in the outbound queue drive the responder until the client leaves or the server shuts
 /// down.
@@ -288,7 +382,9 @@ pub async fn drive<R: Responder>(
     let first = match requests.next().await {
         Some(Ok(first)) => first,
         Some(Err(status)) => {
-            debug!(%status, "stream failed before its first request");
+            let _ = tx
+                .send(Err(failed(status, "before its first request")))
+                .await;
             return;
         }
         None => return,
@@ -362,7 +458,7 @@ async fn run<R: Responder>(
                     }
                 }
                 Some(Err(status)) => {
-                    debug!(%status, "the client's stream failed");
+                    let _ = tx.send(Err(failed(status, "while reading a request"))).await;
                     break;
                 }
                 None => break,
@@ -379,7 +475,8 @@ async fn run<R: Responder>(
                 }
             }
             Some(reply) = dumps.recv() => {
-                let _ = reply.send(responder.held());
+                let held = responder.held();
+                let _ = reply.send(responder.core_mut().running(held));
             }
             permit = tx.reserve(), if ready => match permit {
                 Ok(permit) => {

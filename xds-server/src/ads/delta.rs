@@ -6,11 +6,14 @@
 //!   not re-sent.
 //! - A resource the client holds that no longer exists for it is listed in
 //!   `removed_resources`; so is a name subscribed to that does not exist (once).
-//! - Wildcard: `*`, or a first request that subscribes to nothing (legacy); naming resources
-//!   later without `*` ends a legacy wildcard. Unsubscribing a name under wildcard makes the
-//!   server send it again (the client dropped it).
+//! - Wildcard: `*`, or a first request that subscribes to nothing (legacy); names subscribed
+//!   later are added to it, and only unsubscribing `*` ends it. Unsubscribing a name under
+//!   wildcard makes the server send it again (the client dropped it).
+//! - A name subscribed again that the client is believed to hold is sent again (or reported
+//!   removed again): the client's watcher may have forgotten its copy.
 //! - Every request's subscription changes apply, whatever its nonce; a nonce that is not
-//!   the latest is neither an ACK nor a NACK. A NACK is recorded and logged; the rejected
+//!   the latest is neither an ACK nor a NACK (it is counted, and a stale NACK is logged as a
+//!   warning with the proxy's message). A NACK is recorded and logged; the rejected
 //!   versions are not re-sent.
 //! - A type Lanyard does not serve is answered with every subscribed name in
 //!   `removed_resources` (and an error log and metric).
@@ -103,9 +106,10 @@ impl Responder for Delta {
             .reply(&request.response_nonce, request.error_detail.as_ref());
         match reply {
             Reply::Stale => self.core.stale(
-                ty.short_name(),
+                ty,
                 &request.response_nonce,
                 state.progress.nonce.as_deref(),
+                request.error_detail.as_ref(),
             ),
             Reply::Ack | Reply::Nack(_) => {
                 let unacked = std::mem::take(&mut state.unacked);
@@ -142,6 +146,21 @@ impl Responder for Delta {
                 state.held.retain(|name, _| named.contains(name.as_ref()));
                 state.absent.retain(|name| named.contains(name));
             }
+        }
+        // A name subscribed (again) is answered even if the client is believed to hold it:
+        // Envoy's delta client sends a name removed and added again as a new subscription
+        // because "our user may have forgotten its copy" (Envoy v1.36
+        // source/extensions/config_subscription/grpc/delta_subscription_state.cc,
+        // `updateSubscriptionInterest`), and the xDS protocol ("How the client specifies what
+        // resources to return") has the server resend newly requested resources even if it
+        // sent them before. A name that does not exist is reported removed again.
+        for name in request
+            .resource_names_subscribe
+            .iter()
+            .filter(|n| *n != WILDCARD)
+        {
+            state.held.remove(name.as_str());
+            state.absent.remove(name);
         }
         state.synced = None;
         state.progress.pending = true;
@@ -210,6 +229,7 @@ impl Delta {
                 {
                     Ok(i) if selected.resources[i].version().to_string() == version => {
                         let resource = selected.resources[i].clone();
+                        self.core.holds(ty, &resource);
                         state.held.insert(resource.shared_name().clone(), resource);
                     }
                     Ok(_) => {}
@@ -270,6 +290,7 @@ impl Delta {
             updates.len(),
             removed.len(),
         );
+        self.core.sent_changes(ty, &updates, &removed);
         state.unacked = updates;
         Some(response)
     }

@@ -115,9 +115,17 @@ impl<M: prost::Message + Default + Send + 'static> Decoder for ProstDecoder<M> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
-        M::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        // INTERNAL, as gRPC's status code table has it for "Error parsing request proto"
+        // (grpc/grpc doc/statuscodes.md).
+        M::decode(src).map(Some).map_err(|e| {
+            Status::internal(format!(
+                "the request is not a valid {}: {e}",
+                std::any::type_name::<M>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("message")
+            ))
+        })
     }
 }
 

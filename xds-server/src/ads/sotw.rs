@@ -103,9 +103,10 @@ impl Responder for Sotw {
             }
             Reply::Stale => {
                 self.core.stale(
-                    ty.short_name(),
+                    ty,
                     &request.response_nonce,
                     state.progress.nonce.as_deref(),
+                    request.error_detail.as_ref(),
                 );
                 if changed {
                     state.subscription = subscription;
@@ -217,6 +218,7 @@ impl Sotw {
             selected.resources.len(),
             0,
         );
+        self.core.sent_set(ty, selected.resources.clone());
         state.sent = Some(selected);
         Some(response)
     }

@@ -13,10 +13,12 @@ pub const WILDCARD: &str = "*";
 
 /// The subscription of one type on one stream.
 ///
-/// Wildcard follows the xDS rules: `*` subscribes to everything for the proxy; a client
-/// that has never named a resource of the type on this stream (all its SotW requests had
-/// empty `resource_names`, or its first delta request subscribed to nothing) is a legacy
-/// wildcard subscriber; once it names resources, an empty list means none.
+/// Wildcard follows the xDS rules: `*` subscribes to everything for the proxy. State of
+/// the world: a client that has never named a resource of the type on this stream (all its
+/// requests had empty `resource_names`) is a legacy wildcard subscriber; once it names
+/// resources, an empty list means none. Incremental: a first request that subscribes to
+/// nothing is a legacy wildcard subscription, the same as subscribing to `*`; names
+/// subscribed later are added to it, and only unsubscribing `*` ends it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subscription {
     wildcard: bool,
@@ -49,12 +51,15 @@ impl Subscription {
 
     /// Applies a later delta request. Returns the names no longer subscribed (the client
     /// drops them itself), or all but the named ones when wildcard is turned off (`None`).
+    ///
+    /// Naming resources never ends a wildcard subscription, legacy or explicit: only
+    /// unsubscribing `*` does. Envoy's delta client (Envoy v1.36
+    /// source/extensions/config_subscription/grpc/delta_subscription_state.cc,
+    /// `isInitialRequestForLegacyWildcard` and `updateSubscriptionInterest`) records a legacy
+    /// wildcard first request as a subscription to `*`, keeps it when it later subscribes
+    /// names (sending only the names), and drops it only by unsubscribing `*`.
     pub fn apply(&mut self, subscribe: &[String], unsubscribe: &[String]) -> Dropped {
         let was_wildcard = self.wildcard;
-        if !subscribe.is_empty() && !self.explicit {
-            // Naming resources ends a legacy wildcard subscription, unless `*` is named.
-            self.wildcard = false;
-        }
         self.explicit |= !subscribe.is_empty();
         for name in subscribe {
             if name == WILDCARD {
@@ -212,16 +217,28 @@ mod tests {
     fn delta_subscribe_and_unsubscribe() {
         let mut sub = Subscription::delta_initial(&[]);
         assert!(sub.is_wildcard());
-        // Naming a resource ends the legacy wildcard.
-        assert_eq!(sub.apply(&names(&["a"]), &[]), Dropped::AllButNamed);
+        // Naming a resource keeps the legacy wildcard and adds the name (Envoy's delta
+        // client sends only the name and still counts itself subscribed to `*`).
+        assert_eq!(sub.apply(&names(&["a"]), &[]), Dropped::Names(vec![]));
+        assert!(sub.is_wildcard());
+        assert_eq!(sub.summary(10), (names(&["*", "a"]), 1));
+        // Unsubscribing `*` ends it, the named resources stay.
+        assert_eq!(sub.apply(&[], &names(&["*"])), Dropped::AllButNamed);
         assert!(!sub.is_wildcard());
+        assert_eq!(sub.names().iter().collect::<Vec<_>>(), ["a"]);
         assert_eq!(
             sub.apply(&names(&["*", "b"]), &names(&["a"])),
             Dropped::Names(names(&["a"]))
         );
         assert!(sub.is_wildcard());
+        // An explicit `*` survives names too.
+        assert_eq!(sub.apply(&names(&["c"]), &[]), Dropped::Names(vec![]));
+        assert!(sub.is_wildcard());
         assert_eq!(sub.apply(&[], &names(&["*"])), Dropped::AllButNamed);
-        assert_eq!(sub.names().iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(sub.names().iter().collect::<Vec<_>>(), ["b", "c"]);
+        // Unsubscribing everything after that is not a wildcard: an empty set.
+        sub.apply(&[], &names(&["b", "c"]));
+        assert!(!sub.is_wildcard() && sub.names().is_empty());
         let named = Subscription::delta_initial(&names(&["x"]));
         assert!(!named.is_wildcard());
         let star = Subscription::delta_initial(&names(&["*"]));

@@ -194,7 +194,45 @@ pub struct MeshSnapshot {
 }
 
 /// API listeners built for a name asked in a namespace (`None`: nothing by that name).
-type ApiListeners = HashMap<(String, NamespaceName), Option<Arc<Resource>>>;
+///
+/// Clients choose the names, so the cache is bounded: at most [`MAX_API_LISTENER_NAMES`]
+/// names in all, of which at most [`MAX_API_LISTENER_MISSES`] are names that resolve to
+/// nothing. Past either bound a look-up is resolved again each time and not stored (a
+/// resolution is a few map look-ups; what is stored stays until the snapshot is replaced).
+#[derive(Debug, Default)]
+struct ApiListeners {
+    names: HashMap<(String, NamespaceName), Option<Arc<Resource>>>,
+    misses: usize,
+}
+
+/// How many (name, namespace) pairs a snapshot's API listener cache holds at most.
+pub const MAX_API_LISTENER_NAMES: usize = 4096;
+/// How many of them may be names that resolve to nothing.
+pub const MAX_API_LISTENER_MISSES: usize = 1024;
+
+impl ApiListeners {
+    fn get(&self, key: &(String, NamespaceName)) -> Option<&Option<Arc<Resource>>> {
+        self.names.get(key)
+    }
+
+    /// Stores what `key` resolved to, while the bounds allow; returns it.
+    fn store(
+        &mut self,
+        key: (String, NamespaceName),
+        built: Option<Arc<Resource>>,
+    ) -> Option<Arc<Resource>> {
+        if let Some(found) = self.names.get(&key) {
+            return found.clone();
+        }
+        let room = self.names.len() < MAX_API_LISTENER_NAMES
+            && (built.is_some() || self.misses < MAX_API_LISTENER_MISSES);
+        if room {
+            self.misses += usize::from(built.is_none());
+            self.names.insert(key, built.clone());
+        }
+        built
+    }
+}
 
 impl std::fmt::Debug for MeshSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -367,10 +405,7 @@ impl MeshSnapshot {
                     None
                 }
             });
-        lock(&self.api_listeners)
-            .entry(key)
-            .or_insert(built)
-            .clone()
+        lock(&self.api_listeners).store(key, built)
     }
 }
 
@@ -546,6 +581,39 @@ mod tests {
                 .lookup(ResourceType::Cluster, &client, "cart:9090")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn unknown_api_listener_names_leave_the_cache_bounded() {
+        let snapshot = mk_snapshot();
+        let client = proxy("shop", None);
+        for i in 0..3 * MAX_API_LISTENER_NAMES {
+            let name = format!("nope-{i}.shop:80");
+            assert!(
+                snapshot
+                    .lookup(ResourceType::Listener, &client, &name)
+                    .is_none()
+            );
+        }
+        let cache = lock(&snapshot.api_listeners);
+        assert_eq!(cache.names.len(), MAX_API_LISTENER_MISSES);
+        assert_eq!(cache.misses, MAX_API_LISTENER_MISSES);
+        drop(cache);
+        // Names that resolve are still stored (and answered) past the bound on misses.
+        let first = snapshot
+            .lookup(ResourceType::Listener, &client, "cart:9090")
+            .unwrap();
+        let again = snapshot
+            .lookup(ResourceType::Listener, &client, "cart:9090")
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a resolved name is cached");
+        // Names that resolve are bounded too (an IPv6 ClusterIP has many spellings).
+        let mut cache = lock(&snapshot.api_listeners);
+        for i in 0..2 * MAX_API_LISTENER_NAMES {
+            let key = (format!("found-{i}"), NamespaceName::new("shop"));
+            assert!(cache.store(key, Some(first.clone())).is_some());
+        }
+        assert_eq!(cache.names.len(), MAX_API_LISTENER_NAMES);
     }
 
     #[test]

@@ -195,3 +195,126 @@ async fn ready_only_after_the_first_snapshot() {
     assert_eq!(http_get(address, "/readyz").await.0, 200);
     server.shutdown();
 }
+
+/// After a NACK the proxy runs what it acknowledged: that is the active config, and the
+/// rejected version sits beside it in `error_state` with the proxy's message, as in Envoy's
+/// own config dump.
+#[tokio::test]
+async fn config_dump_shows_the_acked_config_as_active_and_the_rejected_one_beside_it() {
+    let mut model = base();
+    let server = TestServer::start(&model).await;
+    let mut client = SotwClient::connect(server.ads, node(CART_0)).await;
+    client.subscribe(EDS, &[CART]);
+    let v1 = client.recv_type(EDS).await;
+    client.ack(&v1);
+    set_endpoints(&mut model, "cart", &["10.1.0.7"]);
+    server.publish(&model).await;
+    let v2 = client.recv_type(EDS).await;
+    client.nack(&v2, &format!("{CART}: endpoint rejected by the test"));
+    server
+        .wait_for_stream(CART_0, "showing the NACK", |s| {
+            s.type_sync("EDS").is_some_and(|t| t.last_nack.is_some())
+        })
+        .await;
+
+    let (status, body) = server
+        .get(&format!("/debug/config_dump?proxy={CART_0}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let dump = json(&body);
+    let endpoints = &dump["configs"][0];
+    assert_eq!(
+        endpoints["@type"],
+        "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump"
+    );
+    let entry = &endpoints["dynamic_endpoint_configs"][0];
+    let address = |config: &Value| {
+        config["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["address"]
+            .clone()
+    };
+    assert_eq!(address(&entry["endpoint_config"]), "10.1.0.5", "{entry}");
+    assert_eq!(entry["client_status"], "NACKED");
+    let error = &entry["error_state"];
+    assert_eq!(
+        address(&error["failed_configuration"]),
+        "10.1.0.7",
+        "{entry}"
+    );
+    assert_eq!(
+        error["details"],
+        format!("{CART}: endpoint rejected by the test")
+    );
+    assert!(
+        error["last_update_attempt"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_ne!(error["version_info"], entry["version_info"]);
+
+    // A later version it accepts is active, with no error left.
+    set_endpoints(&mut model, "cart", &["10.1.0.8"]);
+    server.publish(&model).await;
+    let v3 = client.recv_type(EDS).await;
+    client.ack(&v3);
+    server.wait_acked(CART_0, "EDS", &v3.version_info).await;
+    let dump = json(
+        &server
+            .get(&format!("/debug/config_dump?proxy={CART_0}"))
+            .await
+            .1,
+    );
+    let entry = &dump["configs"][0]["dynamic_endpoint_configs"][0];
+    assert_eq!(address(&entry["endpoint_config"]), "10.1.0.8", "{entry}");
+    assert_eq!(entry["client_status"], "ACKED");
+    assert!(entry.get("error_state").is_none(), "{entry}");
+}
+
+/// Incremental: a new cluster the proxy rejects is not active; it is listed with its
+/// `error_state` only, the others stay active.
+#[tokio::test]
+async fn config_dump_lists_a_rejected_new_cluster_with_its_error_only() {
+    let mut model = base();
+    let server = TestServer::start(&model).await;
+    let mut client = DeltaClient::connect(server.ads, node(CART_0)).await;
+    client.subscribe(CDS, &[], &[]);
+    let first = client.recv().await;
+    client.ack(&first);
+    add_service(&mut model, "new", "10.96.0.20");
+    server.publish(&model).await;
+    let added = client.recv().await;
+    let new = cluster("new");
+    client.nack(&added, &format!("cluster {new}: rejected by the test"));
+    server
+        .wait_for_stream(CART_0, "showing the NACK", |s| {
+            s.type_sync("CDS").is_some_and(|t| t.last_nack.is_some())
+        })
+        .await;
+    let dump = json(
+        &server
+            .get(&format!("/debug/config_dump?proxy={CART_0}"))
+            .await
+            .1,
+    );
+    let clusters = &dump["configs"][0];
+    assert_eq!(clusters["version_info"], first.system_version_info);
+    let entries = clusters["dynamic_active_clusters"].as_array().unwrap();
+    assert_eq!(entries.len(), first.resources.len() + 1);
+    let rejected: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["client_status"] == "NACKED")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{entries:?}");
+    assert!(rejected[0].get("cluster").is_none(), "{:?}", rejected[0]);
+    assert_eq!(
+        rejected[0]["error_state"]["failed_configuration"]["name"],
+        new
+    );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["client_status"] == "ACKED")
+            .all(|e| e["cluster"]["name"].is_string())
+    );
+}

@@ -225,3 +225,139 @@ async fn an_unknown_type_is_answered_with_its_names_removed() {
     client.subscribe(CDS, &[], &[]);
     assert_eq!(client.recv().await.type_url, CDS);
 }
+
+/// Envoy's delta client (Envoy v1.36 delta_subscription_state.cc) keeps a legacy wildcard
+/// subscription when it later subscribes a name, and ends it only by unsubscribing `*`.
+#[tokio::test]
+async fn a_legacy_wildcard_that_names_a_resource_stays_wildcard_until_it_unsubscribes_star() {
+    let mut model = base();
+    let server = TestServer::start(&model).await;
+    let mut client = DeltaClient::connect(server.ads, node(CART_0)).await;
+    client.subscribe(CDS, &[], &[]);
+    let first = client.recv().await;
+    let all = delta_names(&first);
+    assert!(all.len() > 2, "{all:?}");
+    client.ack(&first);
+
+    // On-demand style: a name on top of the wildcard. Nothing is taken away.
+    client.subscribe(CDS, &[CART], &[]);
+    let named = client.recv().await;
+    assert!(named.removed_resources.is_empty(), "{named:?}");
+    assert_eq!(
+        delta_names(&named),
+        [CART],
+        "the subscribed name is answered"
+    );
+    client.ack(&named);
+    server
+        .wait_acked(CART_0, "CDS", &named.system_version_info)
+        .await;
+    let sync = server
+        .wait_for_stream(CART_0, "connected", |_| true)
+        .await
+        .type_sync("CDS")
+        .unwrap();
+    assert_eq!(sync.subscribed, ["*", CART]);
+
+    // Still wildcard: a new cluster is pushed.
+    add_service(&mut model, "new", "10.96.0.20");
+    server.publish(&model).await;
+    let added = client.recv().await;
+    assert_eq!(delta_names(&added), [cluster("new")]);
+    client.ack(&added);
+
+    // Unsubscribing `*` leaves only the named cluster: the client drops the others itself
+    // (Envoy's `updateSubscriptionInterest` clears its wildcard resources), so nothing is
+    // sent, and a new cluster is no longer pushed; a change to the named one is.
+    client.subscribe(CDS, &[], &["*"]);
+    server
+        .wait_for_stream(CART_0, "unsubscribed from *", |s| {
+            s.type_sync("CDS")
+                .is_some_and(|t| t.subscribed == [CART.to_string()])
+        })
+        .await;
+    add_service(&mut model, "later", "10.96.0.21");
+    let generation = server.publish(&model).await;
+    server.wait_synced(CART_0, generation).await;
+    model
+        .services
+        .values_mut()
+        .find(|s| s.key.name == "cart")
+        .unwrap()
+        .ports[0]
+        .protocol = lanyard_model::Protocol::Grpc;
+    server.publish(&model).await;
+    let next = client.recv().await;
+    assert_eq!(delta_names(&next), [CART]);
+    assert!(next.removed_resources.is_empty(), "{next:?}");
+}
+
+/// A name the client is believed to hold, subscribed again (Envoy sends that when a watcher
+/// forgot its copy), is sent again; a missing one is reported removed again.
+#[tokio::test]
+async fn a_name_subscribed_again_is_sent_again() {
+    let mut model = base();
+    let server = TestServer::start(&model).await;
+    let mut client = DeltaClient::connect(server.ads, node(CART_0)).await;
+    let nope = cluster("nope");
+    client.subscribe(EDS, &[CART, CART_V2, &nope], &[]);
+    let first = client.recv().await;
+    assert_eq!(first.removed_resources, [nope.as_str()]);
+    client.ack(&first);
+
+    client.subscribe(EDS, &[CART, &nope], &[]);
+    let again = client.recv().await;
+    assert_eq!(delta_names(&again), [CART]);
+    assert_eq!(versions(&again)[CART], versions(&first)[CART]);
+    assert_eq!(again.removed_resources, [nope.as_str()]);
+    client.ack(&again);
+
+    // Nothing else is re-sent: the next push is the next change.
+    set_endpoints(&mut model, "cart-v2", &["10.1.0.42"]);
+    server.publish(&model).await;
+    let next = client.recv().await;
+    assert_eq!(delta_names(&next), [CART_V2]);
+    assert!(next.removed_resources.is_empty());
+}
+
+/// A NACK of a response that a later one superseded is not a NACK of what the proxy holds,
+/// but it is counted (metric, syncz) and logged, never dropped silently.
+#[tokio::test]
+async fn a_late_nack_of_a_superseded_version_is_counted() {
+    let mut model = base();
+    let server = TestServer::start(&model).await;
+    let mut client = DeltaClient::connect(server.ads, node(CART_0)).await;
+    client.subscribe(EDS, &[CART], &[]);
+    let v1 = client.recv().await;
+    set_endpoints(&mut model, "cart", &["10.1.0.7"]);
+    server.publish(&model).await;
+    let v2 = client.recv().await;
+    assert_eq!(delta_names(&v2), [CART]);
+    // Late replies to v1: an ACK, then a NACK.
+    client.ack(&v1);
+    client.nack(&v1, "late: rejected by the test");
+    client.ack(&v2);
+    server
+        .wait_acked(CART_0, "EDS", &v2.system_version_info)
+        .await;
+    let sync = server
+        .wait_for_stream(CART_0, "connected", |_| true)
+        .await
+        .type_sync("EDS")
+        .unwrap();
+    assert_eq!(sync.stale_nacks, 1);
+    assert_eq!(
+        sync.last_nack, None,
+        "a stale NACK is not the latest's NACK"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("lanyard_xds_stale_nacks_total{type=\"EDS\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lanyard_xds_stale_acks_total{type=\"EDS\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lanyard_xds_nacks_total{type=\"EDS\"} 0\n"));
+}
