@@ -107,6 +107,8 @@ pub struct Progress {
     pub nonce: Option<String>,
     /// Version of the latest response.
     pub version: Option<String>,
+    /// The latest response has had no ACK or NACK yet (see [`super::order`]).
+    pub awaiting_reply: bool,
 }
 
 impl Progress {
@@ -193,6 +195,7 @@ impl StreamCore {
             progress.unacked_change.get_or_insert(seen);
         }
         progress.force = false;
+        progress.awaiting_reply = true;
         debug!(r#type = %ty, %version, %nonce, resources, removed, "push");
         self.status.update(ty.short_name(), |s| {
             s.version_sent = Some(version.clone());
@@ -217,6 +220,9 @@ impl StreamCore {
     ) {
         let version = progress.version.clone().unwrap_or_default();
         let nonce = progress.nonce.clone().unwrap_or_default();
+        if matches!(reply, Reply::Ack | Reply::Nack(_)) {
+            progress.awaiting_reply = false;
+        }
         match reply {
             Reply::Ack => {
                 if let Some(seen) = progress.unacked_change.take() {

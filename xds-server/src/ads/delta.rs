@@ -24,9 +24,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
+use super::order::{Order, settled};
 use super::sotw::served_types;
 use super::subscription::{Dropped, Subscription, WILDCARD, select};
 use super::wire::Frame;
+use crate::cache::MeshSnapshot;
 use crate::resource::{Resource, ResourceType};
 use crate::status::{Held, Protocol, rejected_resources};
 use crate::version::Version;
@@ -37,6 +39,7 @@ pub struct Delta {
     core: StreamCore,
     types: BTreeMap<ResourceType, DeltaType>,
     unknown: BTreeMap<String, Vec<String>>,
+    order: Order,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +77,7 @@ impl Responder for Delta {
             core,
             types: BTreeMap::new(),
             unknown: BTreeMap::new(),
+            order: Order::default(),
         }
     }
 
@@ -122,6 +126,18 @@ impl Responder for Delta {
             }
             Reply::Initial => {}
         }
+        if ty == ResourceType::Cluster && matches!(reply, Reply::Ack | Reply::Nack(_)) {
+            let accepted = matches!(reply, Reply::Ack);
+            let eds = self
+                .types
+                .get(&ResourceType::Endpoint)
+                .map(|t| &t.subscription);
+            self.order.clusters_replied(accepted, eds);
+        }
+        self.release_removals();
+        let Some(state) = self.types.get_mut(&ty) else {
+            return Ok(());
+        };
         if request.resource_names_subscribe.is_empty()
             && request.resource_names_unsubscribe.is_empty()
         {
@@ -156,13 +172,21 @@ impl Responder for Delta {
     }
 
     fn has_pending(&self) -> bool {
-        self.types.values().any(|t| t.progress.pending) || !self.unknown.is_empty()
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && !self.order.blocks(*ty))
+            || !self.unknown.is_empty()
     }
 
     fn next_response(&mut self) -> Option<Frame> {
-        for ty in ResourceType::ALL {
-            if let Some(response) = self.respond(ty) {
-                return Some(response);
+        loop {
+            for ty in ResourceType::ALL {
+                if let Some(response) = self.respond(ty) {
+                    return Some(response);
+                }
+            }
+            if !self.release_removals() {
+                break;
             }
         }
         let type_url = self.unknown.keys().next()?.clone();
@@ -189,9 +213,22 @@ impl Responder for Delta {
 }
 
 impl Delta {
+    /// The response of a type, in make-before-break order ([`super::order`]).
     fn respond(&mut self, ty: ResourceType) -> Option<Frame> {
+        let dependents_settled = [ResourceType::Listener, ResourceType::Route]
+            .iter()
+            .all(|t| settled(self.types.get(t).map(|s| &s.progress)));
+        // The clusters the proxy holds: their assignments are not removed before them.
+        let clusters: BTreeSet<Arc<str>> = if ty == ResourceType::Endpoint {
+            self.types
+                .get(&ResourceType::Cluster)
+                .map(|c| c.held.keys().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            BTreeSet::new()
+        };
         let state = self.types.get_mut(&ty)?;
-        if !state.progress.pending {
+        if !state.progress.pending || self.order.blocks(ty) {
             return None;
         }
         let snapshot = self.core.snapshot.clone()?;
@@ -199,7 +236,13 @@ impl Delta {
         let selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
         if !state.progress.force && state.synced == Some(selected.version) {
             state.progress.changed_at = None;
+            if ty == ResourceType::Endpoint {
+                self.order.endpoints_evaluated(&state.subscription);
+            }
             return None;
+        }
+        if ty == ResourceType::Cluster {
+            self.order.removals_held = false;
         }
         let mut removed = Vec::new();
         if let Some(initial) = state.initial.take() {
@@ -224,30 +267,58 @@ impl Delta {
             .filter(|r| state.held.get(r.name()).map(|h| h.version()) != Some(r.version()))
             .cloned()
             .collect();
-        let gone: Vec<Arc<str>> = state
+        let mut gone: Vec<Arc<str>> = state
             .held
             .keys()
             .filter(|name| !selected.contains(name))
             .cloned()
             .collect();
+        let mut missing: Vec<&String> = selected.missing.iter().collect();
+        let mut deferred = false;
+        if ty == ResourceType::Cluster && !gone.is_empty() && !dependents_settled {
+            // Kept until the listeners and routes that named them are replaced.
+            self.order.removals_held = true;
+            gone.clear();
+            deferred = true;
+        } else if ty == ResourceType::Endpoint {
+            // An assignment goes after its cluster.
+            let before = gone.len() + missing.len();
+            gone.retain(|name| !clusters.contains(name));
+            missing.retain(|name| !clusters.contains(name.as_str()));
+            deferred = gone.len() + missing.len() != before;
+        }
         for name in gone {
             state.held.remove(&name);
             removed.push(name.to_string());
         }
-        for name in &selected.missing {
+        for name in missing {
             if state.absent.insert(name.clone()) && !removed.contains(name) {
                 removed.push(name.clone());
             }
         }
+        let recreated: Vec<(Arc<str>, bool)> = if ty == ResourceType::Cluster {
+            updates
+                .iter()
+                .map(|r| (r.shared_name().clone(), state.held.contains_key(r.name())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for resource in &updates {
             state.absent.remove(resource.name());
             state
                 .held
                 .insert(resource.shared_name().clone(), resource.clone());
         }
-        state.synced = Some(selected.version);
+        // Evaluated again once what was held back may go.
+        state.synced = (!deferred).then_some(selected.version);
+        if ty == ResourceType::Endpoint {
+            self.order.endpoints_evaluated(&state.subscription);
+        }
+        let clusters_removed = ty == ResourceType::Cluster && !removed.is_empty();
         if updates.is_empty() && removed.is_empty() && !state.progress.force {
             state.progress.changed_at = None;
+            self.clusters_sent(&snapshot, recreated, clusters_removed);
             return None;
         }
         removed.sort();
@@ -271,7 +342,62 @@ impl Delta {
             removed.len(),
         );
         state.unacked = updates;
+        self.clusters_sent(&snapshot, recreated, clusters_removed);
         Some(response)
+    }
+
+    /// Sends the removals CDS held back once LDS and RDS have settled; whether CDS became
+    /// pending.
+    fn release_removals(&mut self) -> bool {
+        if !self.order.removals_held
+            || ![ResourceType::Listener, ResourceType::Route]
+                .iter()
+                .all(|t| settled(self.types.get(t).map(|s| &s.progress)))
+        {
+            return false;
+        }
+        match self.types.get_mut(&ResourceType::Cluster) {
+            Some(cds) if !cds.progress.pending => {
+                cds.progress.pending = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A CDS response carried these clusters (`true`: the proxy held an earlier version,
+    /// so it re-creates the cluster) and, with `removed`, removed some. Each EDS cluster is
+    /// owed its ClusterLoadAssignment; a re-created one whose assignment the proxy holds
+    /// gets it again unasked: Envoy's delta client sends no request for it (its watch map
+    /// already holds the name, see `testing::client`), and the cluster would warm until
+    /// `initial_fetch_timeout`. After a removal, EDS is evaluated again to remove the
+    /// assignments held back until their clusters went.
+    fn clusters_sent(
+        &mut self,
+        snapshot: &MeshSnapshot,
+        built: Vec<(Arc<str>, bool)>,
+        removed: bool,
+    ) {
+        let Some(eds) = self.types.get_mut(&ResourceType::Endpoint) else {
+            return;
+        };
+        for (name, recreated) in built {
+            if snapshot
+                .lookup(ResourceType::Endpoint, &self.core.proxy, &name)
+                .is_none()
+            {
+                continue;
+            }
+            if recreated && eds.held.remove(&name).is_some() {
+                eds.synced = None;
+                eds.progress.pending = true;
+            }
+            self.order.owed.insert(name.to_string());
+        }
+        if removed {
+            eds.synced = None;
+            eds.progress.pending = true;
+        }
     }
 
     fn on_unknown(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {

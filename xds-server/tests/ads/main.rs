@@ -5,6 +5,7 @@
 
 mod debug;
 mod delta;
+mod envoy;
 mod mesh;
 mod propagation;
 mod sotw;
