@@ -426,3 +426,138 @@ impl Delta {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+
+    use super::*;
+    use crate::cache::MeshSnapshot;
+    use crate::fixtures::rich_model;
+    use crate::metrics::Metrics;
+    use crate::node::ProxyIdentity;
+    use crate::status::Registry;
+    use crate::{XdsOptions, translate};
+
+    const CART: &str = "outbound|80||cart.shop.svc.cluster.local";
+    const CART_V2: &str = "outbound|80||cart-v2.shop.svc.cluster.local";
+
+    fn mk_delta() -> (Delta, crate::status::Registration) {
+        let node = Node {
+            id: "cart-0.shop".into(),
+            ..Default::default()
+        };
+        let identity = ProxyIdentity::from_node(Some(&node)).unwrap();
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::default());
+        let (registration, _dumps) =
+            registry.register(identity.clone(), Protocol::Delta, metrics.clone());
+        let core = StreamCore::new(identity, registration.status().clone(), metrics);
+        let mut delta = Delta::new(core);
+        publish(&mut delta, &rich_model(), 1);
+        (delta, registration)
+    }
+
+    fn publish(delta: &mut Delta, model: &lanyard_model::Model, generation: u64) {
+        let snapshot = MeshSnapshot::build(
+            generation,
+            Instant::now(),
+            translate(model, &XdsOptions::default()),
+        )
+        .unwrap();
+        delta.core.set_snapshot(Arc::new(snapshot));
+        delta.on_snapshot(Instant::now());
+    }
+
+    fn subscribe(delta: &mut Delta, ty: ResourceType, names: &[&str]) {
+        delta
+            .on_request(DeltaDiscoveryRequest {
+                type_url: ty.type_url().into(),
+                resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    fn ack(delta: &mut Delta, response: &DeltaDiscoveryResponse) {
+        delta
+            .on_request(DeltaDiscoveryRequest {
+                type_url: response.type_url.clone(),
+                response_nonce: response.nonce.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    /// The next response, of type `ty`, ACKed.
+    fn recv_ack(delta: &mut Delta, ty: ResourceType) -> DeltaDiscoveryResponse {
+        let response: DeltaDiscoveryResponse = delta
+            .next_response()
+            .unwrap_or_else(|| panic!("no {ty} response"))
+            .decode()
+            .unwrap();
+        assert_eq!(response.type_url, ty.type_url());
+        ack(delta, &response);
+        response
+    }
+
+    fn names(response: &DeltaDiscoveryResponse) -> Vec<&str> {
+        response.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_recreated_cluster_gets_its_held_assignment_again_unasked() {
+        let (mut delta, _r) = mk_delta();
+        subscribe(&mut delta, ResourceType::Cluster, &[]);
+        recv_ack(&mut delta, ResourceType::Cluster);
+        subscribe(&mut delta, ResourceType::Endpoint, &[CART, CART_V2]);
+        recv_ack(&mut delta, ResourceType::Endpoint);
+        assert!(delta.next_response().is_none());
+
+        let mut model = rich_model();
+        model
+            .services
+            .values_mut()
+            .find(|s| s.key.name == "cart")
+            .unwrap()
+            .ports[0]
+            .protocol = lanyard_model::Protocol::Http2;
+        publish(&mut delta, &model, 2);
+        let clusters = recv_ack(&mut delta, ResourceType::Cluster);
+        assert_eq!(names(&clusters), [CART]);
+        // Envoy's delta client asks nothing (it watches the name already): sent unasked.
+        let again = recv_ack(&mut delta, ResourceType::Endpoint);
+        assert_eq!(names(&again), [CART]);
+        assert!(again.removed_resources.is_empty());
+        assert!(delta.next_response().is_none());
+    }
+
+    #[test]
+    fn a_removed_cluster_and_its_assignment_go_after_the_listeners_that_named_it() {
+        let (mut delta, _r) = mk_delta();
+        subscribe(&mut delta, ResourceType::Cluster, &[]);
+        recv_ack(&mut delta, ResourceType::Cluster);
+        subscribe(&mut delta, ResourceType::Endpoint, &[CART, CART_V2]);
+        recv_ack(&mut delta, ResourceType::Endpoint);
+        subscribe(&mut delta, ResourceType::Listener, &[]);
+        recv_ack(&mut delta, ResourceType::Listener);
+        assert!(delta.next_response().is_none());
+
+        let mut model = rich_model();
+        model.services.retain(|k, _| k.name != "cart-v2");
+        model.routing.clear();
+        publish(&mut delta, &model, 2);
+        // Neither the cluster nor its assignment is removed before the listeners.
+        let listeners: DeltaDiscoveryResponse = delta.next_response().unwrap().decode().unwrap();
+        assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+        assert!(delta.next_response().is_none());
+        ack(&mut delta, &listeners);
+        let clusters = recv_ack(&mut delta, ResourceType::Cluster);
+        assert_eq!(clusters.removed_resources, [CART_V2]);
+        let endpoints = recv_ack(&mut delta, ResourceType::Endpoint);
+        assert_eq!(endpoints.removed_resources, [CART_V2]);
+        assert!(delta.next_response().is_none());
+    }
+}

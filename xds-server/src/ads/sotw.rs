@@ -454,6 +454,99 @@ mod tests {
         }
     }
 
+    const CART: &str = "outbound|80||cart.shop.svc.cluster.local";
+    const CART_V2: &str = "outbound|80||cart-v2.shop.svc.cluster.local";
+
+    /// Serves `model` as snapshot `generation`.
+    fn publish(sotw: &mut Sotw, model: &lanyard_model::Model, generation: u64) {
+        let snapshot = MeshSnapshot::build(
+            generation,
+            Instant::now(),
+            translate(model, &XdsOptions::default()),
+        )
+        .unwrap();
+        sotw.core.set_snapshot(Arc::new(snapshot));
+        sotw.on_snapshot(Instant::now());
+    }
+
+    /// Receives the next response (of type `ty`) and ACKs it.
+    fn recv_ack(sotw: &mut Sotw, ty: ResourceType, names: &[&str]) -> DiscoveryResponse {
+        let response: DiscoveryResponse = sotw
+            .next_response()
+            .unwrap_or_else(|| panic!("no {ty} response"))
+            .decode()
+            .unwrap();
+        assert_eq!(response.type_url, ty.type_url());
+        let mut ack = request(ty, names, &response.nonce);
+        ack.version_info = response.version_info.clone();
+        sotw.on_request(ack).unwrap();
+        response
+    }
+
+    fn resource_names(response: &DiscoveryResponse) -> Vec<String> {
+        crate::testing::client::names(response)
+    }
+
+    #[test]
+    fn a_recreated_cluster_gets_its_unchanged_assignment_again_after_the_clusters() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        sotw.on_request(request(ResourceType::Endpoint, &[CART], ""))
+            .unwrap();
+        let endpoints = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART]);
+        assert!(sotw.next_response().is_none());
+
+        // cart:80 becomes h2c: its cluster changes, its assignment does not.
+        let mut model = rich_model();
+        model
+            .services
+            .values_mut()
+            .find(|s| s.key.name == "cart")
+            .unwrap()
+            .ports[0]
+            .protocol = lanyard_model::Protocol::Http2;
+        publish(&mut sotw, &model, 2);
+        let clusters = recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        assert!(resource_names(&clusters).contains(&CART.to_string()));
+        // Envoy re-creates the cluster and warms it until an assignment arrives.
+        let again = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART]);
+        assert_eq!(resource_names(&again), [CART]);
+        assert_eq!(again.version_info, endpoints.version_info);
+        assert_ne!(again.nonce, endpoints.nonce);
+        // ACKs are not answered.
+        assert!(sotw.next_response().is_none());
+    }
+
+    #[test]
+    fn a_removed_cluster_goes_after_the_listeners_that_named_it() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        sotw.on_request(request(ResourceType::Listener, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Listener, &[]);
+        assert!(sotw.next_response().is_none());
+
+        let mut model = rich_model();
+        model.services.retain(|k, _| k.name != "cart-v2");
+        model.routing.clear();
+        publish(&mut sotw, &model, 2);
+        let listeners: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
+        assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+        // Until the proxy has answered the listeners, the cluster stays.
+        assert!(sotw.next_response().is_none());
+        let mut ack = request(ResourceType::Listener, &[], &listeners.nonce);
+        ack.version_info = listeners.version_info.clone();
+        sotw.on_request(ack).unwrap();
+        assert!(sotw.has_pending());
+        let clusters = recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        assert!(!resource_names(&clusters).contains(&CART_V2.to_string()));
+        assert!(resource_names(&clusters).contains(&CART.to_string()));
+    }
+
     #[test]
     fn a_first_request_is_answered_and_an_ack_is_not() {
         let (mut sotw, _r) = mk_sotw();
