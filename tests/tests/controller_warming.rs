@@ -58,7 +58,12 @@ fn start(dir: &Path) -> (Controller, SocketAddr) {
     let mut child = Command::new(&path)
         .arg("--config-dir")
         .arg(dir)
-        .args(["--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0"])
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
         .env_remove("LANYARD_CONFIG_DIR")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

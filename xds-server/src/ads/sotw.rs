@@ -245,9 +245,11 @@ impl Sotw {
             state.progress.changed_at = None;
             return None;
         }
-        let built = (ty == ResourceType::Cluster)
-            .then(|| built_clusters(state.sent.as_ref(), &selected))
-            .unwrap_or_default();
+        let built = if ty == ResourceType::Cluster {
+            built_clusters(state.sent.as_ref(), &selected)
+        } else {
+            Vec::new()
+        };
         let nonce = next_nonce();
         let version = selected.version.to_string();
         // A whole view's resources are encoded once and shared; a named selection's here.

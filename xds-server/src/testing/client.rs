@@ -156,11 +156,9 @@ impl Warming {
             self.clusters.insert(name, (bytes, eds));
         }
         for name in removed {
-            if let Some((_, eds)) = self.clusters.remove(&name) {
-                if let Some(service) = eds {
-                    self.warming.remove(&service);
-                    gone.push(service);
-                }
+            if let Some((_, Some(service))) = self.clusters.remove(&name) {
+                self.warming.remove(&service);
+                gone.push(service);
             }
         }
         (added, recreated, gone)
