@@ -67,6 +67,11 @@ pub trait Responder: Send + Sized + 'static {
     fn next_response(&mut self) -> Option<Self::Response>;
     /// What the stream holds, for a config dump.
     fn held(&self) -> Vec<Held>;
+    /// Whether a type has a change to send that waits on the proxy (make before break):
+    /// the stream is not synced while it does.
+    fn waiting(&self) -> bool {
+        false
+    }
 }
 
 /// Checks what every ADS request must carry, then hands the request to the protocol.
@@ -346,7 +351,7 @@ async fn run<R: Responder>(
     }
     let mut synced = 0;
     loop {
-        if !responder.has_pending() {
+        if !responder.has_pending() && !responder.waiting() {
             let core = responder.core_mut();
             if let Some(generation) = core.snapshot.as_ref().map(|s| s.generation())
                 && generation != synced

@@ -200,6 +200,12 @@ impl Responder for Delta {
         ))
     }
 
+    fn waiting(&self) -> bool {
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && self.order.blocks(*ty))
+    }
+
     fn held(&self) -> Vec<Held> {
         self.types
             .iter()

@@ -189,6 +189,12 @@ impl Responder for Sotw {
         ))
     }
 
+    fn waiting(&self) -> bool {
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && self.order.blocks(*ty))
+    }
+
     fn held(&self) -> Vec<Held> {
         self.types
             .iter()
@@ -547,6 +553,46 @@ mod tests {
         let clusters = recv_ack(&mut sotw, ResourceType::Cluster, &[]);
         assert!(!resource_names(&clusters).contains(&CART_V2.to_string()));
         assert!(resource_names(&clusters).contains(&CART.to_string()));
+    }
+
+    #[test]
+    fn listeners_wait_until_a_new_cluster_has_its_endpoints() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        sotw.on_request(request(ResourceType::Endpoint, &[CART], ""))
+            .unwrap();
+        let endpoints = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART]);
+        sotw.on_request(request(ResourceType::Listener, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Listener, &[]);
+
+        let mut model = rich_model();
+        let mut extra = crate::fixtures::mk_service(
+            "shop",
+            "extra",
+            &["10.96.0.42"],
+            &[(80, lanyard_model::Protocol::Http)],
+        );
+        extra.ports[0].endpoints = vec![crate::fixtures::mk_endpoint("10.1.0.42", 8080, None)];
+        model.services.insert(extra.key.clone(), extra);
+        publish(&mut sotw, &model, 2);
+        let extra = "outbound|80||extra.shop.svc.cluster.local";
+        let clusters: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
+        assert!(resource_names(&clusters).contains(&extra.to_string()));
+        // The new listener waits for the new cluster's endpoints.
+        assert!(sotw.next_response().is_none());
+        assert!(sotw.waiting() && !sotw.has_pending());
+        // As Envoy does: it asks for the new cluster's assignment before it ACKs the clusters.
+        let mut ask = request(ResourceType::Endpoint, &[CART, extra], &endpoints.nonce);
+        ask.version_info = endpoints.version_info.clone();
+        sotw.on_request(ask).unwrap();
+        let endpoints = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART, extra]);
+        assert!(resource_names(&endpoints).contains(&extra.to_string()));
+        let listeners: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
+        assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+        assert!(!sotw.waiting());
     }
 
     #[test]
