@@ -70,6 +70,11 @@ pub trait Responder: Send + Sized + 'static {
     fn next_response(&mut self) -> Option<Self::Response>;
     /// What the stream holds, for a config dump.
     fn held(&self) -> Vec<Held>;
+    /// Whether a type has a change to send that waits on the proxy (make before break):
+    /// the stream is not synced while it does.
+    fn waiting(&self) -> bool {
+        false
+    }
 }
 
 /// Checks what every ADS request must carry, then hands the request to the protocol.
@@ -110,6 +115,8 @@ pub struct Progress {
     pub nonce: Option<String>,
     /// Version of the latest response.
     pub version: Option<String>,
+    /// The latest response has had no ACK or NACK yet (see [`super::order`]).
+    pub awaiting_reply: bool,
 }
 
 impl Progress {
@@ -199,6 +206,7 @@ impl StreamCore {
             progress.unacked_change.get_or_insert(seen);
         }
         progress.force = false;
+        progress.awaiting_reply = true;
         debug!(r#type = %ty, %version, %nonce, resources, removed, "push");
         self.status.update(ty.short_name(), |s| {
             s.version_sent = Some(version.clone());
@@ -259,6 +267,9 @@ impl StreamCore {
     ) {
         let version = progress.version.clone().unwrap_or_default();
         let nonce = progress.nonce.clone().unwrap_or_default();
+        if matches!(reply, Reply::Ack | Reply::Nack(_)) {
+            progress.awaiting_reply = false;
+        }
         match reply {
             Reply::Ack => {
                 if let Some(seen) = progress.unacked_change.take() {
@@ -436,7 +447,7 @@ async fn run<R: Responder>(
     }
     let mut synced = 0;
     loop {
-        if !responder.has_pending() {
+        if !responder.has_pending() && !responder.waiting() {
             let core = responder.core_mut();
             if let Some(generation) = core.snapshot.as_ref().map(|s| s.generation())
                 && generation != synced

@@ -27,9 +27,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
+use super::order::{Order, settled};
 use super::sotw::served_types;
 use super::subscription::{Dropped, Subscription, WILDCARD, select};
 use super::wire::Frame;
+use crate::cache::MeshSnapshot;
 use crate::resource::{Resource, ResourceType};
 use crate::status::{Held, Protocol, rejected_resources};
 use crate::version::Version;
@@ -40,6 +42,7 @@ pub struct Delta {
     core: StreamCore,
     types: BTreeMap<ResourceType, DeltaType>,
     unknown: BTreeMap<String, Vec<String>>,
+    order: Order,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +80,7 @@ impl Responder for Delta {
             core,
             types: BTreeMap::new(),
             unknown: BTreeMap::new(),
+            order: Order::default(),
         }
     }
 
@@ -126,6 +130,18 @@ impl Responder for Delta {
             }
             Reply::Initial => {}
         }
+        if ty == ResourceType::Cluster && matches!(reply, Reply::Ack | Reply::Nack(_)) {
+            let accepted = matches!(reply, Reply::Ack);
+            let eds = self
+                .types
+                .get(&ResourceType::Endpoint)
+                .map(|t| &t.subscription);
+            self.order.clusters_replied(accepted, eds);
+        }
+        self.release_removals();
+        let Some(state) = self.types.get_mut(&ty) else {
+            return Ok(());
+        };
         if request.resource_names_subscribe.is_empty()
             && request.resource_names_unsubscribe.is_empty()
         {
@@ -175,13 +191,21 @@ impl Responder for Delta {
     }
 
     fn has_pending(&self) -> bool {
-        self.types.values().any(|t| t.progress.pending) || !self.unknown.is_empty()
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && !self.order.blocks(*ty))
+            || !self.unknown.is_empty()
     }
 
     fn next_response(&mut self) -> Option<Frame> {
-        for ty in ResourceType::ALL {
-            if let Some(response) = self.respond(ty) {
-                return Some(response);
+        loop {
+            for ty in ResourceType::ALL {
+                if let Some(response) = self.respond(ty) {
+                    return Some(response);
+                }
+            }
+            if !self.release_removals() {
+                break;
             }
         }
         let type_url = self.unknown.keys().next()?.clone();
@@ -193,6 +217,12 @@ impl Responder for Delta {
             &names,
             [],
         ))
+    }
+
+    fn waiting(&self) -> bool {
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && self.order.blocks(*ty))
     }
 
     fn held(&self) -> Vec<Held> {
@@ -208,9 +238,22 @@ impl Responder for Delta {
 }
 
 impl Delta {
+    /// The response of a type, in make-before-break order ([`super::order`]).
     fn respond(&mut self, ty: ResourceType) -> Option<Frame> {
+        let dependents_settled = [ResourceType::Listener, ResourceType::Route]
+            .iter()
+            .all(|t| settled(self.types.get(t).map(|s| &s.progress)));
+        // The clusters the proxy holds: their assignments are not removed before them.
+        let clusters: BTreeSet<Arc<str>> = if ty == ResourceType::Endpoint {
+            self.types
+                .get(&ResourceType::Cluster)
+                .map(|c| c.held.keys().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            BTreeSet::new()
+        };
         let state = self.types.get_mut(&ty)?;
-        if !state.progress.pending {
+        if !state.progress.pending || self.order.blocks(ty) {
             return None;
         }
         let snapshot = self.core.snapshot.clone()?;
@@ -218,7 +261,13 @@ impl Delta {
         let selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
         if !state.progress.force && state.synced == Some(selected.version) {
             state.progress.changed_at = None;
+            if ty == ResourceType::Endpoint {
+                self.order.endpoints_evaluated(&state.subscription);
+            }
             return None;
+        }
+        if ty == ResourceType::Cluster {
+            self.order.removals_held = false;
         }
         let mut removed = Vec::new();
         if let Some(initial) = state.initial.take() {
@@ -244,30 +293,58 @@ impl Delta {
             .filter(|r| state.held.get(r.name()).map(|h| h.version()) != Some(r.version()))
             .cloned()
             .collect();
-        let gone: Vec<Arc<str>> = state
+        let mut gone: Vec<Arc<str>> = state
             .held
             .keys()
             .filter(|name| !selected.contains(name))
             .cloned()
             .collect();
+        let mut missing: Vec<&String> = selected.missing.iter().collect();
+        let mut deferred = false;
+        if ty == ResourceType::Cluster && !gone.is_empty() && !dependents_settled {
+            // Kept until the listeners and routes that named them are replaced.
+            self.order.removals_held = true;
+            gone.clear();
+            deferred = true;
+        } else if ty == ResourceType::Endpoint {
+            // An assignment goes after its cluster.
+            let before = gone.len() + missing.len();
+            gone.retain(|name| !clusters.contains(name));
+            missing.retain(|name| !clusters.contains(name.as_str()));
+            deferred = gone.len() + missing.len() != before;
+        }
         for name in gone {
             state.held.remove(&name);
             removed.push(name.to_string());
         }
-        for name in &selected.missing {
+        for name in missing {
             if state.absent.insert(name.clone()) && !removed.contains(name) {
                 removed.push(name.clone());
             }
         }
+        let recreated: Vec<(Arc<str>, bool)> = if ty == ResourceType::Cluster {
+            updates
+                .iter()
+                .map(|r| (r.shared_name().clone(), state.held.contains_key(r.name())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for resource in &updates {
             state.absent.remove(resource.name());
             state
                 .held
                 .insert(resource.shared_name().clone(), resource.clone());
         }
-        state.synced = Some(selected.version);
+        // Evaluated again once what was held back may go.
+        state.synced = (!deferred).then_some(selected.version);
+        if ty == ResourceType::Endpoint {
+            self.order.endpoints_evaluated(&state.subscription);
+        }
+        let clusters_removed = ty == ResourceType::Cluster && !removed.is_empty();
         if updates.is_empty() && removed.is_empty() && !state.progress.force {
             state.progress.changed_at = None;
+            self.clusters_sent(&snapshot, recreated, clusters_removed);
             return None;
         }
         removed.sort();
@@ -292,7 +369,62 @@ impl Delta {
         );
         self.core.sent_changes(ty, &updates, &removed);
         state.unacked = updates;
+        self.clusters_sent(&snapshot, recreated, clusters_removed);
         Some(response)
+    }
+
+    /// Sends the removals CDS held back once LDS and RDS have settled; whether CDS became
+    /// pending.
+    fn release_removals(&mut self) -> bool {
+        if !self.order.removals_held
+            || ![ResourceType::Listener, ResourceType::Route]
+                .iter()
+                .all(|t| settled(self.types.get(t).map(|s| &s.progress)))
+        {
+            return false;
+        }
+        match self.types.get_mut(&ResourceType::Cluster) {
+            Some(cds) if !cds.progress.pending => {
+                cds.progress.pending = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A CDS response carried these clusters (`true`: the proxy held an earlier version,
+    /// so it re-creates the cluster) and, with `removed`, removed some. Each EDS cluster is
+    /// owed its ClusterLoadAssignment; a re-created one whose assignment the proxy holds
+    /// gets it again unasked: Envoy's delta client sends no request for it (its watch map
+    /// already holds the name, see `testing::client`), and the cluster would warm until
+    /// `initial_fetch_timeout`. After a removal, EDS is evaluated again to remove the
+    /// assignments held back until their clusters went.
+    fn clusters_sent(
+        &mut self,
+        snapshot: &MeshSnapshot,
+        built: Vec<(Arc<str>, bool)>,
+        removed: bool,
+    ) {
+        let Some(eds) = self.types.get_mut(&ResourceType::Endpoint) else {
+            return;
+        };
+        for (name, recreated) in built {
+            if snapshot
+                .lookup(ResourceType::Endpoint, &self.core.proxy, &name)
+                .is_none()
+            {
+                continue;
+            }
+            if recreated && eds.held.remove(&name).is_some() {
+                eds.synced = None;
+                eds.progress.pending = true;
+            }
+            self.order.owed.insert(name.to_string());
+        }
+        if removed {
+            eds.synced = None;
+            eds.progress.pending = true;
+        }
     }
 
     fn on_unknown(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
@@ -319,5 +451,140 @@ impl Delta {
             .or_default()
             .extend(names);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+
+    use super::*;
+    use crate::cache::MeshSnapshot;
+    use crate::fixtures::rich_model;
+    use crate::metrics::Metrics;
+    use crate::node::ProxyIdentity;
+    use crate::status::Registry;
+    use crate::{XdsOptions, translate};
+
+    const CART: &str = "outbound|80||cart.shop.svc.cluster.local";
+    const CART_V2: &str = "outbound|80||cart-v2.shop.svc.cluster.local";
+
+    fn mk_delta() -> (Delta, crate::status::Registration) {
+        let node = Node {
+            id: "cart-0.shop".into(),
+            ..Default::default()
+        };
+        let identity = ProxyIdentity::from_node(Some(&node)).unwrap();
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::default());
+        let (registration, _dumps) =
+            registry.register(identity.clone(), Protocol::Delta, metrics.clone());
+        let core = StreamCore::new(identity, registration.status().clone(), metrics);
+        let mut delta = Delta::new(core);
+        publish(&mut delta, &rich_model(), 1);
+        (delta, registration)
+    }
+
+    fn publish(delta: &mut Delta, model: &lanyard_model::Model, generation: u64) {
+        let snapshot = MeshSnapshot::build(
+            generation,
+            Instant::now(),
+            translate(model, &XdsOptions::default()),
+        )
+        .unwrap();
+        delta.core.set_snapshot(Arc::new(snapshot));
+        delta.on_snapshot(Instant::now());
+    }
+
+    fn subscribe(delta: &mut Delta, ty: ResourceType, names: &[&str]) {
+        delta
+            .on_request(DeltaDiscoveryRequest {
+                type_url: ty.type_url().into(),
+                resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    fn ack(delta: &mut Delta, response: &DeltaDiscoveryResponse) {
+        delta
+            .on_request(DeltaDiscoveryRequest {
+                type_url: response.type_url.clone(),
+                response_nonce: response.nonce.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    /// The next response, of type `ty`, ACKed.
+    fn recv_ack(delta: &mut Delta, ty: ResourceType) -> DeltaDiscoveryResponse {
+        let response: DeltaDiscoveryResponse = delta
+            .next_response()
+            .unwrap_or_else(|| panic!("no {ty} response"))
+            .decode()
+            .unwrap();
+        assert_eq!(response.type_url, ty.type_url());
+        ack(delta, &response);
+        response
+    }
+
+    fn names(response: &DeltaDiscoveryResponse) -> Vec<&str> {
+        response.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_recreated_cluster_gets_its_held_assignment_again_unasked() {
+        let (mut delta, _r) = mk_delta();
+        subscribe(&mut delta, ResourceType::Cluster, &[]);
+        recv_ack(&mut delta, ResourceType::Cluster);
+        subscribe(&mut delta, ResourceType::Endpoint, &[CART, CART_V2]);
+        recv_ack(&mut delta, ResourceType::Endpoint);
+        assert!(delta.next_response().is_none());
+
+        let mut model = rich_model();
+        model
+            .services
+            .values_mut()
+            .find(|s| s.key.name == "cart")
+            .unwrap()
+            .ports[0]
+            .protocol = lanyard_model::Protocol::Http2;
+        publish(&mut delta, &model, 2);
+        let clusters = recv_ack(&mut delta, ResourceType::Cluster);
+        assert_eq!(names(&clusters), [CART]);
+        // Envoy's delta client asks nothing (it watches the name already): sent unasked.
+        let again = recv_ack(&mut delta, ResourceType::Endpoint);
+        assert_eq!(names(&again), [CART]);
+        assert!(again.removed_resources.is_empty());
+        assert!(delta.next_response().is_none());
+    }
+
+    #[test]
+    fn a_removed_cluster_and_its_assignment_go_after_the_listeners_that_named_it() {
+        let (mut delta, _r) = mk_delta();
+        subscribe(&mut delta, ResourceType::Cluster, &[]);
+        recv_ack(&mut delta, ResourceType::Cluster);
+        subscribe(&mut delta, ResourceType::Endpoint, &[CART, CART_V2]);
+        recv_ack(&mut delta, ResourceType::Endpoint);
+        subscribe(&mut delta, ResourceType::Listener, &[]);
+        recv_ack(&mut delta, ResourceType::Listener);
+        assert!(delta.next_response().is_none());
+
+        let mut model = rich_model();
+        model.services.retain(|k, _| k.name != "cart-v2");
+        model.routing.clear();
+        publish(&mut delta, &model, 2);
+        // Neither the cluster nor its assignment is removed before the listeners.
+        let listeners: DeltaDiscoveryResponse = delta.next_response().unwrap().decode().unwrap();
+        assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+        assert!(delta.next_response().is_none());
+        ack(&mut delta, &listeners);
+        let clusters = recv_ack(&mut delta, ResourceType::Cluster);
+        assert_eq!(clusters.removed_resources, [CART_V2]);
+        let endpoints = recv_ack(&mut delta, ResourceType::Endpoint);
+        assert_eq!(endpoints.removed_resources, [CART_V2]);
+        assert!(delta.next_response().is_none());
     }
 }

@@ -6,6 +6,7 @@
 pub mod core;
 pub mod delta;
 pub mod http;
+pub mod order;
 pub mod sotw;
 pub mod subscription;
 pub mod wire;

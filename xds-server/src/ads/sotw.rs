@@ -22,10 +22,12 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::core::{MAX_UNKNOWN_TYPES, Progress, Reply, Responder, StreamCore, next_nonce};
+use super::order::{Order, settled};
 use super::subscription::{Selected, Subscription, select};
 use super::wire::{self, Frame};
 use std::sync::Arc;
 
+use crate::cache::MeshSnapshot;
 use crate::resource::{Resource, ResourceType};
 use crate::status::{Held, Protocol, rejected_resources};
 use crate::version::Version;
@@ -36,6 +38,7 @@ pub struct Sotw {
     core: StreamCore,
     types: BTreeMap<ResourceType, SotwType>,
     unknown: BTreeMap<String, UnknownType>,
+    order: Order,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +76,7 @@ impl Responder for Sotw {
             core,
             types: BTreeMap::new(),
             unknown: BTreeMap::new(),
+            order: Order::default(),
         }
     }
 
@@ -94,6 +98,7 @@ impl Responder for Sotw {
             Reply::Initial => {
                 state.subscription = subscription;
                 state.progress.answer();
+                state.progress.awaiting_reply = false;
                 if !request.version_info.is_empty() {
                     let version = request.version_info.clone();
                     self.core
@@ -137,6 +142,15 @@ impl Responder for Sotw {
             }
         }
         self.core.subscribed(ty.short_name(), &state.subscription);
+        if ty == ResourceType::Cluster && matches!(reply, Reply::Ack | Reply::Nack(_)) {
+            let eds = self
+                .types
+                .get(&ResourceType::Endpoint)
+                .map(|t| &t.subscription);
+            self.order
+                .clusters_replied(matches!(reply, Reply::Ack), eds);
+        }
+        self.release_removals();
         Ok(())
     }
 
@@ -147,13 +161,21 @@ impl Responder for Sotw {
     }
 
     fn has_pending(&self) -> bool {
-        self.types.values().any(|t| t.progress.pending) || self.unknown.values().any(|u| u.pending)
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && !self.order.blocks(*ty))
+            || self.unknown.values().any(|u| u.pending)
     }
 
     fn next_response(&mut self) -> Option<Frame> {
-        for ty in ResourceType::ALL {
-            if let Some(response) = self.respond(ty) {
-                return Some(response);
+        loop {
+            for ty in ResourceType::ALL {
+                if let Some(response) = self.respond(ty) {
+                    return Some(response);
+                }
+            }
+            if !self.release_removals() {
+                break;
             }
         }
         let (type_url, state) = self.unknown.iter_mut().find(|(_, u)| u.pending)?;
@@ -166,6 +188,12 @@ impl Responder for Sotw {
             &nonce,
             Default::default(),
         ))
+    }
+
+    fn waiting(&self) -> bool {
+        self.types
+            .iter()
+            .any(|(ty, t)| t.progress.pending && self.order.blocks(*ty))
     }
 
     fn held(&self) -> Vec<Held> {
@@ -185,23 +213,50 @@ impl Responder for Sotw {
 }
 
 impl Sotw {
-    /// The response of a type, when it is pending and has something new (or must answer).
+    /// The response of a type, when it is pending and has something new (or must answer),
+    /// in make-before-break order ([`super::order`]).
     fn respond(&mut self, ty: ResourceType) -> Option<Frame> {
+        let dependents_settled = self.dependents_settled();
         let state = self.types.get_mut(&ty)?;
-        if !state.progress.pending {
+        if !state.progress.pending || self.order.blocks(ty) {
             return None;
         }
         let snapshot = self.core.snapshot.clone()?;
         state.progress.pending = false;
         let mut selected = select(&snapshot, &self.core.proxy, ty, &state.subscription);
+        if ty == ResourceType::Cluster {
+            self.order.removals_held = false;
+            if let Some(sent) = &state.sent {
+                let removed: Vec<Arc<Resource>> = sent
+                    .resources
+                    .iter()
+                    .filter(|r| !selected.contains(r.name()))
+                    .cloned()
+                    .collect();
+                if !removed.is_empty() && !dependents_settled {
+                    // Keep them until the listeners and routes that named them are replaced.
+                    self.order.removals_held = true;
+                    selected = keeping(selected, removed);
+                }
+            }
+        }
         let unchanged = state
             .sent
             .as_ref()
             .is_some_and(|sent| sent.version == selected.version);
+        if ty == ResourceType::Endpoint {
+            // Sent now, or unchanged since it was sent.
+            self.order.endpoints_evaluated(&state.subscription);
+        }
         if unchanged && !state.progress.force {
             state.progress.changed_at = None;
             return None;
         }
+        let built = if ty == ResourceType::Cluster {
+            built_clusters(state.sent.as_ref(), &selected)
+        } else {
+            Vec::new()
+        };
         let nonce = next_nonce();
         let version = selected.version.to_string();
         // A whole view's resources are encoded once and shared; a named selection's here.
@@ -220,7 +275,57 @@ impl Sotw {
         );
         self.core.sent_set(ty, selected.resources.clone());
         state.sent = Some(selected);
+        self.clusters_sent(&snapshot, built);
         Some(response)
+    }
+
+    /// Whether LDS and RDS have settled, so that clusters they named may be removed.
+    fn dependents_settled(&self) -> bool {
+        [ResourceType::Listener, ResourceType::Route]
+            .iter()
+            .all(|ty| settled(self.types.get(ty).map(|t| &t.progress)))
+    }
+
+    /// Sends the removals CDS held back once LDS and RDS have settled; whether CDS became
+    /// pending.
+    fn release_removals(&mut self) -> bool {
+        if !self.order.removals_held || !self.dependents_settled() {
+            return false;
+        }
+        match self.types.get_mut(&ResourceType::Cluster) {
+            Some(cds) if !cds.progress.pending => {
+                cds.progress.pending = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A CDS response built (added or re-created) these clusters (`true`: re-created, or
+    /// possibly so): each EDS cluster is owed its ClusterLoadAssignment, and a re-created
+    /// one whose assignment the proxy holds gets it again, unchanged or not (Envoy warms a
+    /// re-created cluster until an assignment arrives; its repeated EDS request names
+    /// nothing new, so it would otherwise be taken for an ACK). Istio does the same
+    /// (pilot/pkg/xds: `WatchedResource.AlwaysRespond` for EDS when CDS is pushed).
+    fn clusters_sent(&mut self, snapshot: &MeshSnapshot, built: Vec<(Arc<str>, bool)>) {
+        let Some(eds) = self.types.get_mut(&ResourceType::Endpoint) else {
+            return;
+        };
+        let mut resend = false;
+        for (name, recreated) in built {
+            if snapshot
+                .lookup(ResourceType::Endpoint, &self.core.proxy, &name)
+                .is_none()
+            {
+                continue;
+            }
+            let held = eds.subscription.is_wildcard() || eds.subscription.names().contains(&*name);
+            resend |= recreated && held;
+            self.order.owed.insert(name.to_string());
+        }
+        if resend {
+            eds.progress.answer();
+        }
     }
 
     fn on_unknown(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
@@ -246,6 +351,40 @@ impl Sotw {
         });
         Ok(())
     }
+}
+
+/// `selected` and the clusters it would remove, kept.
+fn keeping(selected: Selected, kept: Vec<Arc<Resource>>) -> Selected {
+    let mut all = selected.resources.to_vec();
+    all.extend(kept);
+    all.sort_by(|a, b| a.name().cmp(b.name()));
+    let version = Version::of_set(all.iter().map(|r| (r.name(), r.version())));
+    Selected {
+        resources: all.into(),
+        version,
+        missing: selected.missing,
+        view: None,
+    }
+}
+
+/// The clusters of `selected` that are new or changed since `sent` (with whether they were
+/// there before); all of them, as possibly re-created, on the first response of a stream
+/// (the proxy may hold other versions from an earlier stream).
+fn built_clusters(sent: Option<&Selected>, selected: &Selected) -> Vec<(Arc<str>, bool)> {
+    selected
+        .resources
+        .iter()
+        .filter_map(|r| {
+            let Some(sent) = sent else {
+                return Some((r.shared_name().clone(), true));
+            };
+            match sent.resources.binary_search_by(|s| s.name().cmp(r.name())) {
+                Ok(i) if sent.resources[i].version() == r.version() => None,
+                Ok(_) => Some((r.shared_name().clone(), true)),
+                Err(_) => Some((r.shared_name().clone(), false)),
+            }
+        })
+        .collect()
 }
 
 /// The resources of `sent` that are new or changed since `acked`.
@@ -323,6 +462,139 @@ mod tests {
             response_nonce: nonce.into(),
             ..Default::default()
         }
+    }
+
+    const CART: &str = "outbound|80||cart.shop.svc.cluster.local";
+    const CART_V2: &str = "outbound|80||cart-v2.shop.svc.cluster.local";
+
+    /// Serves `model` as snapshot `generation`.
+    fn publish(sotw: &mut Sotw, model: &lanyard_model::Model, generation: u64) {
+        let snapshot = MeshSnapshot::build(
+            generation,
+            Instant::now(),
+            translate(model, &XdsOptions::default()),
+        )
+        .unwrap();
+        sotw.core.set_snapshot(Arc::new(snapshot));
+        sotw.on_snapshot(Instant::now());
+    }
+
+    /// Receives the next response (of type `ty`) and ACKs it.
+    fn recv_ack(sotw: &mut Sotw, ty: ResourceType, names: &[&str]) -> DiscoveryResponse {
+        let response: DiscoveryResponse = sotw
+            .next_response()
+            .unwrap_or_else(|| panic!("no {ty} response"))
+            .decode()
+            .unwrap();
+        assert_eq!(response.type_url, ty.type_url());
+        let mut ack = request(ty, names, &response.nonce);
+        ack.version_info = response.version_info.clone();
+        sotw.on_request(ack).unwrap();
+        response
+    }
+
+    fn resource_names(response: &DiscoveryResponse) -> Vec<String> {
+        crate::testing::client::names(response)
+    }
+
+    #[test]
+    fn a_recreated_cluster_gets_its_unchanged_assignment_again_after_the_clusters() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        sotw.on_request(request(ResourceType::Endpoint, &[CART], ""))
+            .unwrap();
+        let endpoints = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART]);
+        assert!(sotw.next_response().is_none());
+
+        // cart:80 becomes h2c: its cluster changes, its assignment does not.
+        let mut model = rich_model();
+        model
+            .services
+            .values_mut()
+            .find(|s| s.key.name == "cart")
+            .unwrap()
+            .ports[0]
+            .protocol = lanyard_model::Protocol::Http2;
+        publish(&mut sotw, &model, 2);
+        let clusters = recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        assert!(resource_names(&clusters).contains(&CART.to_string()));
+        // Envoy re-creates the cluster and warms it until an assignment arrives.
+        let again = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART]);
+        assert_eq!(resource_names(&again), [CART]);
+        assert_eq!(again.version_info, endpoints.version_info);
+        assert_ne!(again.nonce, endpoints.nonce);
+        // ACKs are not answered.
+        assert!(sotw.next_response().is_none());
+    }
+
+    #[test]
+    fn a_removed_cluster_goes_after_the_listeners_that_named_it() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        sotw.on_request(request(ResourceType::Listener, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Listener, &[]);
+        assert!(sotw.next_response().is_none());
+
+        let mut model = rich_model();
+        model.services.retain(|k, _| k.name != "cart-v2");
+        model.routing.clear();
+        publish(&mut sotw, &model, 2);
+        let listeners: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
+        assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+        // Until the proxy has answered the listeners, the cluster stays.
+        assert!(sotw.next_response().is_none());
+        let mut ack = request(ResourceType::Listener, &[], &listeners.nonce);
+        ack.version_info = listeners.version_info.clone();
+        sotw.on_request(ack).unwrap();
+        assert!(sotw.has_pending());
+        let clusters = recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        assert!(!resource_names(&clusters).contains(&CART_V2.to_string()));
+        assert!(resource_names(&clusters).contains(&CART.to_string()));
+    }
+
+    #[test]
+    fn listeners_wait_until_a_new_cluster_has_its_endpoints() {
+        let (mut sotw, _r) = mk_sotw();
+        sotw.on_request(request(ResourceType::Cluster, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Cluster, &[]);
+        sotw.on_request(request(ResourceType::Endpoint, &[CART], ""))
+            .unwrap();
+        let endpoints = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART]);
+        sotw.on_request(request(ResourceType::Listener, &[], ""))
+            .unwrap();
+        recv_ack(&mut sotw, ResourceType::Listener, &[]);
+
+        let mut model = rich_model();
+        let mut extra = crate::fixtures::mk_service(
+            "shop",
+            "extra",
+            &["10.96.0.42"],
+            &[(80, lanyard_model::Protocol::Http)],
+        );
+        extra.ports[0].endpoints = vec![crate::fixtures::mk_endpoint("10.1.0.42", 8080, None)];
+        model.services.insert(extra.key.clone(), extra);
+        publish(&mut sotw, &model, 2);
+        let extra = "outbound|80||extra.shop.svc.cluster.local";
+        let clusters: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
+        assert!(resource_names(&clusters).contains(&extra.to_string()));
+        // The new listener waits for the new cluster's endpoints.
+        assert!(sotw.next_response().is_none());
+        assert!(sotw.waiting() && !sotw.has_pending());
+        // As Envoy does: it asks for the new cluster's assignment before it ACKs the clusters.
+        let mut ask = request(ResourceType::Endpoint, &[CART, extra], &endpoints.nonce);
+        ask.version_info = endpoints.version_info.clone();
+        sotw.on_request(ask).unwrap();
+        let endpoints = recv_ack(&mut sotw, ResourceType::Endpoint, &[CART, extra]);
+        assert!(resource_names(&endpoints).contains(&extra.to_string()));
+        let listeners: DiscoveryResponse = sotw.next_response().unwrap().decode().unwrap();
+        assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+        assert!(!sotw.waiting());
     }
 
     #[test]

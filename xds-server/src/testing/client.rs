@@ -1,8 +1,9 @@
 //! A small ADS client for tests: one stream, requests sent without waiting, responses
 //! received with a bounded wait.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -18,6 +19,7 @@ use tonic::{Status, Streaming};
 
 use super::WAIT;
 use crate::resource::ResourceType;
+use crate::type_url;
 use crate::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
 
 /// A node with this id and no metadata.
@@ -108,6 +110,98 @@ pub struct SotwClient {
     responses: Streaming<DiscoveryResponse>,
     /// Per type URL: the names last asked for and the version last accepted.
     state: BTreeMap<String, (Vec<String>, String)>,
+    /// Per type URL: the nonce of the latest response.
+    nonces: BTreeMap<String, String>,
+    /// Envoy's habits, when the client was opened with [`SotwClient::envoy`].
+    habit: Option<Warming>,
+}
+
+/// What an Envoy-habit client knows of its clusters: each cluster's encoded config (to
+/// tell a re-created cluster from an unchanged one), and the EDS clusters still warming.
+#[derive(Debug, Default)]
+struct Warming {
+    /// Cluster name -> (encoded cluster, EDS service name if it is an EDS cluster).
+    clusters: BTreeMap<String, (Vec<u8>, Option<String>)>,
+    /// EDS service names of clusters added or re-created and not yet given a
+    /// ClusterLoadAssignment.
+    warming: BTreeSet<String>,
+}
+
+impl Warming {
+    /// Takes in the clusters of an update: `updated` (name, encoded) and `removed` names
+    /// (SotW: every cluster not in `updated`). Returns the EDS service names of clusters
+    /// added, of clusters re-created (config changed), and of clusters removed.
+    ///
+    /// Envoy v1.36 source/common/upstream/cds_api_helper.cc `CdsApiHelper::onConfigUpdate`
+    /// hands every cluster to `ClusterManagerImpl::addOrUpdateCluster`, which skips a
+    /// cluster whose config hash is unchanged and otherwise builds a new cluster that
+    /// stays in `warming_clusters_` until its initialization (for EDS: the first
+    /// ClusterLoadAssignment, `EdsClusterImpl::onConfigUpdate`) completes.
+    fn take(
+        &mut self,
+        updated: Vec<(String, Vec<u8>)>,
+        removed: Vec<String>,
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (mut added, mut recreated, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, bytes) in updated {
+            let eds = eds_service(&bytes);
+            match self.clusters.get(&name) {
+                Some((old, _)) if *old == bytes => continue,
+                Some(_) => recreated.extend(eds.clone()),
+                None => added.extend(eds.clone()),
+            }
+            if let Some(service) = &eds {
+                self.warming.insert(service.clone());
+            }
+            self.clusters.insert(name, (bytes, eds));
+        }
+        for name in removed {
+            if let Some((_, Some(service))) = self.clusters.remove(&name) {
+                self.warming.remove(&service);
+                gone.push(service);
+            }
+        }
+        (added, recreated, gone)
+    }
+
+    /// The EDS service names of every cluster held, sorted.
+    fn eds_names(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self
+            .clusters
+            .values()
+            .filter_map(|(_, eds)| eds.clone())
+            .collect();
+        names.into_iter().collect()
+    }
+}
+
+/// The EDS service name of an encoded cluster, when it is an EDS cluster.
+fn eds_service(bytes: &[u8]) -> Option<String> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
+    let cluster = Cluster::decode(bytes).ok()?;
+    if cluster.cluster_discovery_type != Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    {
+        return None;
+    }
+    let service = cluster
+        .eds_cluster_config
+        .map(|c| c.service_name)
+        .unwrap_or_default();
+    Some(if service.is_empty() {
+        cluster.name
+    } else {
+        service
+    })
+}
+
+/// The names of the ClusterLoadAssignments in encoded resources.
+fn assignment_names<'a>(resources: impl Iterator<Item = &'a Any>) -> Vec<String> {
+    resources
+        .filter_map(|any| ClusterLoadAssignment::decode(any.value.as_slice()).ok())
+        .map(|cla| cla.cluster_name)
+        .collect()
 }
 
 impl SotwClient {
@@ -139,7 +233,114 @@ impl SotwClient {
             requests,
             responses,
             state: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+            habit: None,
         }
+    }
+
+    /// Opens a stream that behaves as Envoy's SotW ADS client does: it ACKs every response
+    /// (NACKs none), and after a CDS response that adds or re-creates EDS clusters it asks
+    /// for their ClusterLoadAssignments again and keeps them warming until one arrives (see
+    /// [`SotwClient::warming`], [`SotwClient::wait_warm`]).
+    pub async fn envoy(address: SocketAddr, node: Node) -> SotwClient {
+        let mut client = Self::open(address, node, None).await;
+        client.habit = Some(Warming::default());
+        client
+    }
+
+    /// The EDS service names of clusters added or re-created that have had no
+    /// ClusterLoadAssignment since (Envoy-habit clients only; empty otherwise).
+    pub fn warming(&self) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        self.habit.as_ref().map_or(&NONE, |h| &h.warming)
+    }
+
+    /// Whether no cluster is warming.
+    pub fn is_warm(&self) -> bool {
+        self.warming().is_empty()
+    }
+
+    /// Receives (and handles as Envoy does) responses until no cluster is warming, for at
+    /// most `within`; returns the responses received, or what is still warming then.
+    pub async fn wait_warm(
+        &mut self,
+        within: Duration,
+    ) -> Result<Vec<DiscoveryResponse>, BTreeSet<String>> {
+        let mut received = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_warm() {
+            match tokio::time::timeout_at(deadline, self.responses.message()).await {
+                Ok(Ok(Some(response))) => {
+                    self.observe(&response);
+                    received.push(response);
+                }
+                Ok(Ok(None)) => panic!("the stream ended while clusters were warming"),
+                Ok(Err(status)) => panic!("the stream failed: {status}"),
+                Err(_) => return Err(self.warming().clone()),
+            }
+        }
+        Ok(received)
+    }
+
+    /// Envoy's handling of a response (Envoy-habit clients only).
+    ///
+    /// Follows Envoy v1.36 source/extensions/config_subscription/grpc/grpc_mux_impl.cc:
+    /// each response's nonce becomes the `response_nonce` of the type's later requests
+    /// (`onDiscoveryResponse`) and the ACK carries its version; an EDS cluster built by a
+    /// CDS update calls `GrpcMuxImpl::addWatch`, which queues an EDS request with every
+    /// watched name (`sendDiscoveryRequest`) even when the names did not change, so a
+    /// re-created cluster re-sends the same names at the last accepted version and the
+    /// latest EDS nonce. `CdsApiHelper::onConfigUpdate` pauses EDS while it applies the
+    /// clusters, so that request goes out once, before the CDS ACK.
+    fn observe(&mut self, response: &DiscoveryResponse) {
+        let Some(habit) = self.habit.as_mut() else {
+            return;
+        };
+        if response.type_url == type_url::CLUSTER {
+            let updated: Vec<(String, Vec<u8>)> = response
+                .resources
+                .iter()
+                .map(|any| (resource_name(any), any.value.clone()))
+                .collect();
+            let removed: Vec<String> = habit
+                .clusters
+                .keys()
+                .filter(|name| !updated.iter().any(|(n, _)| n == *name))
+                .cloned()
+                .collect();
+            let (added, recreated, gone) = habit.take(updated, removed);
+            let names = habit.eds_names();
+            self.nonces
+                .insert(response.type_url.clone(), response.nonce.clone());
+            if !added.is_empty() || !recreated.is_empty() || !gone.is_empty() {
+                let (_, version) = self
+                    .state
+                    .get(type_url::ENDPOINT)
+                    .cloned()
+                    .unwrap_or_default();
+                self.state.insert(
+                    type_url::ENDPOINT.to_string(),
+                    (names.clone(), version.clone()),
+                );
+                let nonce = self
+                    .nonces
+                    .get(type_url::ENDPOINT)
+                    .cloned()
+                    .unwrap_or_default();
+                self.send(DiscoveryRequest {
+                    version_info: version,
+                    resource_names: names,
+                    type_url: type_url::ENDPOINT.to_string(),
+                    response_nonce: nonce,
+                    ..Default::default()
+                });
+            }
+        } else if response.type_url == type_url::ENDPOINT {
+            for name in assignment_names(response.resources.iter()) {
+                habit.warming.remove(&name);
+            }
+        }
+        self.ack(response);
     }
 
     /// Sends a request as given (the node is filled in).
@@ -175,6 +376,8 @@ impl SotwClient {
 
     /// ACKs a response: its version and nonce, the names last asked for.
     pub fn ack(&mut self, response: &DiscoveryResponse) {
+        self.nonces
+            .insert(response.type_url.clone(), response.nonce.clone());
         let entry = self.state.entry(response.type_url.clone()).or_default();
         entry.1 = response.version_info.clone();
         let names = entry.0.clone();
@@ -216,10 +419,14 @@ impl SotwClient {
         }
     }
 
-    /// The next response or the status that ended the stream; panics after [`WAIT`].
+    /// The next response or the status that ended the stream; panics after [`WAIT`]. An
+    /// Envoy-habit client has handled it as Envoy does (ACKed it, asked for EDS).
     pub async fn next(&mut self) -> Result<DiscoveryResponse, Status> {
         match tokio::time::timeout(WAIT, self.responses.message()).await {
-            Ok(Ok(Some(response))) => Ok(response),
+            Ok(Ok(Some(response))) => {
+                self.observe(&response);
+                Ok(response)
+            }
             Ok(Ok(None)) => Err(Status::ok("the stream ended")),
             Ok(Err(status)) => Err(status),
             Err(_) => panic!("no response within {WAIT:?}"),
@@ -252,6 +459,8 @@ pub struct DeltaClient {
     node: Node,
     requests: mpsc::UnboundedSender<DeltaDiscoveryRequest>,
     responses: Streaming<DeltaDiscoveryResponse>,
+    /// Envoy's habits, when the client was opened with [`DeltaClient::envoy`].
+    habit: Option<Warming>,
 }
 
 impl DeltaClient {
@@ -271,7 +480,90 @@ impl DeltaClient {
             node,
             requests,
             responses,
+            habit: None,
         }
+    }
+
+    /// Opens a stream that behaves as Envoy's delta ADS client does: it ACKs every
+    /// response, subscribes to the ClusterLoadAssignments of EDS clusters a CDS response
+    /// adds, unsubscribes those of removed clusters, and keeps added and re-created
+    /// clusters warming until their ClusterLoadAssignment arrives.
+    pub async fn envoy(address: SocketAddr, node: Node) -> DeltaClient {
+        let mut client = Self::connect(address, node).await;
+        client.habit = Some(Warming::default());
+        client
+    }
+
+    /// The EDS service names of clusters added or re-created that have had no
+    /// ClusterLoadAssignment since (Envoy-habit clients only; empty otherwise).
+    pub fn warming(&self) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        self.habit.as_ref().map_or(&NONE, |h| &h.warming)
+    }
+
+    /// Whether no cluster is warming.
+    pub fn is_warm(&self) -> bool {
+        self.warming().is_empty()
+    }
+
+    /// Receives (and handles as Envoy does) responses until no cluster is warming, for at
+    /// most `within`; returns the responses received, or what is still warming then.
+    pub async fn wait_warm(
+        &mut self,
+        within: Duration,
+    ) -> Result<Vec<DeltaDiscoveryResponse>, BTreeSet<String>> {
+        let mut received = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_warm() {
+            match tokio::time::timeout_at(deadline, self.responses.message()).await {
+                Ok(Ok(Some(response))) => {
+                    self.observe(&response);
+                    received.push(response);
+                }
+                Ok(Ok(None)) => panic!("the stream ended while clusters were warming"),
+                Ok(Err(status)) => panic!("the stream failed: {status}"),
+                Err(_) => return Err(self.warming().clone()),
+            }
+        }
+        Ok(received)
+    }
+
+    /// Envoy's handling of a delta response (Envoy-habit clients only).
+    ///
+    /// Follows Envoy v1.36 source/extensions/config_subscription/grpc/new_grpc_mux_impl.cc
+    /// and watch_map.cc: a cluster built by a CDS update adds an EDS watch
+    /// (`NewGrpcMuxImpl::addWatch` -> `updateWatch`), and `WatchMap::updateWatchInterest`
+    /// reports a name as added to the subscription only when no other watch holds it
+    /// (`findAdditions`). A re-created cluster's new watch is added while the old cluster
+    /// (still active until the new one warms) holds the name, so Envoy's delta client
+    /// sends no EDS request for it: the new cluster warms only if the server sends the
+    /// ClusterLoadAssignment unasked. A new cluster's name is subscribed; a removed
+    /// cluster's is unsubscribed (`findRemovals`).
+    fn observe(&mut self, response: &DeltaDiscoveryResponse) {
+        let Some(habit) = self.habit.as_mut() else {
+            return;
+        };
+        if response.type_url == type_url::CLUSTER {
+            let updated: Vec<(String, Vec<u8>)> = response
+                .resources
+                .iter()
+                .filter_map(|r| Some((r.name.clone(), r.resource.as_ref()?.value.clone())))
+                .collect();
+            let (added, _recreated, gone) = habit.take(updated, response.removed_resources.clone());
+            if !added.is_empty() || !gone.is_empty() {
+                self.send(DeltaDiscoveryRequest {
+                    type_url: type_url::ENDPOINT.to_string(),
+                    resource_names_subscribe: added,
+                    resource_names_unsubscribe: gone,
+                    ..Default::default()
+                });
+            }
+        } else if response.type_url == type_url::ENDPOINT {
+            for r in &response.resources {
+                habit.warming.remove(&r.name);
+            }
+        }
+        self.ack(response);
     }
 
     /// Sends a request as given (the node is filled in).
@@ -331,10 +623,14 @@ impl DeltaClient {
         }
     }
 
-    /// The next response or the status that ended the stream; panics after [`WAIT`].
+    /// The next response or the status that ended the stream; panics after [`WAIT`]. An
+    /// Envoy-habit client has handled it as Envoy does (ACKed it, changed EDS interest).
     pub async fn next(&mut self) -> Result<DeltaDiscoveryResponse, Status> {
         match tokio::time::timeout(WAIT, self.responses.message()).await {
-            Ok(Ok(Some(response))) => Ok(response),
+            Ok(Ok(Some(response))) => {
+                self.observe(&response);
+                Ok(response)
+            }
             Ok(Ok(None)) => Err(Status::ok("the stream ended")),
             Ok(Err(status)) => Err(status),
             Err(_) => panic!("no response within {WAIT:?}"),

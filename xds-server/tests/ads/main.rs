@@ -5,6 +5,7 @@
 
 mod debug;
 mod delta;
+mod envoy;
 mod failures;
 mod mesh;
 mod propagation;

@@ -98,9 +98,13 @@ async fn pushes_go_out_clusters_endpoints_listeners_routes() {
     set_endpoints(&mut model, "cart", &["10.1.0.7"]);
     set_split(&mut model, 50, 50);
     server.publish(&model).await;
+    // Replied to as Envoy does: listeners and routes wait for the reply to the CDS
+    // response that added a cluster the proxy may warm (make before break).
     let mut order = Vec::new();
     for _ in 0..4 {
-        order.push(client.recv().await.type_url);
+        let response = client.recv().await;
+        client.ack(&response);
+        order.push(response.type_url);
     }
     assert_eq!(order, [CDS, EDS, LDS, RDS]);
 }
