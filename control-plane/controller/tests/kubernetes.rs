@@ -250,7 +250,8 @@ async fn route_status_is_written_beside_other_controllers_and_follows_the_backen
     })
     .await;
 
-    // Written by server-side apply on /status, as this controller, forced.
+    // Written as this controller on /status, by a merge patch guarded by the resourceVersion
+    // read: never a forced server-side apply over the other controller's list.
     let status_path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/cart/status";
     let applies = || {
         server
@@ -266,12 +267,35 @@ async fn route_status_is_written_beside_other_controllers_and_follows_the_backen
     let written = applies();
     assert!(!written.is_empty());
     for request in &written {
-        assert!(request.query.contains("force=true"), "{request:?}");
+        assert!(!request.query.contains("force=true"), "{request:?}");
         assert!(
             request.query.contains("fieldManager=lanyard.dev"),
             "{request:?}"
         );
     }
+
+    let managers = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "httproute",
+            "cart",
+            "-n",
+            "shop",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}={.operation}/{.subresource};{end}",
+        ],
+    )
+    .await;
+    assert!(
+        managers.contains(&format!(
+            "{}=Update/status",
+            lanyard_index::status::DEFAULT_CONTROLLER_NAME
+        )),
+        "{managers}"
+    );
+    assert!(!managers.contains("=Apply/status"), "{managers}");
 
     // A restart finds the status up to date and writes nothing.
     drop(controller);
@@ -331,4 +355,86 @@ async fn a_second_replica_takes_over_status_when_the_leader_dies() {
         },
     )
     .await;
+}
+
+/// The written-status memory follows the object, not its name: entries another writer
+/// removed come back, and a route deleted and created again at once (`kubectl replace
+/// --force`) gets status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn route_status_is_restored_after_another_writer_and_on_a_replaced_route() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    kubectl_apply(
+        &kubeconfig,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_service("cart"),
+            mk_service("cart-v2"),
+            mk_route("cart-v2"),
+        ],
+    )
+    .await;
+    let _controller = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "2"]);
+    let resolved = |parents: &[serde_yaml::Value]| {
+        our_condition(parents, "ResolvedRefs").is_some_and(|c| c["status"].as_str() == Some("True"))
+    };
+    wait_for_status(&kubeconfig, "ResolvedRefs", resolved).await;
+
+    // Another writer sets the list to its own entry only.
+    let other = format!(
+        r#"{{"status":{{"parents":[{{"parentRef":{{"name":"gw"}},"controllerName":"{OTHER_CONTROLLER}","conditions":[]}}]}}}}"#
+    );
+    kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "httproute",
+            "cart",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &other,
+        ],
+    )
+    .await;
+    let restored = wait_for_status(&kubeconfig, "our entry restored", |parents| {
+        parents.len() == 2 && resolved(parents)
+    })
+    .await;
+    assert!(
+        restored
+            .iter()
+            .any(|p| p["controllerName"].as_str() == Some(OTHER_CONTROLLER)),
+        "{restored:?}"
+    );
+
+    // The same route deleted and created again: a new object without status.
+    let uid = |kubeconfig: std::path::PathBuf| async move {
+        kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "httproute",
+                "cart",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        )
+        .await
+    };
+    let old_uid = uid(kubeconfig.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("route.yaml");
+    std::fs::write(&file, mk_route("cart-v2")).unwrap();
+    kubectl(
+        &kubeconfig,
+        &["replace", "--force", "-f", file.to_str().unwrap()],
+    )
+    .await;
+    assert_ne!(uid(kubeconfig.clone()).await, old_uid);
+    wait_for_status(&kubeconfig, "ResolvedRefs on the new object", resolved).await;
 }

@@ -1,36 +1,44 @@
 //! Writing route status back: `status.parents[]` of every HTTPRoute and GRPCRoute.
 //!
 //! For each route the translator's [`RouteStatus`](lanyard_index::RouteStatus) gives this
-//! controller's entries (one per Service parent). The Gateway API CRDs declare `status.parents` an atomic list, so a
-//! server-side apply replaces it whole: the writer reads the current status, keeps the
-//! entries of other controllers, replaces its own, and applies the result on the `/status`
-//! subresource with the controller name as field manager and `force`, guarded by the
-//! `resourceVersion` it read (a concurrent write is a 409 Conflict, retried with backoff
-//! after a fresh read). A condition keeps its `lastTransitionTime` while its status does not
-//! change, and nothing is written when nothing changed, so a restart does not flap status.
+//! controller's entries (one per Service parent). The Gateway API CRDs declare `status.parents` an atomic list, so
+//! each controller owns only the entries with its `controllerName`: the writer reads the
+//! current status, keeps the entries of other controllers, replaces its own, and writes the
+//! result on the `/status` subresource as a merge patch with the controller name as field
+//! manager, guarded by the `uid` and `resourceVersion` it read (a concurrent write is a 409
+//! Conflict, retried with backoff after a fresh read); no server-side apply `force` over
+//! other managers. The list is capped at the CRD's [`MAX_PARENTS`], problems first, with
+//! [`TRUNCATED_CONDITION`] and a warning when entries are left out. A condition keeps its
+//! `lastTransitionTime` while its status does not change, and nothing is written when nothing
+//! changed, so a restart does not flap status.
 //!
-//! What was written (or found up to date) is remembered per route, so a snapshot that does
-//! not change a route's status costs no request. Only the replica holding the Lease writes
-//! (see [`super::lease`]).
+//! What was written (or found up to date) is remembered per route uid with the
+//! `resourceVersion` the route had after it, so a snapshot that does not change a route's
+//! status costs no request, while a route recreated under the same name (another uid) or
+//! changed by anyone else (another `resourceVersion`: its status may have lost this
+//! controller's entries) is read and compared again. A failed write is tried again with a
+//! per-route exponential backoff ([`backoff`]), reset when it succeeds or the route or its
+//! status changes. Only the replica holding the Lease writes (see [`super::lease`]).
 //!
 //! A route whose configuration connected proxies reject gets the
 //! [`lanyard.dev/ProxiesRejected`](crate::nacks::CONDITION) condition in each of these
 //! entries, from the damped (rate-limited, hysteresis) rejections of [`crate::nacks`]; a
 //! change of them wakes the writer like a new snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
-use lanyard_index::{Kind, ObjectKey, ObjectRef, ParentStatus};
+use lanyard_index::{Condition, Kind, ObjectKey, ObjectRef, ParentStatus};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::api_resource;
-use super::lease::{LeaderWork, while_leading};
+use super::lease::{LeaderWork, RETRY_FAILED, while_leading};
 use crate::nacks::{Rejections, with_rejections};
 use crate::snapshot::Snapshot;
 
@@ -92,6 +100,138 @@ pub fn merge_parents(
     merged
 }
 
+/// `maxItems` of `status.parents` in the Gateway API CRDs (gateway-api apis/v1/shared_types.go,
+/// `RouteStatus.Parents`: `+kubebuilder:validation:MaxItems=32`, `maxItems: 32` in
+/// crds/gateway-api-v1.6.1); a longer list is a 422 on
+/// every write.
+pub const MAX_PARENTS: usize = 32;
+/// The condition added to each of this controller's entries when some had to be left out.
+pub const TRUNCATED_CONDITION: &str = "lanyard.dev/ParentsTruncated";
+/// The longest wait between two tries of a route whose status write keeps failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Whether an entry reports a problem: such entries are kept first when the list is capped.
+fn reports_problem(parent: &ParentStatus) -> bool {
+    parent.conditions.iter().any(|c| {
+        if c.type_ == crate::nacks::CONDITION {
+            c.status == "True"
+        } else {
+            c.status != "True"
+        }
+    })
+}
+
+/// This controller's entries, at most `room` of them: those reporting a problem first (a
+/// user reads status to find what is wrong), then the others in order. When some are left
+/// out, each kept entry gets [`TRUNCATED_CONDITION`] saying how many.
+pub fn cap_parents(computed: &[ParentStatus], room: usize) -> Vec<ParentStatus> {
+    if computed.len() <= room {
+        return computed.to_vec();
+    }
+    let mut kept: Vec<&ParentStatus> = computed.iter().filter(|p| reports_problem(p)).collect();
+    kept.extend(computed.iter().filter(|p| !reports_problem(p)));
+    kept.truncate(room);
+    let message = format!(
+        "{} of this controller's {} parents are listed: status.parents holds at most {MAX_PARENTS} entries",
+        kept.len(),
+        computed.len()
+    );
+    kept.into_iter()
+        .map(|p| {
+            let mut p = p.clone();
+            let generation = p.conditions.first().and_then(|c| c.observed_generation);
+            p.conditions.push(Condition::new(
+                TRUNCATED_CONDITION,
+                true,
+                "TooManyParents",
+                message.clone(),
+                generation,
+            ));
+            p
+        })
+        .collect()
+}
+
+/// The wait after the `failures`-th failed write of one route in a row: [`RETRY_FAILED`]
+/// doubled per further failure up to [`MAX_BACKOFF`] (per item, as client-go's
+/// `TypedItemExponentialFailureRateLimiter`, util/workqueue/default_rate_limiters.go, v0.31:
+/// base doubled per failure of the item, capped, forgotten on success).
+pub fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FAILED.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// What is known of one route's status, by the route's uid.
+#[derive(Clone, Debug, PartialEq)]
+enum Known {
+    /// Written or found up to date, leaving the route at this `resourceVersion`.
+    Written {
+        resource_version: Option<String>,
+        computed: Vec<ParentStatus>,
+    },
+    /// The write of `computed` to the route at `resource_version` failed `failures` times in
+    /// a row; not tried again before `retry_at`.
+    Failing {
+        resource_version: Option<String>,
+        computed: Vec<ParentStatus>,
+        failures: u32,
+        retry_at: Instant,
+    },
+}
+
+/// What to do for one route of a snapshot.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// The route carries this status: nothing to do.
+    Skip,
+    /// Backing off after failures.
+    Wait,
+    /// Read, merge and write; `failures` so far for this same object and status.
+    Write { failures: u32 },
+}
+
+/// Compares what is known of the route with the route the snapshot has (its
+/// `resourceVersion`) and the status computed for it. Another writer's change of the status,
+/// an edit, or a new object under the same name (another uid, so no `known`) all show as a
+/// route the write did not leave, and are read again.
+fn step(
+    known: Option<&Known>,
+    resource_version: Option<&str>,
+    computed: &[ParentStatus],
+    now: Instant,
+) -> Step {
+    match known {
+        None => Step::Write { failures: 0 },
+        Some(Known::Written {
+            resource_version: rv,
+            computed: c,
+        }) => {
+            if rv.as_deref() == resource_version && c == computed {
+                Step::Skip
+            } else {
+                Step::Write { failures: 0 }
+            }
+        }
+        Some(Known::Failing {
+            resource_version: rv,
+            computed: c,
+            failures,
+            retry_at,
+        }) => {
+            if rv.as_deref() != resource_version || c != computed {
+                // The object or what to write changed: start over.
+                Step::Write { failures: 0 }
+            } else if now < *retry_at {
+                Step::Wait
+            } else {
+                Step::Write {
+                    failures: *failures,
+                }
+            }
+        }
+    }
+}
+
 /// While `leader` says this replica leads, writes the status of every route of every
 /// snapshot; until the snapshots or the election end.
 pub async fn run(
@@ -104,17 +244,17 @@ pub async fn run(
     let writer = StatusWriter {
         client,
         controller_name,
-        written: BTreeMap::new(),
+        known: HashMap::new(),
         rejections,
     };
     while_leading(writer, snapshots, leader).await;
 }
 
-/// What was written (or found up to date), per route.
+/// What was written (or found up to date, or failed), per route uid.
 struct StatusWriter {
     client: Client,
     controller_name: String,
-    written: BTreeMap<ObjectRef, Vec<ParentStatus>>,
+    known: HashMap<String, Known>,
     rejections: watch::Receiver<Arc<Rejections>>,
 }
 
@@ -126,13 +266,13 @@ impl LeaderWork for StatusWriter {
             &self.controller_name,
             snapshot,
             &rejections,
-            &mut self.written,
+            &mut self.known,
         )
         .await
     }
 
     fn forget(&mut self) {
-        self.written.clear();
+        self.known.clear();
     }
 
     async fn woken(&mut self) {
@@ -142,74 +282,140 @@ impl LeaderWork for StatusWriter {
     }
 }
 
+/// One route of a snapshot: where it is, its uid (its key when it has none) and
+/// `resourceVersion`, and the status computed for it.
+struct Pending {
+    route: ObjectRef,
+    /// The key in the writer's memory: the uid, or the route when it has none.
+    uid: String,
+    object_uid: Option<String>,
+    resource_version: Option<String>,
+    computed: Vec<ParentStatus>,
+}
+
+/// The routes of a snapshot with their computed status, in one pass over each list.
+fn pending(snapshot: &Snapshot, rejections: &Rejections) -> Vec<Pending> {
+    let statuses = with_rejections(&snapshot.translation.statuses, rejections);
+    let mut by_route: HashMap<ObjectRef, Vec<ParentStatus>> =
+        statuses.into_iter().map(|s| (s.route, s.parents)).collect();
+    let mut out = Vec::new();
+    let mut push = |kind: Kind, key: &ObjectKey, meta: &ObjectMeta| {
+        let route = ObjectRef {
+            kind,
+            key: key.clone(),
+        };
+        let computed = by_route.remove(&route).unwrap_or_default();
+        out.push(Pending {
+            uid: meta.uid.clone().unwrap_or_else(|| route.to_string()),
+            object_uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            route,
+            computed,
+        });
+    };
+    for (key, r) in &snapshot.objects.http_routes {
+        push(Kind::HttpRoute, key, &r.metadata);
+    }
+    for (key, r) in &snapshot.objects.grpc_routes {
+        push(Kind::GrpcRoute, key, &r.metadata);
+    }
+    out
+}
+
 /// One pass over the routes of a snapshot, with what proxies reject; `false` if a write
-/// failed.
+/// failed or waits to be tried again.
 async fn write_all(
     client: &Client,
     controller_name: &str,
     snapshot: &Snapshot,
     rejections: &Rejections,
-    written: &mut BTreeMap<ObjectRef, Vec<ParentStatus>>,
+    known: &mut HashMap<String, Known>,
 ) -> bool {
-    let statuses = with_rejections(&snapshot.translation.statuses, rejections);
-    let routes: Vec<ObjectRef> = (snapshot.objects.http_routes.keys())
-        .map(|key| (Kind::HttpRoute, key))
-        .chain(
-            snapshot
-                .objects
-                .grpc_routes
-                .keys()
-                .map(|key| (Kind::GrpcRoute, key)),
-        )
-        .map(|(kind, key)| ObjectRef {
-            kind,
-            key: key.clone(),
-        })
-        .collect();
-    written.retain(|route, _| routes.contains(route));
+    let routes = pending(snapshot, rejections);
+    let uids: HashSet<&str> = routes.iter().map(|p| p.uid.as_str()).collect();
+    known.retain(|uid, _| uids.contains(uid.as_str()));
     let mut ok = true;
-    for route in routes {
-        let computed: Vec<ParentStatus> = statuses
-            .iter()
-            .find(|s| s.route == route)
-            .map(|s| s.parents.clone())
-            .unwrap_or_default();
-        if written.get(&route) == Some(&computed) {
-            continue;
-        }
-        match write_route(client, controller_name, &route, &computed).await {
-            Ok(()) => {
-                written.insert(route, computed);
-            }
-            Err(e) => {
-                warn!(%route, error = %e, "cannot write the route's status, will retry");
+    for p in &routes {
+        let failures = match step(
+            known.get(&p.uid),
+            p.resource_version.as_deref(),
+            &p.computed,
+            Instant::now(),
+        ) {
+            Step::Skip => continue,
+            Step::Wait => {
                 ok = false;
+                continue;
             }
-        }
+            Step::Write { failures } => failures,
+        };
+        let entry = match write_route(
+            client,
+            controller_name,
+            &p.route,
+            p.object_uid.as_deref(),
+            &p.computed,
+        )
+        .await
+        {
+            Ok(resource_version) => Known::Written {
+                resource_version: resource_version.or_else(|| p.resource_version.clone()),
+                computed: p.computed.clone(),
+            },
+            Err(e) => {
+                let failures = failures + 1;
+                let wait = backoff(failures);
+                warn!(route = %p.route, error = %e, failures, retry_in = ?wait,
+                    "cannot write the route's status, will retry");
+                ok = false;
+                Known::Failing {
+                    resource_version: p.resource_version.clone(),
+                    computed: p.computed.clone(),
+                    failures,
+                    retry_at: Instant::now() + wait,
+                }
+            }
+        };
+        known.insert(p.uid.clone(), entry);
     }
     ok
 }
 
-/// Reads the route's status, merges this controller's entries and applies the result if it
-/// changed, retrying on conflict.
+/// Reads the route's status, merges this controller's entries and writes the result if it
+/// changed, retrying on conflict; the route's `resourceVersion` after that.
+///
+/// `status.parents` is an atomic list, so a server-side apply of it takes the whole list from
+/// whoever applied it before (and needs `force` to do so). As Gateway API implementations do
+/// (Envoy Gateway internal/provider/kubernetes/status_updater.go, `UpdateHandler.apply`, at
+/// commit 00a217fc: a read, then `Status().Update` with its `resourceVersion`), this writes a merge patch guarded by the
+/// `resourceVersion` it read, changing only this controller's entries: no `force` over
+/// another manager's fields, and a concurrent writer is a 409, read again.
 async fn write_route(
     client: &Client,
     controller_name: &str,
     route: &ObjectRef,
+    uid: Option<&str>,
     computed: &[ParentStatus],
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let resource: ApiResource = api_resource(route.kind);
     let ObjectKey { namespace, name } = &route.key;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let params = PatchParams::apply(controller_name).force();
+    let params = PatchParams {
+        field_manager: Some(controller_name.to_string()),
+        ..PatchParams::default()
+    };
     let mut backoff = CONFLICT_BACKOFF;
     for _ in 0..CONFLICT_ATTEMPTS {
         let current = match api.get_status(name).await {
             Ok(current) => current,
             // Deleted meanwhile: nothing to write.
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
+        if uid.is_some() && current.metadata.uid.as_deref() != uid {
+            // Replaced meanwhile: the next snapshot has the new object.
+            return Ok(None);
+        }
         let parents: Vec<Value> = current
             .data
             .pointer("/status/parents")
@@ -220,32 +426,39 @@ async fn write_route(
             .round(k8s_openapi::jiff::Unit::Second)
             .map(|t| t.to_string())
             .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now().to_string());
-        let merged = merge_parents(&parents, computed, controller_name, &now);
+        let others = parents
+            .iter()
+            .filter(|e| e["controllerName"].as_str() != Some(controller_name))
+            .count();
+        let room = MAX_PARENTS.saturating_sub(others);
+        let capped = cap_parents(computed, room);
+        if capped.len() < computed.len() {
+            warn!(%route, parents = computed.len(), listed = capped.len(), others,
+                "too many parents for status.parents (at most {MAX_PARENTS}): some are left out");
+        }
+        let merged = merge_parents(&parents, &capped, controller_name, &now);
         if merged == parents {
             debug!(%route, "status up to date");
-            return Ok(());
+            return Ok(current.metadata.resource_version);
         }
         let patch = json!({
-            "apiVersion": resource.api_version,
-            "kind": resource.kind,
             "metadata": {
-                "name": name,
-                "namespace": namespace,
+                "uid": current.metadata.uid,
                 "resourceVersion": current.metadata.resource_version,
             },
             "status": {"parents": merged},
         });
-        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-            Ok(_) => {
+        match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
+            Ok(written) => {
                 info!(%route, "status written");
-                return Ok(());
+                return Ok(written.metadata.resource_version);
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 debug!(%route, "status write conflicted, reading again");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -256,7 +469,6 @@ async fn write_route(
 
 #[cfg(test)]
 mod tests {
-    use lanyard_index::Condition;
     use lanyard_index::api::ParentReference;
 
     use super::*;
@@ -335,5 +547,97 @@ mod tests {
     #[test]
     fn nothing_to_write_for_a_route_without_our_parents() {
         assert!(merge_parents(&[], &[], ME, "T").is_empty());
+    }
+
+    #[test]
+    fn the_memory_is_by_object_and_follows_its_resource_version() {
+        let computed = vec![mk_parent("cart", true)];
+        let now = Instant::now();
+        let written = Known::Written {
+            resource_version: Some("7".into()),
+            computed: computed.clone(),
+        };
+        // The route as written: nothing to do.
+        assert_eq!(step(Some(&written), Some("7"), &computed, now), Step::Skip);
+        // Anyone wrote the route since (its status may have lost our entries): read again.
+        assert_eq!(
+            step(Some(&written), Some("8"), &computed, now),
+            Step::Write { failures: 0 }
+        );
+        // Another status to write.
+        assert_eq!(
+            step(Some(&written), Some("7"), &[mk_parent("cart", false)], now),
+            Step::Write { failures: 0 }
+        );
+        // A new object under the same name has another uid: nothing known.
+        assert_eq!(
+            step(None, Some("7"), &computed, now),
+            Step::Write { failures: 0 }
+        );
+    }
+
+    #[test]
+    fn failed_writes_back_off_per_route_until_the_route_changes() {
+        let computed = vec![mk_parent("cart", true)];
+        let now = Instant::now();
+        let failing = Known::Failing {
+            resource_version: Some("7".into()),
+            computed: computed.clone(),
+            failures: 3,
+            retry_at: now + backoff(3),
+        };
+        assert_eq!(step(Some(&failing), Some("7"), &computed, now), Step::Wait);
+        assert_eq!(
+            step(Some(&failing), Some("7"), &computed, now + backoff(3)),
+            Step::Write { failures: 3 }
+        );
+        // An edit of the route, or another status, starts over.
+        assert_eq!(
+            step(Some(&failing), Some("8"), &computed, now),
+            Step::Write { failures: 0 }
+        );
+        assert_eq!(
+            step(Some(&failing), Some("7"), &[mk_parent("cart", false)], now),
+            Step::Write { failures: 0 }
+        );
+
+        assert_eq!(backoff(1), RETRY_FAILED);
+        assert_eq!(backoff(2), RETRY_FAILED * 2);
+        assert_eq!(backoff(3), RETRY_FAILED * 4);
+        assert_eq!(backoff(10), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn parents_are_capped_problems_first_and_say_so() {
+        let computed: Vec<ParentStatus> = (0..40)
+            .map(|i| mk_parent(&format!("svc-{i}"), i != 35))
+            .collect();
+        // A list that fits is left as it is.
+        assert_eq!(cap_parents(&computed[..32], MAX_PARENTS), computed[..32]);
+
+        let other = json!({"parentRef": {"name": "gw"}, "controllerName": "example.com/gateway", "conditions": []});
+        let room = MAX_PARENTS - 1;
+        let capped = cap_parents(&computed, room);
+        assert_eq!(capped.len(), room);
+        // The one parent whose backend is missing is kept, first.
+        assert_eq!(capped[0].parent_ref, computed[35].parent_ref);
+        assert_eq!(capped[1].parent_ref, computed[0].parent_ref);
+        for p in &capped {
+            let truncated = p
+                .conditions
+                .iter()
+                .find(|c| c.type_ == TRUNCATED_CONDITION)
+                .unwrap();
+            assert_eq!(truncated.status, "True");
+            assert!(
+                truncated.message.contains("31 of this controller's 40"),
+                "{}",
+                truncated.message
+            );
+        }
+        let merged = merge_parents(std::slice::from_ref(&other), &capped, ME, "T");
+        assert_eq!(merged.len(), MAX_PARENTS);
+        assert_eq!(merged[0], other);
     }
 }
