@@ -91,8 +91,9 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_LEASE_NAME, help_heading = "Leader election")]
     pub lease_name: String,
 
-    /// How long, in seconds, after its holder last renewed it another replica may take the
-    /// Lease over.
+    /// How long, in seconds, after a replica last saw the Lease renewed (on its own clock) it
+    /// may take the Lease over; the holder stops leading after two thirds of it without a
+    /// successful renewal.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LEASE_DURATION.as_secs(), value_parser = clap::value_parser!(u64).range(1..), help_heading = "Leader election")]
     pub lease_duration: u64,
 
@@ -225,10 +226,20 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
     }
     info!("shutting down");
+    // The Lease first, so that another replica writes status at once.
+    let watcher = match watcher {
+        Source::Kubernetes(watcher) => {
+            watcher.shutdown().await;
+            None
+        }
+        files => Some(files),
+    };
     serving.stop().await;
-    tokio::task::spawn_blocking(move || watcher.stop())
-        .await
-        .ok();
+    if let Some(watcher) = watcher {
+        tokio::task::spawn_blocking(move || watcher.stop())
+            .await
+            .ok();
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),

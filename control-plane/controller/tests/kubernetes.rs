@@ -438,3 +438,49 @@ async fn route_status_is_restored_after_another_writer_and_on_a_replaced_route()
     assert_ne!(uid(kubeconfig.clone()).await, old_uid);
     wait_for_status(&kubeconfig, "ResolvedRefs on the new object", resolved).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_hands_the_lease_over_within_a_couple_of_seconds() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    // A lease duration far longer than the hand-over may take: without a release the
+    // follower would wait all of it.
+    let mut leader = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "15"]);
+    wait_for_holder(&server, "a").await;
+    let follower = start_with(&kubeconfig, &["--identity", "b", "--lease-duration", "15"]);
+    wait_ready(follower.debug).await;
+
+    let terminated = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &leader.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = terminated + Duration::from_secs(4);
+    loop {
+        let lease = server.object(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("default"),
+            "lanyard-controller",
+        );
+        let holder = lease
+            .as_ref()
+            .and_then(|l| l.pointer("/spec/holderIdentity"))
+            .and_then(|h| h.as_str());
+        if holder == Some("b") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Lease was not handed over: {lease:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the old leader has exited by itself.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while leader.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -197,6 +197,11 @@ impl Shared {
 pub struct KubeWatcher {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Ends the election (which releases the Lease).
+    shutdown: watch::Sender<bool>,
+    election: Option<JoinHandle<()>>,
+    /// How long the election may take to release the Lease.
+    release_within: Duration,
 }
 
 impl KubeWatcher {
@@ -235,9 +240,17 @@ impl KubeWatcher {
             controller: settings.controller_name.clone(),
             instance: Some(lease.identity.clone()),
         };
-        tasks.push(tokio::spawn(
-            lease::run(client.clone(), lease, leading).instrument(info_span!("lease")),
-        ));
+        let (shutdown, stopping) = watch::channel(false);
+        let release_within = lease.renew_deadline();
+        let election = tokio::spawn(
+            lease::run(
+                lease::KubeLease::new(client.clone(), &lease),
+                lease,
+                leading,
+                stopping,
+            )
+            .instrument(info_span!("lease")),
+        );
         tasks.push(tokio::spawn(
             events::run(
                 client.clone(),
@@ -261,7 +274,26 @@ impl KubeWatcher {
         tasks.push(tokio::spawn(
             publish(shared, sender, settings).instrument(info_span!("publish")),
         ));
-        Self { snapshots, tasks }
+        Self {
+            snapshots,
+            tasks,
+            shutdown,
+            election: Some(election),
+            release_within,
+        }
+    }
+
+    /// Stops leading and releases the Lease if this replica holds it (waiting at most a
+    /// renew deadline), then stops the watches and the publisher.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(election) = self.election.take() {
+            let bound = self.release_within + Duration::from_secs(1);
+            if tokio::time::timeout(bound, election).await.is_err() {
+                warn!("the election did not end in time");
+            }
+        }
+        self.abort();
     }
 
     /// A receiver of every snapshot published from now on; it holds the current one.
@@ -280,7 +312,7 @@ impl KubeWatcher {
     }
 
     fn abort(&mut self) {
-        for task in self.tasks.drain(..) {
+        for task in self.tasks.drain(..).chain(self.election.take()) {
             task.abort();
         }
     }
