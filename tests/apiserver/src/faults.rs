@@ -450,11 +450,11 @@ pub(crate) fn control(
     body: &[u8],
 ) -> Response {
     let bad = |msg: String| ApiError::bad_request(msg).into_response();
-    let parse = |body: &[u8]| -> Result<Value, Response> {
+    let parse = |body: &[u8]| -> Result<Value, Box<Response>> {
         if body.is_empty() {
             return Ok(json!({}));
         }
-        serde_json::from_slice(body).map_err(|e| bad(format!("bad JSON: {e}")))
+        serde_json::from_slice(body).map_err(|e| Box::new(bad(format!("bad JSON: {e}"))))
     };
     let ok = |v: Value| json_response(StatusCode::OK, &v);
     let rest = rest.trim_matches('/');
@@ -474,7 +474,7 @@ pub(crate) fn control(
         ("POST", "cut-watches") => {
             let v = match parse(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match v.get("resource").and_then(Value::as_str) {
                 Some(res) => {
@@ -496,7 +496,7 @@ pub(crate) fn control(
         ("POST", op @ ("unserve" | "serve")) => {
             let v = match parse(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let s = |k: &str| v.get(k).and_then(Value::as_str);
             let (Some(group), Some(version)) = (s("group"), s("version")) else {
