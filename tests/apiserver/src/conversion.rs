@@ -93,8 +93,12 @@ fn crd_for(shared: &Shared, r: &ResourceType) -> Option<CrdView> {
 }
 
 /// Whether `r` answers: always without a CRD for its group/plural; with one, only when the CRD
-/// marks its version `served: true` (a real server 404s the others).
+/// marks its version `served: true` (a real server 404s the others); never while a test has
+/// unserved it ([`crate::Running::unserve_version`]).
 pub fn served(shared: &Shared, r: &ResourceType) -> bool {
+    if shared.faults.unserved(r) {
+        return false;
+    }
     match crd_for(shared, r) {
         None => true,
         Some(crd) => crd.served.iter().any(|v| v == r.version),

@@ -28,6 +28,7 @@ mod api_error;
 mod apply;
 mod conversion;
 mod discovery;
+pub mod faults;
 mod fields;
 mod handlers;
 mod kubeconfig;
@@ -58,6 +59,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+pub use faults::{Action, Fault, FaultId, Match};
 pub use schema::RouteParents;
 
 use api_error::{ApiError, json_response};
@@ -122,6 +124,7 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<RequestRecord>>,
     webhook_services: Mutex<HashMap<String, SocketAddr>>,
     conversion_timeout: Duration,
+    faults: faults::Faults,
 }
 
 /// Starts servers.
@@ -162,6 +165,7 @@ impl ApiServer {
             requests: Mutex::new(Vec::new()),
             webhook_services: Mutex::new(config.webhook_services),
             conversion_timeout: config.conversion_timeout,
+            faults: faults::Faults::default(),
         });
         let ns = resources::find("", "v1", "namespaces").expect("namespaces are served");
         for name in &config.namespaces {
@@ -214,6 +218,65 @@ impl Running {
     /// Forgets the change history: watches resuming from any earlier version get 410 Gone.
     pub fn compact_history(&self) {
         self.shared.store.compact();
+    }
+
+    /// Adds a fault: the first fault matching a request acts on it (see [`Fault`]); it stays
+    /// until cleared or, with [`Fault::times`], for that many matching requests.
+    pub fn add_fault(&self, fault: Fault) -> FaultId {
+        self.shared.faults.add(fault)
+    }
+
+    /// Removes one fault (requests it stalls go on).
+    pub fn clear_fault(&self, id: FaultId) {
+        self.shared.faults.clear(id);
+    }
+
+    /// Removes every fault and unserved version; stalled requests go on.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear_all();
+    }
+
+    /// How many requests a fault has acted on (also after it is used up or cleared).
+    pub fn fault_hits(&self, id: FaultId) -> usize {
+        self.shared.faults.hits(id)
+    }
+
+    /// Lets requests held by [`Fault::stall`] go on (they are then served normally).
+    pub fn release_stalls(&self) {
+        self.shared.faults.release();
+    }
+
+    /// Closes the open watches of a kind (kind or plural, any group), or all with `None`,
+    /// without an error event: clients resume from their last version.
+    pub fn cut_watches(&self, kind: Option<&str>) {
+        let Some(kind) = kind else {
+            self.shared.store.cut_watches(None);
+            return;
+        };
+        let mut keys: Vec<_> = resources::by_kind_or_plural(kind)
+            .map(ResourceType::storage_key)
+            .collect();
+        keys.dedup();
+        assert!(!keys.is_empty(), "no served kind {kind:?}");
+        for key in keys {
+            self.shared.store.cut_watches(Some(key));
+        }
+    }
+
+    /// Stops serving `group`/`version` (one resource by plural, or all of it with `None`):
+    /// discovery leaves it out and its requests get 404, as when a CRD version is unserved.
+    /// Open watches are not ended (see [`Running::cut_watches`]).
+    pub fn unserve_version(&self, group: &str, version: &str, plural: Option<&str>) {
+        self.shared
+            .faults
+            .set_unserved(group, version, plural, true);
+    }
+
+    /// Undoes [`Running::unserve_version`] for the same arguments.
+    pub fn serve_version(&self, group: &str, version: &str, plural: Option<&str>) {
+        self.shared
+            .faults
+            .set_unserved(group, version, plural, false);
     }
 
     /// Number of watch streams currently open.
@@ -353,6 +416,33 @@ async fn dispatch(
             query: uri.query().unwrap_or("").to_string(),
         });
     tracing::debug!(%method, %uri, "test API server request");
+    if let Some(rest) = path.strip_prefix(faults::CONTROL_PATH)
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return faults::control(&shared, &method, rest, &body);
+    }
+    let watch = verb == "watch";
+    let info = faults::RequestInfo {
+        verb,
+        path: &path,
+        resource: target.as_ref().ok().and_then(|t| t.as_ref()).map(|t| t.r),
+        namespace: target
+            .as_ref()
+            .ok()
+            .and_then(|t| t.as_ref())
+            .and_then(|t| t.namespace.as_deref()),
+        name: target
+            .as_ref()
+            .ok()
+            .and_then(|t| t.as_ref())
+            .and_then(|t| t.name.as_deref()),
+        watch,
+    };
+    match shared.faults.check(&info) {
+        faults::Verdict::Serve => {}
+        faults::Verdict::Answer(resp) => return resp,
+        faults::Verdict::Stall(d) => shared.faults.stall(d).await,
+    }
     match target {
         Err(e) => e.into_response(),
         Ok(Some(target)) if !conversion::served(&shared, target.r) => {

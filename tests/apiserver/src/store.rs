@@ -266,6 +266,13 @@ impl Store {
         self.lock().watchers.clear();
     }
 
+    /// Test hook: closes the open watch streams of `key` (all when `None`) without an error event.
+    pub fn cut_watches(&self, key: Option<StorageKey>) {
+        self.lock()
+            .watchers
+            .retain(|w| key.is_some_and(|k| w.key != k));
+    }
+
     /// Test hook: forgets all history, so every watch resuming from an older version gets 410.
     pub fn compact(&self) {
         let mut inner = self.lock();

@@ -19,7 +19,8 @@
 //!   (found by discovery, and found again if it stops being served).
 //! - A kind the server does not serve (404: the Gateway API CRDs are not installed) is
 //!   logged as a warning, counts as listed with no objects, and keeps being retried with
-//!   backoff.
+//!   backoff. A 404 on a re-watch after a list is not taken as the kind gone: the objects
+//!   stay and the watch relists, and only a list answered 404 empties the kind.
 
 pub mod events;
 pub mod lease;
@@ -175,6 +176,16 @@ pub fn is_not_found(error: &watcher::Error) -> bool {
         _ => false,
     }
 }
+
+/// Whether a watcher error is a 404 on a watch after a list (not on the list itself), which
+/// kube-runtime's watcher retries from the same resourceVersion without relisting.
+pub fn is_rewatch_not_found(error: &watcher::Error) -> bool {
+    is_not_found(error) && !matches!(error, watcher::Error::InitialListFailed(_))
+}
+
+/// How long to wait before relisting after a 404 on a re-watch, at first and at most.
+const RELIST_AFTER_404: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_secs(30));
 
 struct Shared {
     store: Mutex<Store>,
@@ -422,63 +433,87 @@ async fn watch_resource(
         (Some(ns), _) => Api::namespaced_with(client.clone(), ns, resource),
         (None, _) => Api::all_with(client.clone(), resource),
     };
-    let mut events = watcher(api, config).default_backoff().boxed();
     let mut missing = false;
     let mut listed = false;
-    while let Some(event) = events.next().await {
-        let change = match event {
-            Ok(watcher::Event::Init) => Change::Init,
-            Ok(watcher::Event::InitDone) => {
-                if std::mem::take(&mut missing) {
-                    info!("the kind is served now");
+    let mut relist_delay = RELIST_AFTER_404.0;
+    'relist: loop {
+        let mut events = watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = events.next().await {
+            let change = match event {
+                Ok(watcher::Event::Init) => Change::Init,
+                Ok(watcher::Event::InitDone) => {
+                    if std::mem::take(&mut missing) {
+                        info!("the kind is served now");
+                    }
+                    debug!("listed");
+                    listed = true;
+                    relist_delay = RELIST_AFTER_404.0;
+                    Change::InitDone
                 }
-                debug!("listed");
-                listed = true;
-                Change::InitDone
-            }
-            Ok(watcher::Event::InitApply(object)) => match to_object(resource, object) {
-                Ok(object) => Change::InitApply(object),
-                Err(e) => {
-                    warn!(error = %e, "skipping an object that cannot be read");
-                    continue;
-                }
-            },
-            Ok(watcher::Event::Apply(object)) => match to_object(resource, object) {
-                Ok(object) => Change::Apply(object),
-                Err(e) => {
-                    warn!(error = %e, "skipping an object that cannot be read");
-                    continue;
-                }
-            },
-            Ok(watcher::Event::Delete(object)) => match to_object(resource, object) {
-                Ok(object) => Change::Delete(object.object_ref()),
-                Err(e) => {
-                    warn!(error = %e, "skipping the deletion of an object that cannot be read");
-                    continue;
-                }
-            },
-            Err(e) if is_not_found(&e) => {
-                if on_missing == OnMissing::Return {
-                    return listed;
-                }
-                if !missing {
+                Ok(watcher::Event::InitApply(object)) => match to_object(resource, object) {
+                    Ok(object) => Change::InitApply(object),
+                    Err(e) => {
+                        warn!(error = %e, "skipping an object that cannot be read");
+                        continue;
+                    }
+                },
+                Ok(watcher::Event::Apply(object)) => match to_object(resource, object) {
+                    Ok(object) => Change::Apply(object),
+                    Err(e) => {
+                        warn!(error = %e, "skipping an object that cannot be read");
+                        continue;
+                    }
+                },
+                Ok(watcher::Event::Delete(object)) => match to_object(resource, object) {
+                    Ok(object) => Change::Delete(object.object_ref()),
+                    Err(e) => {
+                        warn!(error = %e, "skipping the deletion of an object that cannot be read");
+                        continue;
+                    }
+                },
+                Err(e) if is_rewatch_not_found(&e) && on_missing == OnMissing::Retry => {
+                    // kube-runtime 4.2 watcher.rs (`step_trampolined`): a watch that fails to
+                    // start stays in `State::InitListed` and is retried from the same
+                    // resourceVersion; only a 410 returns to `State::Empty` and lists again. A
+                    // 404 on a re-watch (a CRD version briefly unserved, an API server whose
+                    // CRDs are not loaded yet) would then resume from the old version once the
+                    // kind is back and never relist, and it does not say the kind is gone: keep
+                    // its objects and start a new watcher, whose list replaces them (or, if the
+                    // list 404s too, reports the kind missing).
                     warn!(
+                        error = %e,
                         api_version = %resource.api_version,
-                        "the API server does not serve this kind (are the Gateway API CRDs installed?): treating it as empty, retrying with backoff"
+                        "the API server answered 404 to a re-watch: keeping the objects, relisting"
                     );
-                    missing = true;
+                    tokio::time::sleep(relist_delay).await;
+                    relist_delay = (relist_delay * 2).min(RELIST_AFTER_404.1);
+                    continue 'relist;
                 }
-                Change::Missing
-            }
-            Err(e) => {
-                // The watcher relists (or resumes) by itself after a backoff.
-                warn!(error = %e, "watch failed, retrying with backoff");
-                continue;
-            }
-        };
-        shared.apply(index, change);
+                Err(e) if is_not_found(&e) => {
+                    if on_missing == OnMissing::Return {
+                        return listed;
+                    }
+                    if !missing {
+                        warn!(
+                            api_version = %resource.api_version,
+                            "the API server does not serve this kind (are the Gateway API CRDs installed?): treating it as empty, retrying with backoff"
+                        );
+                        missing = true;
+                    }
+                    Change::Missing
+                }
+                Err(e) => {
+                    // The watcher relists (or resumes) by itself after a backoff.
+                    warn!(error = %e, "watch failed, retrying with backoff");
+                    continue;
+                }
+            };
+            shared.apply(index, change);
+        }
+        break 'relist listed;
     }
-    listed
 }
 
 /// Translates and publishes the store whenever it changed and every watch has listed,
@@ -610,6 +645,84 @@ mod tests {
             .await
             .expect("the missing kind was reported");
         assert!(!task.is_finished(), "the watch gave up");
+        task.abort();
+    }
+
+    async fn loopback_client(server: &lanyard_test_apiserver::Running) -> Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig_path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_404_on_a_rewatch_keeps_the_routes_and_relists() {
+        use lanyard_test_apiserver::Fault;
+        let server = lanyard_test_apiserver::ApiServer::start(Default::default())
+            .await
+            .unwrap();
+        let client = loopback_client(&server).await;
+        let resource = api_resource(Kind::HttpRoute);
+        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+        let route = DynamicObject::new("r", &resource).data(
+            json!({"spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "cart"}]}}),
+        );
+        let route = routes.create(&Default::default(), &route).await.unwrap();
+        let key = to_object(&resource, route).unwrap().object_ref();
+        let watched = Watched {
+            kind: Kind::HttpRoute,
+            namespace: None,
+        };
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(vec![watched.clone()])),
+            changed: Notify::new(),
+        });
+        let watching = shared.clone();
+        let task = tokio::spawn(async move {
+            watch_resource(&client, 0, &watched, &resource, &watching, OnMissing::Retry).await
+        });
+        let has_route = || shared.store.lock().unwrap().objects().contains(&key);
+        let lists =
+            || server.request_count("list", "/apis/gateway.networking.k8s.io/v1/httproutes");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !(shared.store.lock().unwrap().all_synced() && has_route()) {
+            assert!(tokio::time::Instant::now() < deadline, "never listed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(lists(), 1);
+
+        // The next watch of HTTPRoutes is answered 404 once (a CRD version briefly unserved).
+        let fault = server.add_fault(
+            Fault::status(404)
+                .resource("httproutes")
+                .watch(true)
+                .times(1),
+        );
+        server.cut_watches(Some("HTTPRoute"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while lists() < 2 {
+            assert!(
+                has_route(),
+                "a 404 on a re-watch emptied the kind before any relist"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no relist after a 404 on a re-watch (fault hit {} times)",
+                server.fault_hits(fault)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(server.fault_hits(fault), 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while shared.store.lock().unwrap().relists[0].is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relist never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(has_route(), "the relist brought the route back");
         task.abort();
     }
 

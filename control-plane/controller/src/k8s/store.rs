@@ -47,7 +47,7 @@ pub enum Change {
 pub struct Store {
     watches: Vec<Watched>,
     objects: Objects,
-    relists: Vec<Option<Vec<Object>>>,
+    pub(super) relists: Vec<Option<Vec<Object>>>,
     synced: Vec<bool>,
     changed: bool,
 }
