@@ -74,7 +74,7 @@ class Context:
 
     def check_config(self):
         """`lanyard-controller --once` on the config: the manifests translate without errors
-        (a broken manifest here is a harness bug, reported as such)."""
+        (a broken manifest here is a harness bug, reported as such). Returns the report."""
         proc = subprocess.run(
             [h.controller_path(), "--config-dir", self.config.path, "--once"],
             capture_output=True, text=True, timeout=30,
@@ -85,6 +85,7 @@ class Context:
         if bad:
             raise E2EError("the scenario's manifests do not translate cleanly (harness bug?):\n"
                            + proc.stdout[-3000:] + proc.stderr[-3000:])
+        return proc.stdout
 
     def start_controller(self, kubernetes=False):
         """`lanyard-controller --config-dir` on the config dir; with `kubernetes`, instead the
