@@ -345,6 +345,7 @@ class ManifestsTest(unittest.TestCase):
         for name, fn in run_e2e.SCENARIOS:
             with self.subTest(name):
                 work = tempfile.mkdtemp(prefix="lanyard-e2e-unit-")
+                ctx = None
                 try:
                     ctx = run_e2e.Context(name, work)
                     ctx.backends = FakeBackends
@@ -370,6 +371,10 @@ class ManifestsTest(unittest.TestCase):
                         fn(ctx)
                     self.assertNotIn("'False'", reports[-1])  # no condition False in the status
                 finally:
+                    # Kubernetes scenarios start the webhook and the API server before the
+                    # controller: they must not outlive the check.
+                    if ctx is not None:
+                        ctx.procs.kill_all()
                     shutil.rmtree(work, ignore_errors=True)
 
     def test_nack_route_passes_the_translator(self):
