@@ -26,6 +26,7 @@ pub mod events;
 pub mod lease;
 pub mod status;
 pub mod store;
+pub mod trim;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,17 +147,17 @@ pub fn watches(namespaces: &[String]) -> Vec<Watched> {
         .collect()
 }
 
-/// Parses an object from a watch with the same parser as file mode. `Err` says why it
-/// cannot be read.
+/// Parses an object from a watch with the same parser as file mode, trimmed first to what
+/// Lanyard reads ([`trim`]). `Err` says why it cannot be read.
 pub fn to_object(resource: &ApiResource, object: DynamicObject) -> Result<Object, String> {
     let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
     if let Some(map) = value.as_object_mut() {
         // List items may come without them.
         map.insert("apiVersion".into(), resource.api_version.clone().into());
         map.insert("kind".into(), resource.kind.clone().into());
-        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            meta.remove("managedFields");
-        }
+    }
+    if let Some(kind) = KINDS.into_iter().find(|k| k.as_str() == resource.kind) {
+        trim::trim(kind, &mut value);
     }
     match parse_value(value, "").into_iter().next() {
         Some(Ok(Parsed::Object { object, .. })) => Ok(*object),
