@@ -446,7 +446,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Value> {
     );
 
     let mut controller = Command::new(sibling(&config.bench, "lanyard-controller"))
-        .args(["--kubernetes", "--kubeconfig"])
+        .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args([
             "--xds-address",

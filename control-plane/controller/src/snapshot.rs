@@ -77,8 +77,9 @@ pub struct Snapshot {
     /// objects or the diagnostics changed. 0 is a placeholder a source publishes before its
     /// first full load ([`Snapshot::placeholder`]); it is never served.
     pub generation: u64,
-    /// Every object served (see [`crate::files`] for which ones).
-    pub objects: Objects,
+    /// Every object served (see [`crate::files`] for which ones), shared with the source's
+    /// store until it changes.
+    pub objects: Arc<Objects>,
     /// The model, route status and translator warnings for `objects`.
     pub translation: Translation,
     /// What the loader found wrong (or did) in the input.
@@ -114,7 +115,7 @@ impl Snapshot {
     pub fn placeholder() -> Self {
         Self {
             generation: 0,
-            objects: Objects::default(),
+            objects: Arc::default(),
             translation: Translation::default(),
             diagnostics: Vec::new(),
             unused_kinds: BTreeMap::new(),

@@ -43,7 +43,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::files::Loaded;
 use crate::snapshot::{Settings, Snapshot};
 use lease::LeaseSettings;
-use store::{Change, Store, Watched};
+use store::{Change, OwnWrites, Store, Watched};
 
 /// How long to collect watch events after the first one before translating.
 pub const DEBOUNCE: Duration = crate::files::DEBOUNCE;
@@ -191,6 +191,8 @@ const RELIST_AFTER_404: (Duration, Duration) =
 struct Shared {
     store: Mutex<Store>,
     changed: Notify,
+    /// The status writer's own writes, so that they cause no snapshot.
+    own_writes: OwnWrites,
 }
 
 impl Shared {
@@ -231,6 +233,7 @@ impl KubeWatcher {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(watches.clone())),
             changed: Notify::new(),
+            own_writes: OwnWrites::default(),
         });
         let (sender, snapshots) = watch::channel(Arc::new(Snapshot::placeholder()));
         let mut tasks: Vec<JoinHandle<()>> = watches
@@ -280,6 +283,7 @@ impl KubeWatcher {
                 snapshots.clone(),
                 rejections,
                 leader,
+                shared.own_writes.clone(),
             )
             .instrument(info_span!("status")),
         ));
@@ -425,7 +429,14 @@ async fn watch_resource(
     shared: &Shared,
     on_missing: OnMissing,
 ) -> bool {
-    let mut config = watcher::Config::default();
+    // Lists are served from the API server's watch cache (`resourceVersion=0`, kube-runtime
+    // 4.2 watcher.rs `ListSemantic::Any`), not read from etcd with a quorum, as client-go's
+    // reflector does for its first list (client-go v0.31 tools/cache/reflector.go,
+    // `relistResourceVersion`). kube-runtime uses it for relists after a 410 as well; a list
+    // older than what was seen is followed by the watch from its resourceVersion, which
+    // replays what it missed, and a relist replaces a kind only once complete. The status
+    // writer reads each route before writing, so an old resourceVersion costs a read only.
+    let mut config = watcher::Config::default().any_semantic();
     let api: Api<DynamicObject> = match (&watched.namespace, watched.kind) {
         (Some(ns), Kind::Namespace) => {
             config = config.fields(&format!("metadata.name={ns}"));
@@ -523,17 +534,19 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
-        let objects: Option<Objects> = {
+        let objects: Option<Arc<Objects>> = {
             let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
             if store.all_synced() {
-                store.take_changed()
+                store.take_changed(&shared.own_writes)
             } else {
                 None
             }
         };
         let Some(objects) = objects else { continue };
         let current = sender.borrow().clone();
-        if !current.is_placeholder() && current.objects == objects {
+        if !current.is_placeholder()
+            && (Arc::ptr_eq(&current.objects, &objects) || current.objects == objects)
+        {
             debug!("no change");
             continue;
         }
@@ -632,6 +645,7 @@ mod tests {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(vec![watched.clone()])),
             changed: Notify::new(),
+            own_writes: OwnWrites::default(),
         });
         let watching = shared.clone();
         let task = tokio::spawn(async move {
@@ -678,6 +692,7 @@ mod tests {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(vec![watched.clone()])),
             changed: Notify::new(),
+            own_writes: OwnWrites::default(),
         });
         let watching = shared.clone();
         let task = tokio::spawn(async move {
