@@ -491,7 +491,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Value> {
         let (i, k) = (n / size.pods_per_service, n % size.pods_per_service);
         let ns = namespace_of(&size, i);
         let path = format!("/api/v1/namespaces/{ns}/pods/svc-{i}-{k}");
-        if updates % 2 == 0 {
+        if updates.is_multiple_of(2) {
             http.merge_patch(
                 &path,
                 &json!({"metadata": {"annotations": {"bench.lanyard.dev/tick": updates.to_string()}}}),
