@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn an_update_of_nothing_read_is_stored_without_a_snapshot() {
+    fn an_update_of_nothing_read_is_dropped_before_the_store() {
         let own = OwnWrites::default();
         let mut store = mk_store();
         let mut one = mk_service("a", "one");
@@ -348,6 +348,27 @@ mod tests {
                 .resource_version
                 .as_deref(),
             Some("3")
+        );
+    }
+
+    #[test]
+    fn the_snapshot_shares_the_stores_objects_until_a_change() {
+        let own = OwnWrites::default();
+        let mut store = mk_store();
+        store.apply(0, Change::Apply(mk_service("a", "one")));
+        let taken = store.take_changed(&own).unwrap();
+        assert!(Arc::ptr_eq(&taken, &store.objects), "no copy at rest");
+        store.apply(0, Change::Apply(mk_service("a", "one")));
+        assert!(
+            Arc::ptr_eq(&taken, &store.objects),
+            "a dropped update copies nothing"
+        );
+        store.apply(0, Change::Apply(mk_service("a", "two")));
+        assert!(!Arc::ptr_eq(&taken, &store.objects), "a change copies once");
+        assert_eq!(
+            taken.services.len(),
+            1,
+            "the snapshot's objects stay as taken"
         );
     }
 
