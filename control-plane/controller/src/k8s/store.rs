@@ -5,11 +5,18 @@
 //! done, so a snapshot never sees a half-listed kind.
 //!
 //! An update that changes nothing the translator reads (objects arrive trimmed, see
-//! [`super::trim`], so what is left differs only by its `resourceVersion`) replaces the stored
-//! object without marking the store changed: no snapshot, no translation. Such an update of
-//! an HTTPRoute or GRPCRoute is a status write; when it is not one of this controller's own
-//! ([`OwnWrites`]) another writer may have removed this controller's entries, so the store
-//! counts as changed and the status writer gets a snapshot with the new `resourceVersion`.
+//! [`super::trim`], so what is left differs only by its `resourceVersion`) is dropped before
+//! the store: no snapshot, no translation, no copy (as controller-runtime's
+//! `predicate.ResourceVersionChangedPredicate` and `GenerationChangedPredicate` drop events,
+//! controller-runtime v0.19 pkg/predicate/predicate.go, but after trimming). Such an update of
+//! an HTTPRoute or GRPCRoute is a status write: when it is not one of this controller's own
+//! ([`OwnWrites`], checked when the snapshot is taken, after the debounce, so that the write's
+//! answer has arrived) another writer may have removed this controller's entries, so the
+//! route is stored and the status writer gets a snapshot with its new `resourceVersion`.
+//!
+//! The objects are one `Arc<Objects>` shared with the snapshot last taken: the first change
+//! after it copies them once (copy on write), so at rest there is one copy, not one in the
+//! store and one per snapshot still held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
