@@ -1,7 +1,7 @@
 //! `lanyard-bench`: see the crate docs and BENCHMARKS.md.
 //!
 //! ```sh
-//! cargo run --release -p lanyard-bench -- [all|translate|fanout|reconnect|idle|churn] \
+//! cargo run --release -p lanyard-bench -- [all|translate|fanout|reconnect|idle|churn|kube-churn] \
 //!     [--sizes 1000,5000] [--smoke] [--out target/bench]
 //! ```
 
@@ -31,6 +31,9 @@ struct Args {
     /// How long the churn soak runs, seconds.
     #[arg(long, global = true, default_value_t = 300)]
     churn_secs: u64,
+    /// How long the Pod churn of `kube-churn` runs, seconds.
+    #[arg(long, global = true, default_value_t = 60)]
+    kube_churn_secs: u64,
     /// The `lanyard-bench-client` binary (default: next to this one).
     #[arg(long, global = true)]
     client: Option<PathBuf>,
@@ -45,6 +48,10 @@ enum Scenario {
     Reconnect,
     Idle,
     Churn,
+    /// The controller in Kubernetes mode against the loopback API server, under Pod
+    /// updates that change nothing it reads (not part of `all`: needs the
+    /// `lanyard-controller` and `lanyard-test-apiserver` binaries next to this one).
+    KubeChurn,
     /// (internal) The churn scenario's server process.
     #[command(hide = true)]
     ChurnServer {
@@ -97,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         sizes: args.sizes,
         mesh_services: args.mesh_services,
         churn: Duration::from_secs(if args.smoke { 3 } else { args.churn_secs }),
+        kube_churn: Duration::from_secs(args.kube_churn_secs),
     };
     println!(
         "lanyard-bench: {} cores, {:.1} GiB memory{}",
@@ -124,6 +132,9 @@ fn main() -> anyhow::Result<()> {
         }
         if all || scenario == Scenario::Churn {
             scenarios::churn::run(&config).await?;
+        }
+        if scenario == Scenario::KubeChurn {
+            scenarios::kube::run(&config).await?;
         }
         anyhow::Ok(())
     })?;

@@ -18,6 +18,7 @@ fn config(name: &str) -> Config {
         sizes: None,
         mesh_services: 20,
         churn: Duration::from_secs(3),
+        kube_churn: Duration::from_secs(3),
     }
 }
 

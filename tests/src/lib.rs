@@ -89,7 +89,7 @@ impl Mesh {
             .filter(|d| d.is_error())
             .map(|d| d.to_string())
             .collect();
-        Mesh::from_objects(loaded.objects, errors)
+        Mesh::from_objects(Objects::clone(&loaded.objects), errors)
     }
 
     pub fn from_objects(objects: Objects, errors: Vec<String>) -> Mesh {

@@ -424,7 +424,7 @@ proptest! {
                 }
             }
         }
-        let loaded = lanyard_controller::files::Loaded { objects, ..Default::default() };
+        let loaded = lanyard_controller::files::Loaded { objects: std::sync::Arc::new(objects), ..Default::default() };
         let settings = lanyard_controller::snapshot::Settings::default();
         let snapshot = lanyard_controller::snapshot::Snapshot::translate(1, loaded, &settings);
         prop_assert_eq!(snapshot.mesh.check(), vec![]);

@@ -11,6 +11,8 @@
 //!   `lanyard_xds_unknown_type_requests_total`, `lanyard_xds_snapshot_generation`;
 //! - `lanyard_xds_withheld_resources`: resources of the snapshot being served that were kept
 //!   from proxies because a proxy would refuse them (validation before publishing).
+//! - `lanyard_translations_total`: translations of the input (objects → model → xDS) the
+//!   source ran, set by the source (the controller) as it hands snapshots over.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -100,6 +102,8 @@ pub struct Metrics {
     pub unknown_types: AtomicU64,
     /// Resources the snapshot being served withholds.
     pub withheld: AtomicU64,
+    /// Translations the source ran (set by the source).
+    pub translations: AtomicU64,
     types: [TypeMetrics; 4],
 }
 
@@ -159,6 +163,13 @@ impl Metrics {
             "Resources of the snapshot being served kept from proxies because a proxy would refuse them.",
             "gauge",
             self.withheld.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "lanyard_translations_total",
+            "Translations of the input (objects to model to xDS) the source ran.",
+            "counter",
+            self.translations.load(Ordering::Relaxed).to_string(),
         );
         type Counter = fn(&TypeMetrics) -> &AtomicU64;
         let counters: [(&str, &str, Counter); 4] = [

@@ -4,6 +4,7 @@
 pub mod churn;
 pub mod fanout;
 pub mod idle;
+pub mod kube;
 pub mod translate;
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct Config {
     pub mesh_services: usize,
     /// How long the churn soak runs.
     pub churn: Duration,
+    /// How long the Pod churn of `kube-churn` runs.
+    pub kube_churn: Duration,
 }
 
 impl Config {

@@ -335,7 +335,7 @@ mod tests {
     use std::path::PathBuf;
 
     use lanyard_index::status::{Condition, ParentStatus};
-    use lanyard_index::{Kind, ObjectKey, ObjectRef, Objects, Translation};
+    use lanyard_index::{Kind, ObjectKey, ObjectRef, Translation};
     use lanyard_model::{
         Action, Backend, BackendTarget, Forward, PathMatch, PortRouting, Protocol, RequestMatch,
         Route, RouteTable, Service, ServiceKey, ServicePort, ServicePortKey,
@@ -410,7 +410,7 @@ mod tests {
     fn mk_snapshot() -> Snapshot {
         Snapshot {
             generation: 1,
-            objects: Objects::default(),
+            objects: Default::default(),
             translation: Translation {
                 model: mk_model(),
                 statuses: vec![

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lanyard_index::status::DEFAULT_CONTROLLER_NAME;
 use lanyard_index::{Objects, RuleRef, Translation};
@@ -19,6 +20,15 @@ use crate::smi::LastValidSplits;
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// The default SPIFFE trust domain of workload identities.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// Translations run by this process ([`translations`]).
+static TRANSLATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many translations of loaded objects this process has run (the
+/// `lanyard_translations_total` metric).
+pub fn translations() -> u64 {
+    TRANSLATIONS.load(Ordering::Relaxed)
+}
 
 /// Settings shared by every translation the controller and `lanyardctl` run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +77,9 @@ pub struct Snapshot {
     /// objects or the diagnostics changed. 0 is a placeholder a source publishes before its
     /// first full load ([`Snapshot::placeholder`]); it is never served.
     pub generation: u64,
-    /// Every object served (see [`crate::files`] for which ones).
-    pub objects: Objects,
+    /// Every object served (see [`crate::files`] for which ones), shared with the source's
+    /// store until it changes.
+    pub objects: Arc<Objects>,
     /// The model, route status and translator warnings for `objects`.
     pub translation: Translation,
     /// What the loader found wrong (or did) in the input.
@@ -104,7 +115,7 @@ impl Snapshot {
     pub fn placeholder() -> Self {
         Self {
             generation: 0,
-            objects: Objects::default(),
+            objects: Arc::default(),
             translation: Translation::default(),
             diagnostics: Vec::new(),
             unused_kinds: BTreeMap::new(),
@@ -171,6 +182,7 @@ impl Snapshot {
         loaded: Loaded,
         settings: &Settings,
     ) -> Self {
+        TRANSLATIONS.fetch_add(1, Ordering::Relaxed);
         let mut options = settings.index_options();
         let xds_options = settings.xds_options();
         let (mut translation, mut last_valid_splits) =

@@ -155,6 +155,10 @@ async fn feed(server: XdsServer, mut snapshots: watch::Receiver<Arc<Snapshot>>) 
     let mut served: Option<Arc<Snapshot>> = None;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
+        server.metrics().translations.store(
+            crate::snapshot::translations(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let same = snapshot.is_placeholder()
             || served
                 .as_ref()

@@ -484,3 +484,131 @@ async fn sigterm_hands_the_lease_over_within_a_couple_of_seconds() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `lanyard_translations_total` of the controller's `/metrics`.
+async fn translations(debug: std::net::SocketAddr) -> u64 {
+    let (_, body) = http_get(debug, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("lanyard_translations_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lanyard_translations_total in {body}"))
+}
+
+/// Waits until the translation count has stayed put for a while; returns it.
+async fn settled_translations(debug: std::net::SocketAddr) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    let mut last = translations(debug).await;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = translations(debug).await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() > Duration::from_secs(2) {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "translations never settled");
+    }
+}
+
+/// Pod updates that change nothing Lanyard reads (an annotation, a status condition) and
+/// Lanyard's own route status write cause no translation; a real change still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn updates_that_change_nothing_read_and_own_status_writes_cause_no_translation() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kubeconfig = server.kubeconfig_path.clone();
+    kubectl_apply(
+        &kubeconfig,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_service("cart"),
+            mk_endpoint_slice("cart", "10.0.0.1"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: cart-1, namespace: shop, labels: {app: cart}}\nspec: {serviceAccountName: cart, containers: [{name: app, image: cart:1, ports: [{name: http, containerPort: 80}]}]}\n".to_string(),
+        ],
+    )
+    .await;
+    let status = |probe: u32| {
+        format!(
+            r#"{{"status":{{"phase":"Running","podIP":"10.0.0.1","conditions":[{{"type":"Ready","status":"True","lastProbeTime":"2026-12-01T00:00:{probe:02}Z"}}]}}}}"#
+        )
+    };
+    let patch_status = |probe: u32| {
+        let kubeconfig = kubeconfig.clone();
+        let body = status(probe);
+        async move {
+            kubectl(
+                &kubeconfig,
+                &[
+                    "patch",
+                    "pod",
+                    "cart-1",
+                    "-n",
+                    "shop",
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &body,
+                ],
+            )
+            .await;
+        }
+    };
+    patch_status(0).await;
+    let controller = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "2"]);
+    wait_ready(controller.debug).await;
+    let first = translations(controller.debug).await;
+    assert!(first >= 1);
+    // The route arrives after the first snapshot; its status is written by Lanyard.
+    kubectl_apply(&kubeconfig, &[mk_route("cart")]).await;
+    let resolved = |parents: &[serde_yaml::Value]| {
+        our_condition(parents, "ResolvedRefs").is_some_and(|c| c["status"].as_str() == Some("True"))
+    };
+    wait_for_status(&kubeconfig, "ResolvedRefs", resolved).await;
+    let with_route = settled_translations(controller.debug).await;
+    assert_eq!(
+        with_route,
+        first + 1,
+        "the route is one translation; Lanyard's own status write on it is none"
+    );
+
+    for i in 1..=5u32 {
+        kubectl(
+            &kubeconfig,
+            &[
+                "annotate",
+                "--overwrite",
+                "pod",
+                "cart-1",
+                "-n",
+                "shop",
+                &format!("tick={i}"),
+            ],
+        )
+        .await;
+        patch_status(i).await;
+    }
+    assert_eq!(
+        settled_translations(controller.debug).await,
+        with_route,
+        "Pod updates that change nothing Lanyard reads were translated"
+    );
+
+    // A real change: the Pod's address.
+    let moved = r#"{"status":{"podIP":"10.0.0.2"}}"#;
+    kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "pod",
+            "cart-1",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            moved,
+        ],
+    )
+    .await;
+    assert_eq!(settled_translations(controller.debug).await, with_route + 1);
+}

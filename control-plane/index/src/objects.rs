@@ -203,7 +203,7 @@ impl Object {
         }
     }
 
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
         match self {
             Object::Namespace(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
@@ -475,6 +475,39 @@ impl Objects {
             Kind::TrafficSplit => self.traffic_splits.retain(|k, _| keep(k)),
             Kind::HttpRouteGroup => self.http_route_groups.retain(|k, _| keep(k)),
             Kind::TcpRoute => self.tcp_routes.retain(|k, _| keep(k)),
+        }
+    }
+
+    /// The stored object of this kind and key, cloned.
+    pub fn get(&self, object: &ObjectRef) -> Option<Object> {
+        let key = &object.key;
+        match object.kind {
+            Kind::Namespace => self.namespaces.get(key).cloned().map(Object::Namespace),
+            Kind::Service => self.services.get(key).cloned().map(Object::Service),
+            Kind::EndpointSlice => self
+                .endpoint_slices
+                .get(key)
+                .cloned()
+                .map(Object::EndpointSlice),
+            Kind::Pod => self.pods.get(key).cloned().map(Object::Pod),
+            Kind::HttpRoute => self.http_routes.get(key).cloned().map(Object::HttpRoute),
+            Kind::GrpcRoute => self.grpc_routes.get(key).cloned().map(Object::GrpcRoute),
+            Kind::ReferenceGrant => self
+                .reference_grants
+                .get(key)
+                .cloned()
+                .map(Object::ReferenceGrant),
+            Kind::TrafficSplit => self
+                .traffic_splits
+                .get(key)
+                .cloned()
+                .map(Object::TrafficSplit),
+            Kind::HttpRouteGroup => self
+                .http_route_groups
+                .get(key)
+                .cloned()
+                .map(Object::HttpRouteGroup),
+            Kind::TcpRoute => self.tcp_routes.get(key).cloned().map(Object::TcpRoute),
         }
     }
 

@@ -51,6 +51,7 @@ mod watch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lanyard_index::{Object, ObjectRef, Objects};
 use tracing::debug;
@@ -74,8 +75,9 @@ pub struct FileSource {
 /// The result of one load.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Loaded {
-    /// Every object served, ClusterIPs filled in.
-    pub objects: Objects,
+    /// Every object served, ClusterIPs filled in (shared: the Kubernetes store hands its
+    /// objects over without a copy).
+    pub objects: Arc<Objects>,
     /// In file order, then in document order within each file.
     pub diagnostics: Vec<Diagnostic>,
     /// How many files were read.
@@ -141,7 +143,7 @@ impl FileSource {
             debug!(?unused_kinds, "skipped kinds that do not affect the mesh");
         }
         Loaded {
-            objects,
+            objects: Arc::new(objects),
             diagnostics,
             files: files.len(),
             unused_kinds,

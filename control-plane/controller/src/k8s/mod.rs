@@ -26,6 +26,7 @@ pub mod events;
 pub mod lease;
 pub mod status;
 pub mod store;
+pub mod trim;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,7 +43,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::files::Loaded;
 use crate::snapshot::{Settings, Snapshot};
 use lease::LeaseSettings;
-use store::{Change, Store, Watched};
+use store::{Change, OwnWrites, Store, Watched};
 
 /// How long to collect watch events after the first one before translating.
 pub const DEBOUNCE: Duration = crate::files::DEBOUNCE;
@@ -146,17 +147,17 @@ pub fn watches(namespaces: &[String]) -> Vec<Watched> {
         .collect()
 }
 
-/// Parses an object from a watch with the same parser as file mode. `Err` says why it
-/// cannot be read.
+/// Parses an object from a watch with the same parser as file mode, trimmed first to what
+/// Lanyard reads ([`trim`]). `Err` says why it cannot be read.
 pub fn to_object(resource: &ApiResource, object: DynamicObject) -> Result<Object, String> {
     let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
     if let Some(map) = value.as_object_mut() {
         // List items may come without them.
         map.insert("apiVersion".into(), resource.api_version.clone().into());
         map.insert("kind".into(), resource.kind.clone().into());
-        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            meta.remove("managedFields");
-        }
+    }
+    if let Some(kind) = KINDS.into_iter().find(|k| k.as_str() == resource.kind) {
+        trim::trim(kind, &mut value);
     }
     match parse_value(value, "").into_iter().next() {
         Some(Ok(Parsed::Object { object, .. })) => Ok(*object),
@@ -190,6 +191,8 @@ const RELIST_AFTER_404: (Duration, Duration) =
 struct Shared {
     store: Mutex<Store>,
     changed: Notify,
+    /// The status writer's own writes, so that they cause no snapshot.
+    own_writes: OwnWrites,
 }
 
 impl Shared {
@@ -230,6 +233,7 @@ impl KubeWatcher {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(watches.clone())),
             changed: Notify::new(),
+            own_writes: OwnWrites::default(),
         });
         let (sender, snapshots) = watch::channel(Arc::new(Snapshot::placeholder()));
         let mut tasks: Vec<JoinHandle<()>> = watches
@@ -279,6 +283,7 @@ impl KubeWatcher {
                 snapshots.clone(),
                 rejections,
                 leader,
+                shared.own_writes.clone(),
             )
             .instrument(info_span!("status")),
         ));
@@ -424,7 +429,14 @@ async fn watch_resource(
     shared: &Shared,
     on_missing: OnMissing,
 ) -> bool {
-    let mut config = watcher::Config::default();
+    // Lists are served from the API server's watch cache (`resourceVersion=0`, kube-runtime
+    // 4.2 watcher.rs `ListSemantic::Any`), not read from etcd with a quorum, as client-go's
+    // reflector does for its first list (client-go v0.31 tools/cache/reflector.go,
+    // `relistResourceVersion`). kube-runtime uses it for relists after a 410 as well; a list
+    // older than what was seen is followed by the watch from its resourceVersion, which
+    // replays what it missed, and a relist replaces a kind only once complete. The status
+    // writer reads each route before writing, so an old resourceVersion costs a read only.
+    let mut config = watcher::Config::default().any_semantic();
     let api: Api<DynamicObject> = match (&watched.namespace, watched.kind) {
         (Some(ns), Kind::Namespace) => {
             config = config.fields(&format!("metadata.name={ns}"));
@@ -522,17 +534,19 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
-        let objects: Option<Objects> = {
+        let objects: Option<Arc<Objects>> = {
             let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
             if store.all_synced() {
-                store.take_changed()
+                store.take_changed(&shared.own_writes)
             } else {
                 None
             }
         };
         let Some(objects) = objects else { continue };
         let current = sender.borrow().clone();
-        if !current.is_placeholder() && current.objects == objects {
+        if !current.is_placeholder()
+            && (Arc::ptr_eq(&current.objects, &objects) || current.objects == objects)
+        {
             debug!("no change");
             continue;
         }
@@ -631,6 +645,7 @@ mod tests {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(vec![watched.clone()])),
             changed: Notify::new(),
+            own_writes: OwnWrites::default(),
         });
         let watching = shared.clone();
         let task = tokio::spawn(async move {
@@ -677,6 +692,7 @@ mod tests {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(vec![watched.clone()])),
             changed: Notify::new(),
+            own_writes: OwnWrites::default(),
         });
         let watching = shared.clone();
         let task = tokio::spawn(async move {

@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 
 use super::api_resource;
 use super::lease::{LeaderWork, RETRY_FAILED, while_leading};
+use super::store::OwnWrites;
 use crate::nacks::{Rejections, with_rejections};
 use crate::snapshot::Snapshot;
 
@@ -164,9 +165,13 @@ pub fn backoff(failures: u32) -> Duration {
 /// What is known of one route's status, by the route's uid.
 #[derive(Clone, Debug, PartialEq)]
 enum Known {
-    /// Written or found up to date, leaving the route at this `resourceVersion`.
+    /// Written or found up to date, leaving the route at this `resourceVersion`; `seen` is
+    /// the one the snapshot had. The store drops the watch's update for this controller's own
+    /// write (nothing the translator reads changed), so later snapshots keep carrying `seen`
+    /// until someone else changes the route.
     Written {
         resource_version: Option<String>,
+        seen: Option<String>,
         computed: Vec<ParentStatus>,
     },
     /// The write of `computed` to the route at `resource_version` failed `failures` times in
@@ -204,9 +209,12 @@ fn step(
         None => Step::Write { failures: 0 },
         Some(Known::Written {
             resource_version: rv,
+            seen,
             computed: c,
         }) => {
-            if rv.as_deref() == resource_version && c == computed {
+            let unchanged =
+                rv.as_deref() == resource_version || seen.as_deref() == resource_version;
+            if unchanged && c == computed {
                 Step::Skip
             } else {
                 Step::Write { failures: 0 }
@@ -240,12 +248,14 @@ pub async fn run(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     rejections: watch::Receiver<Arc<Rejections>>,
     leader: watch::Receiver<bool>,
+    own_writes: OwnWrites,
 ) {
     let writer = StatusWriter {
         client,
         controller_name,
         known: HashMap::new(),
         rejections,
+        own_writes,
     };
     while_leading(writer, snapshots, leader).await;
 }
@@ -256,6 +266,8 @@ struct StatusWriter {
     controller_name: String,
     known: HashMap<String, Known>,
     rejections: watch::Receiver<Arc<Rejections>>,
+    /// Where the store learns which route updates are this writer's own.
+    own_writes: OwnWrites,
 }
 
 impl LeaderWork for StatusWriter {
@@ -267,6 +279,7 @@ impl LeaderWork for StatusWriter {
             snapshot,
             &rejections,
             &mut self.known,
+            &self.own_writes,
         )
         .await
     }
@@ -330,10 +343,12 @@ async fn write_all(
     snapshot: &Snapshot,
     rejections: &Rejections,
     known: &mut HashMap<String, Known>,
+    own_writes: &OwnWrites,
 ) -> bool {
     let routes = pending(snapshot, rejections);
     let uids: HashSet<&str> = routes.iter().map(|p| p.uid.as_str()).collect();
     known.retain(|uid, _| uids.contains(uid.as_str()));
+    own_writes.retain(|uid| uids.contains(uid));
     let mut ok = true;
     for p in &routes {
         let failures = match step(
@@ -358,10 +373,17 @@ async fn write_all(
         )
         .await
         {
-            Ok(resource_version) => Known::Written {
-                resource_version: resource_version.or_else(|| p.resource_version.clone()),
-                computed: p.computed.clone(),
-            },
+            Ok(resource_version) => {
+                // The watch sees this write too: the store does not take it for a change.
+                if let Some(rv) = &resource_version {
+                    own_writes.record(&p.uid, rv);
+                }
+                Known::Written {
+                    resource_version: resource_version.or_else(|| p.resource_version.clone()),
+                    seen: p.resource_version.clone(),
+                    computed: p.computed.clone(),
+                }
+            }
             Err(e) => {
                 let failures = failures + 1;
                 let wait = backoff(failures);
@@ -555,10 +577,14 @@ mod tests {
         let now = Instant::now();
         let written = Known::Written {
             resource_version: Some("7".into()),
+            seen: Some("6".into()),
             computed: computed.clone(),
         };
         // The route as written: nothing to do.
         assert_eq!(step(Some(&written), Some("7"), &computed, now), Step::Skip);
+        // Snapshots still carry the version from before the write (the store dropped the
+        // watch's update for it): nothing to do either.
+        assert_eq!(step(Some(&written), Some("6"), &computed, now), Step::Skip);
         // Anyone wrote the route since (its status may have lost our entries): read again.
         assert_eq!(
             step(Some(&written), Some("8"), &computed, now),
