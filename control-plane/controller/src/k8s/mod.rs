@@ -21,8 +21,13 @@
 //!   logged as a warning, counts as listed with no objects, and keeps being retried with
 //!   backoff. A 404 on a re-watch after a list is not taken as the kind gone: the objects
 //!   stay and the watch relists, and only a list answered 404 empties the kind.
+//! - A watch the API server refuses (403) or fails: see [`health`]. An optional kind that
+//!   never listed counts as listed with no objects, so that it does not hold snapshots
+//!   back; a required kind holds `/readyz` back. Both say on `/readyz` which permission is
+//!   missing, keep retrying with backoff and relist once allowed.
 
 pub mod events;
+pub mod health;
 pub mod lease;
 pub mod status;
 pub mod store;
@@ -41,6 +46,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::files::Loaded;
 use crate::snapshot::{Settings, Snapshot};
+use health::{Health, Unavailable, is_forbidden, is_required};
 use lease::LeaseSettings;
 use store::{Change, Store, Watched};
 
@@ -190,9 +196,25 @@ const RELIST_AFTER_404: (Duration, Duration) =
 struct Shared {
     store: Mutex<Store>,
     changed: Notify,
+    health: Arc<Health>,
 }
 
 impl Shared {
+    fn new(watches: Vec<Watched>) -> Self {
+        Self {
+            store: Mutex::new(Store::new(watches.clone())),
+            changed: Notify::new(),
+            health: Arc::new(Health::new(watches)),
+        }
+    }
+
+    fn is_synced(&self, watch: usize) -> bool {
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_synced(watch)
+    }
+
     fn apply(&self, watch: usize, change: Change) {
         self.store
             .lock()
@@ -213,6 +235,7 @@ pub struct KubeWatcher {
     election: Option<JoinHandle<()>>,
     /// How long the election may take to release the Lease.
     release_within: Duration,
+    health: Arc<Health>,
 }
 
 impl KubeWatcher {
@@ -227,10 +250,8 @@ impl KubeWatcher {
         rejections: watch::Receiver<Arc<crate::nacks::Rejections>>,
     ) -> Self {
         let watches = watches(namespaces);
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(watches.clone())),
-            changed: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(watches.clone()));
+        let health = shared.health.clone();
         let (sender, snapshots) = watch::channel(Arc::new(Snapshot::placeholder()));
         let mut tasks: Vec<JoinHandle<()>> = watches
             .into_iter()
@@ -291,7 +312,13 @@ impl KubeWatcher {
             shutdown,
             election: Some(election),
             release_within,
+            health,
         }
+    }
+
+    /// Which watches cannot be read, for `/readyz` and `/metrics`.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Stops leading and releases the Lease if this replica holds it (waiting at most a
@@ -447,6 +474,11 @@ async fn watch_resource(
                     if std::mem::take(&mut missing) {
                         info!("the kind is served now");
                     }
+                    if let Some(was) = shared.health.set(index, None)
+                        && was.reason != "not_served"
+                    {
+                        info!(api_version = %resource.api_version, "the kind can be read again: listed");
+                    }
                     debug!("listed");
                     listed = true;
                     relist_delay = RELIST_AFTER_404.0;
@@ -474,6 +506,7 @@ async fn watch_resource(
                     }
                 },
                 Err(e) if is_rewatch_not_found(&e) && on_missing == OnMissing::Retry => {
+                    shared.health.count_error(index, &e);
                     // kube-runtime 4.2 watcher.rs (`step_trampolined`): a watch that fails to
                     // start stays in `State::InitListed` and is retried from the same
                     // resourceVersion; only a 410 returns to `State::Empty` and lists again. A
@@ -492,9 +525,13 @@ async fn watch_resource(
                     continue 'relist;
                 }
                 Err(e) if is_not_found(&e) => {
+                    shared.health.count_error(index, &e);
                     if on_missing == OnMissing::Return {
                         return listed;
                     }
+                    shared
+                        .health
+                        .set(index, Some(Unavailable::new(watched, resource, &e)));
                     if !missing {
                         warn!(
                             api_version = %resource.api_version,
@@ -505,14 +542,64 @@ async fn watch_resource(
                     Change::Missing
                 }
                 Err(e) => {
-                    // The watcher relists (or resumes) by itself after a backoff.
-                    warn!(error = %e, "watch failed, retrying with backoff");
-                    continue;
+                    shared.health.count_error(index, &e);
+                    let list_failed = matches!(e, watcher::Error::InitialListFailed(_));
+                    if !list_failed && !is_forbidden(&e) {
+                        // The watcher relists (or resumes) by itself after a backoff.
+                        warn!(error = %e, "watch failed, retrying with backoff");
+                        continue;
+                    }
+                    let unavailable = Unavailable::new(watched, resource, &e);
+                    let was = shared.health.set(index, Some(unavailable.clone()));
+                    if was.is_none_or(|was| was.reason != unavailable.reason) {
+                        report_unavailable(watched.kind, &unavailable, &e);
+                    } else {
+                        debug!(error = %e, "still cannot read the kind");
+                    }
+                    if !list_failed {
+                        // A refused re-watch: kube-runtime 4.2's watcher would retry it from
+                        // the same resourceVersion and, once allowed, resume with no event to
+                        // say so. Relist instead (as after a 404), whose InitDone says the
+                        // kind can be read again.
+                        tokio::time::sleep(relist_delay).await;
+                        relist_delay = (relist_delay * 2).min(RELIST_AFTER_404.1);
+                        continue 'relist;
+                    }
+                    // The watcher retries the list with backoff. Until one succeeds, an
+                    // optional kind that never listed counts as listed with no objects (one
+                    // that did keeps them), so that it does not hold every snapshot back.
+                    if is_required(watched.kind) || shared.is_synced(index) {
+                        continue;
+                    }
+                    Change::Missing
                 }
             };
             shared.apply(index, change);
         }
         break 'relist listed;
+    }
+}
+
+/// Logs, once per cause, why a watch cannot be read and what that means.
+fn report_unavailable(kind: Kind, unavailable: &Unavailable, error: &watcher::Error) {
+    let needs = &unavailable.needs;
+    match (is_required(kind), unavailable.reason) {
+        (true, "forbidden") => warn!(
+            error = %error,
+            "the API server refuses to let the controller read {kind}, which it needs: not ready until it may (grant {needs}); retrying with backoff"
+        ),
+        (true, _) => warn!(
+            error = %error,
+            "cannot read {kind}, which the controller needs: not ready until it can (it needs {needs}); retrying with backoff"
+        ),
+        (false, "forbidden") => warn!(
+            error = %error,
+            "the API server refuses to let the controller read {kind}: leaving it out, as if there were none (grant {needs} to use it); retrying with backoff"
+        ),
+        (false, _) => warn!(
+            error = %error,
+            "cannot read {kind}: leaving it out, as if there were none (it needs {needs}); retrying with backoff"
+        ),
     }
 }
 
@@ -628,10 +715,7 @@ mod tests {
             &GroupVersionKind::gvk("gateway.networking.k8s.io", "v9", "HTTPRoute"),
             "httproutes",
         );
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(vec![watched.clone()])),
-            changed: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(vec![watched.clone()]));
         let watching = shared.clone();
         let task = tokio::spawn(async move {
             watch_resource(&client, 0, &watched, &unserved, &watching, OnMissing::Retry).await
@@ -674,10 +758,7 @@ mod tests {
             kind: Kind::HttpRoute,
             namespace: None,
         };
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(vec![watched.clone()])),
-            changed: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(vec![watched.clone()]));
         let watching = shared.clone();
         let task = tokio::spawn(async move {
             watch_resource(&client, 0, &watched, &resource, &watching, OnMissing::Retry).await

@@ -111,6 +111,11 @@ impl Store {
         self.changed = true;
     }
 
+    /// Whether watch number `watch` has listed (or found its kind missing) at least once.
+    pub fn is_synced(&self, watch: usize) -> bool {
+        self.synced[watch]
+    }
+
     /// Whether every watch has listed (or found its kind missing) at least once.
     pub fn all_synced(&self) -> bool {
         self.synced.iter().all(|s| *s)
