@@ -15,8 +15,11 @@
 //! - Route status is written back by [`status`], and TrafficSplit reports are recorded as
 //!   Events by [`events`], from every snapshot, by the replica that holds the Lease
 //!   ([`lease`]).
-//! - The SMI kinds are watched at the newest version the server serves that Lanyard reads
-//!   (found by discovery, and found again if it stops being served).
+//! - The SMI and Gateway API kinds are watched at the newest version the server serves that
+//!   Lanyard reads (found by discovery, per resource, and found again if it stops being
+//!   served; HTTPRoute v1 or v1beta1, GRPCRoute v1 or v1alpha2, ReferenceGrant v1, v1beta1
+//!   or v1alpha2), and route status is written at that version ([`Versions`]). When none is
+//!   served, the log and `/readyz` say which versions are needed.
 //! - A kind the server does not serve (404: the Gateway API CRDs are not installed) is
 //!   logged as a warning, counts as listed with no objects, and keeps being retried with
 //!   backoff. A 404 on a re-watch after a list is not taken as the kind gone: the objects
@@ -73,17 +76,31 @@ const SMI_VERSIONS: &[&str] = &["v1alpha4", "v1alpha3", "v1alpha2", "v1alpha1"];
 /// Where the API server may serve a kind: group, plural, and the versions Lanyard reads,
 /// preferred first. A kind with one version is watched at it; for a kind with several (the
 /// SMI kinds, whose CRDs in the wild serve different versions: OSM's serve TrafficSplit only
-/// at v1alpha2, Lanyard's serve them all) discovery picks the first one served.
+/// at v1alpha2, Lanyard's serve them all; the Gateway API kinds, which older releases serve
+/// only at beta or alpha versions) discovery picks the first one served.
 fn served_as(kind: Kind) -> (&'static str, &'static str, &'static [&'static str]) {
     match kind {
         Kind::Namespace => ("", "namespaces", &["v1"]),
         Kind::Service => ("", "services", &["v1"]),
         Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices", &["v1"]),
         Kind::Pod => ("", "pods", &["v1"]),
-        Kind::HttpRoute => ("gateway.networking.k8s.io", "httproutes", &["v1"]),
-        Kind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes", &["v1"]),
-        // v1beta1 is served by every Gateway API release that has ReferenceGrant.
-        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants", &["v1beta1"]),
+        // Gateway API v0.7-v0.8 serve HTTPRoute at v1beta1 only, and releases before v1.1
+        // GRPCRoute at v1alpha2 only (experimental channel).
+        Kind::HttpRoute => (
+            "gateway.networking.k8s.io",
+            "httproutes",
+            &["v1", "v1beta1"],
+        ),
+        Kind::GrpcRoute => (
+            "gateway.networking.k8s.io",
+            "grpcroutes",
+            &["v1", "v1alpha2"],
+        ),
+        Kind::ReferenceGrant => (
+            "gateway.networking.k8s.io",
+            "referencegrants",
+            &["v1", "v1beta1", "v1alpha2"],
+        ),
         Kind::TrafficSplit => ("split.smi-spec.io", "trafficsplits", SMI_VERSIONS),
         Kind::HttpRouteGroup => ("specs.smi-spec.io", "httproutegroups", SMI_VERSIONS),
         Kind::TcpRoute => ("specs.smi-spec.io", "tcproutes", SMI_VERSIONS),
@@ -118,15 +135,62 @@ pub fn pick_version<'a>(candidates: &[&'a str], served: &[String]) -> Option<&'a
         .find(|c| served.iter().any(|s| s == c))
 }
 
-/// Asks discovery which versions of `group` the server serves (`None`: the group is not
-/// served at all).
-async fn served_versions(client: &Client, group: &str) -> Result<Option<Vec<String>>, kube::Error> {
+/// Asks discovery at which versions of `group` the server serves `plural` (`None`: the
+/// group is not served at all). A group version may serve some kinds and not others (Gateway
+/// API v1.0 serves HTTPRoute at v1 and GRPCRoute only at v1alpha2), so each version's
+/// resources are read, as kubectl's discovery does (client-go v0.31 discovery_client.go,
+/// `ServerGroupsAndResources`).
+async fn served_versions(
+    client: &Client,
+    group: &str,
+    plural: &str,
+) -> Result<Option<Vec<String>>, kube::Error> {
     let groups = client.list_api_groups().await?;
-    Ok(groups
-        .groups
-        .into_iter()
-        .find(|g| g.name == group)
-        .map(|g| g.versions.into_iter().map(|v| v.version).collect()))
+    let Some(found) = groups.groups.into_iter().find(|g| g.name == group) else {
+        return Ok(None);
+    };
+    let mut served = Vec::new();
+    for version in found.versions {
+        let resources = match client
+            .list_api_group_resources(&version.group_version)
+            .await
+        {
+            Ok(resources) => resources,
+            // Gone between the two requests.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => return Err(e),
+        };
+        if resources.resources.iter().any(|r| r.name == plural) {
+            served.push(version.version);
+        }
+    }
+    Ok(Some(served))
+}
+
+/// The version each kind is watched at, as discovery picked it, shared with the status
+/// writer so that status goes to the version being watched.
+#[derive(Clone, Debug, Default)]
+pub struct Versions(Arc<Mutex<std::collections::BTreeMap<Kind, &'static str>>>);
+
+impl Versions {
+    fn set(&self, kind: Kind, version: &'static str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind, version);
+    }
+
+    /// Where `kind` is served at the version it is watched at (before a watch picked one:
+    /// its preferred version).
+    pub fn resource(&self, kind: Kind) -> ApiResource {
+        let picked = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kind)
+            .copied();
+        picked.map_or_else(|| api_resource(kind), |v| api_resource_at(kind, v))
+    }
 }
 
 /// The watches for these namespaces (empty: all namespaces), one per kind and namespace.
@@ -197,6 +261,7 @@ struct Shared {
     store: Mutex<Store>,
     changed: Notify,
     health: Arc<Health>,
+    versions: Versions,
 }
 
 impl Shared {
@@ -205,6 +270,7 @@ impl Shared {
             store: Mutex::new(Store::new(watches.clone())),
             changed: Notify::new(),
             health: Arc::new(Health::new(watches)),
+            versions: Versions::default(),
         }
     }
 
@@ -296,6 +362,7 @@ impl KubeWatcher {
         tasks.push(tokio::spawn(
             status::run(
                 client,
+                shared.versions.clone(),
                 settings.controller_name.clone(),
                 snapshots.clone(),
                 rejections,
@@ -385,18 +452,19 @@ async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<S
         .await;
         return;
     }
-    let (group, _, _) = served_as(watched.kind);
+    let (group, plural, _) = served_as(watched.kind);
     let mut delay = RESOLVE_BACKOFF.0;
     let mut reported_missing = false;
     loop {
-        match served_versions(&client, group).await {
+        match served_versions(&client, group, plural).await {
             Ok(served) => match served
                 .as_deref()
                 .and_then(|served| pick_version(candidates, served))
             {
                 Some(version) => {
                     let resource = api_resource_at(watched.kind, version);
-                    info!(api_version = %resource.api_version, "watching the newest version served");
+                    info!(api_version = %resource.api_version, "watching the newest version served that Lanyard reads");
+                    shared.versions.set(watched.kind, version);
                     reported_missing = false;
                     if watch_resource(
                         &client,
@@ -413,15 +481,39 @@ async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<S
                     info!(api_version = %resource.api_version, "no longer served: asking discovery again");
                 }
                 None => {
+                    let served = served.unwrap_or_default();
+                    let needs = format!(
+                        "the API server to serve {plural:?} in API group {group:?} at one of the versions {}",
+                        candidates.join(", ")
+                    );
                     if !reported_missing {
+                        let crds = if group == "gateway.networking.k8s.io" {
+                            "the Gateway API CRDs"
+                        } else {
+                            "the SMI CRDs"
+                        };
                         warn!(
-                            group,
-                            served = ?served.unwrap_or_default(),
-                            readable = ?candidates,
-                            "the API server serves no version of this kind that Lanyard reads (are the SMI CRDs installed?): treating it as empty, retrying with backoff"
+                            served = ?served,
+                            "the API server serves {kind} at no version Lanyard reads: treating it as empty, retrying with backoff; Lanyard needs {needs} (install or upgrade {crds})",
+                            kind = watched.kind,
                         );
                         reported_missing = true;
                     }
+                    shared.health.set(
+                        index,
+                        Some(Unavailable {
+                            reason: "not_served",
+                            needs,
+                            error: format!(
+                                "served at: {}",
+                                if served.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    served.join(", ")
+                                }
+                            ),
+                        }),
+                    );
                     shared.apply(index, Change::Missing);
                 }
             },

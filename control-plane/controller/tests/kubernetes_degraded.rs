@@ -1,7 +1,10 @@
-//! `lanyard-controller --kubeconfig PATH` against the loopback API server when it refuses to
-//! let the controller read a kind (403): an optional kind is left out and the controller is
-//! ready, says so on `/readyz` and `/metrics`, and picks the kind up once it may read it; a
-//! required kind holds readiness back and `/readyz` names the permission.
+//! `lanyard-controller --kubeconfig PATH` against a loopback API server that is not the
+//! happy case:
+//! - it refuses to let the controller read a kind (403): an optional kind is left out and the
+//!   controller is ready, says so on `/readyz` and `/metrics`, and picks the kind up once it
+//!   may read it; a required kind holds readiness back and `/readyz` names the permission;
+//! - it serves the Gateway API kinds only at older versions: they are watched there, and
+//!   their status written there.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -133,4 +136,96 @@ async fn a_required_kind_it_may_not_read_holds_readiness_back_and_names_the_perm
         status == 200 && !body.contains("Service")
     })
     .await;
+}
+
+/// The parents of `kind` `shop/name` at `api_version` (as stored) that this controller wrote.
+fn our_parents(server: &Running, api_version: &str, kind: &str, name: &str) -> usize {
+    server
+        .object(api_version, kind, Some("shop"), name)
+        .and_then(|o| {
+            o.pointer("/status/parents")
+                .and_then(|p| p.as_array())
+                .cloned()
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| {
+            p["controllerName"].as_str() == Some(lanyard_index::status::DEFAULT_CONTROLLER_NAME)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn older_gateway_api_versions_are_watched_and_get_their_status_there() {
+    const GATEWAY: &str = "gateway.networking.k8s.io";
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    // Gateway API v0.8: HTTPRoute at v1beta1; before v1.1: GRPCRoute at v1alpha2.
+    server.unserve_version(GATEWAY, "v1", Some("httproutes"));
+    server.unserve_version(GATEWAY, "v1", Some("grpcroutes"));
+    let kubeconfig = server.kubeconfig_path.clone();
+    kubectl_apply(
+        &kubeconfig,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_service("cart"),
+            mk_service("cart-v2"),
+            mk_route("cart-v2").replace("/v1\n", "/v1beta1\n"),
+            mk_grpc_route("greeter-route").replace("/v1\n", "/v1alpha2\n"),
+        ],
+    )
+    .await;
+    let controller = start(&kubeconfig);
+    // Status is written once both are read (a write at v1 would be a 404).
+    let deadline = Instant::now() + RECOVER;
+    while our_parents(
+        &server,
+        "gateway.networking.k8s.io/v1beta1",
+        "HTTPRoute",
+        "cart",
+    ) == 0
+        || our_parents(
+            &server,
+            "gateway.networking.k8s.io/v1alpha2",
+            "GRPCRoute",
+            "greeter-route",
+        ) == 0
+    {
+        assert!(Instant::now() < deadline, "no status written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at_v1: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path.starts_with("/apis/gateway.networking.k8s.io/v1/")
+                && (r.path.contains("/httproutes") || r.path.contains("/grpcroutes"))
+        })
+        .map(|r| format!("{} {}", r.verb, r.path))
+        .collect();
+    assert!(
+        at_v1.is_empty(),
+        "requests at an unserved version: {at_v1:?}"
+    );
+    // Ready (the xDS server publishes shortly after the status pass), and not degraded.
+    let body = wait_for(controller.debug, "/readyz", RECOVER, |status, _| {
+        status == 200
+    })
+    .await;
+    assert!(!body.contains("degraded"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kind_served_at_no_version_lanyard_reads_says_which_it_needs() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    server.unserve_version("gateway.networking.k8s.io", "v1", Some("grpcroutes"));
+    server.unserve_version("gateway.networking.k8s.io", "v1alpha2", Some("grpcroutes"));
+    let controller = start(&server.kubeconfig_path);
+    let body = wait_for(controller.debug, "/readyz", RECOVER, |status, _| {
+        status == 200
+    })
+    .await;
+    assert!(
+        body.contains("degraded: not served, treated as empty: GRPCRoute: not_served; needs the API server to serve \"grpcroutes\" in API group \"gateway.networking.k8s.io\" at one of the versions v1, v1alpha2"),
+        "{body}"
+    );
 }
