@@ -42,11 +42,12 @@ use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use lanyard_index::{Kind, Object, Objects, Parsed, parse_value};
+use lanyard_index::{Kind, Object, ObjectKey, ObjectRef, Objects, Parsed, parse_value};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::diagnostics::Diagnostic;
 use crate::files::Loaded;
 use crate::snapshot::{Settings, Snapshot};
 use health::{Health, Unavailable, is_forbidden, is_required};
@@ -262,6 +263,8 @@ struct Shared {
     changed: Notify,
     health: Arc<Health>,
     versions: Versions,
+    /// Objects that do not parse (left out of the store), as snapshot diagnostics.
+    unreadable: Mutex<std::collections::BTreeMap<ObjectRef, Diagnostic>>,
 }
 
 impl Shared {
@@ -271,7 +274,44 @@ impl Shared {
             changed: Notify::new(),
             health: Arc::new(Health::new(watches)),
             versions: Versions::default(),
+            unreadable: Mutex::default(),
         }
+    }
+
+    /// Records that `object` does not parse (`Some(error)`) or no longer needs saying so.
+    fn set_unreadable(&self, object: &ObjectRef, path: &str, error: Option<&str>) {
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match error {
+            Some(e) => {
+                let diagnostic =
+                    Diagnostic::error(path, format!("cannot be read, left out until it can: {e}"))
+                        .with_object(object.to_string());
+                unreadable.insert(object.clone(), diagnostic.clone()) != Some(diagnostic)
+            }
+            None => unreadable.remove(object).is_some(),
+        };
+        drop(unreadable);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// After a relist of `watched`: forgets unreadable objects it covers that the relist
+    /// did not report unreadable again (deleted or fixed meanwhile).
+    fn relisted_unreadable(&self, watched: &Watched, again: &std::collections::HashSet<ObjectRef>) {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r, _| r.kind != watched.kind || !watched.covers(&r.key) || again.contains(r));
+    }
+
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn is_synced(&self, watch: usize) -> bool {
@@ -554,6 +594,7 @@ async fn watch_resource(
     };
     let mut missing = false;
     let mut listed = false;
+    let mut unreadable_in_relist = std::collections::HashSet::new();
     let mut relist_delay = RELIST_AFTER_404.0;
     'relist: loop {
         let mut events = watcher(api.clone(), config.clone())
@@ -561,7 +602,10 @@ async fn watch_resource(
             .boxed();
         while let Some(event) = events.next().await {
             let change = match event {
-                Ok(watcher::Event::Init) => Change::Init,
+                Ok(watcher::Event::Init) => {
+                    unreadable_in_relist.clear();
+                    Change::Init
+                }
                 Ok(watcher::Event::InitDone) => {
                     if std::mem::take(&mut missing) {
                         info!("the kind is served now");
@@ -571,29 +615,58 @@ async fn watch_resource(
                     {
                         info!(api_version = %resource.api_version, "the kind can be read again: listed");
                     }
+                    shared.relisted_unreadable(watched, &unreadable_in_relist);
                     debug!("listed");
                     listed = true;
                     relist_delay = RELIST_AFTER_404.0;
                     Change::InitDone
                 }
-                Ok(watcher::Event::InitApply(object)) => match to_object(resource, object) {
-                    Ok(object) => Change::InitApply(object),
-                    Err(e) => {
-                        warn!(error = %e, "skipping an object that cannot be read");
-                        continue;
+                Ok(watcher::Event::InitApply(object)) => {
+                    let key = object_ref(watched.kind, &object);
+                    match to_object(resource, object) {
+                        Ok(object) => {
+                            shared.set_unreadable(&object.object_ref(), "", None);
+                            Change::InitApply(object)
+                        }
+                        Err(e) => {
+                            // The relist replaces the kind: a stale version goes with it.
+                            if let Some(key) = key {
+                                report_unreadable(&shared, resource, &key, &e);
+                                unreadable_in_relist.insert(key);
+                            }
+                            continue;
+                        }
                     }
-                },
-                Ok(watcher::Event::Apply(object)) => match to_object(resource, object) {
-                    Ok(object) => Change::Apply(object),
-                    Err(e) => {
-                        warn!(error = %e, "skipping an object that cannot be read");
-                        continue;
+                }
+                Ok(watcher::Event::Apply(object)) => {
+                    let key = object_ref(watched.kind, &object);
+                    match to_object(resource, object) {
+                        Ok(object) => {
+                            shared.set_unreadable(&object.object_ref(), "", None);
+                            Change::Apply(object)
+                        }
+                        // An update that does not parse: the version stored is stale, so it
+                        // goes, and the snapshot's diagnostics say why.
+                        Err(e) => match key {
+                            Some(key) => {
+                                report_unreadable(&shared, resource, &key, &e);
+                                Change::Delete(key)
+                            }
+                            None => {
+                                warn!(error = %e, "skipping an object without a name that cannot be read");
+                                continue;
+                            }
+                        },
                     }
-                },
-                Ok(watcher::Event::Delete(object)) => match to_object(resource, object) {
-                    Ok(object) => Change::Delete(object.object_ref()),
-                    Err(e) => {
-                        warn!(error = %e, "skipping the deletion of an object that cannot be read");
+                }
+                // Only the key of a deleted object is needed, parsed or not.
+                Ok(watcher::Event::Delete(object)) => match object_ref(watched.kind, &object) {
+                    Some(key) => {
+                        shared.set_unreadable(&key, "", None);
+                        Change::Delete(key)
+                    }
+                    None => {
+                        warn!("skipping the deletion of an object without a name");
                         continue;
                     }
                 },
@@ -672,6 +745,35 @@ async fn watch_resource(
     }
 }
 
+/// Where an object of `kind` from a watch is kept: its kind, namespace and name (`None`
+/// without a name).
+fn object_ref(kind: Kind, object: &DynamicObject) -> Option<ObjectRef> {
+    let name = object.metadata.name.clone()?;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    Some(ObjectRef {
+        kind,
+        key: ObjectKey::new(namespace, name),
+    })
+}
+
+/// Logs an object that does not parse and records it for the snapshot's diagnostics, under
+/// its API path (where file mode gives the file).
+fn report_unreadable(shared: &Shared, resource: &ApiResource, object: &ObjectRef, error: &str) {
+    warn!(object = %object, error, "leaving out an object that cannot be read");
+    let ObjectKey { namespace, name } = &object.key;
+    let prefix = if resource.group.is_empty() {
+        format!("/api/{}", resource.version)
+    } else {
+        format!("/apis/{}", resource.api_version)
+    };
+    let path = if namespace.is_empty() {
+        format!("{prefix}/{}/{name}", resource.plural)
+    } else {
+        format!("{prefix}/namespaces/{namespace}/{}/{name}", resource.plural)
+    };
+    shared.set_unreadable(object, &path, Some(error));
+}
+
 /// Logs, once per cause, why a watch cannot be read and what that means.
 fn report_unavailable(kind: Kind, unavailable: &Unavailable, error: &watcher::Error) {
     let needs = &unavailable.needs;
@@ -701,18 +803,31 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
+        let current = sender.borrow().clone();
+        let diagnostics = shared.diagnostics();
+        let new_diagnostics = current.is_placeholder() || current.diagnostics != diagnostics;
         let objects: Option<Objects> = {
             let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
-            if store.all_synced() {
-                store.take_changed()
-            } else {
+            if !store.all_synced() {
                 None
+            } else {
+                store
+                    .take_changed()
+                    .or_else(|| new_diagnostics.then(|| store.objects().clone()))
             }
         };
         let Some(objects) = objects else { continue };
-        let current = sender.borrow().clone();
         if !current.is_placeholder() && current.objects == objects {
-            debug!("no change");
+            if new_diagnostics {
+                let loaded = Loaded {
+                    objects,
+                    diagnostics,
+                    ..Default::default()
+                };
+                sender.send_replace(Arc::new(current.with_diagnostics(loaded)));
+            } else {
+                debug!("no change");
+            }
             continue;
         }
         let generation = current.generation + 1;
@@ -720,6 +835,7 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
         let translated = tokio::task::spawn_blocking(move || {
             let loaded = Loaded {
                 objects,
+                diagnostics,
                 ..Default::default()
             };
             current.next(loaded, &settings)
@@ -896,6 +1012,75 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(has_route(), "the relist brought the route back");
+        task.abort();
+    }
+
+    /// Waits (boundedly) for `f` to hold for the shared state.
+    async fn wait_until(shared: &Shared, what: &str, f: impl Fn(&Shared) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !f(shared) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_that_does_not_parse_removes_the_object_and_says_why_and_its_delete_is_applied()
+     {
+        let server = lanyard_test_apiserver::ApiServer::start(Default::default())
+            .await
+            .unwrap();
+        let client = loopback_client(&server).await;
+        let resource = api_resource(Kind::Service);
+        let services: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), "default", &resource);
+        let service = DynamicObject::new("cart", &resource)
+            .data(json!({"spec": {"ports": [{"name": "http", "port": 80}]}}));
+        services
+            .create(&Default::default(), &service)
+            .await
+            .unwrap();
+        let watched = Watched {
+            kind: Kind::Service,
+            namespace: None,
+        };
+        let shared = Arc::new(Shared::new(vec![watched.clone()]));
+        let watching = shared.clone();
+        let task = tokio::spawn(async move {
+            watch_resource(&client, 0, &watched, &resource, &watching, OnMissing::Retry).await
+        });
+        let key = ObjectRef {
+            kind: Kind::Service,
+            key: ObjectKey::new("default", "cart"),
+        };
+        let stored = |s: &Shared| s.store.lock().unwrap().objects().contains(&key);
+        wait_until(&shared, "never listed", stored).await;
+
+        // The loopback server, like a CRD without a schema, stores what Lanyard cannot read.
+        let broken = json!({"spec": {"ports": "eighty"}});
+        services
+            .patch(
+                "cart",
+                &Default::default(),
+                &kube::api::Patch::Merge(&broken),
+            )
+            .await
+            .unwrap();
+        wait_until(&shared, "the stale version stayed", |s| !stored(s)).await;
+        let diagnostics = shared.diagnostics();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        let text = diagnostics[0].to_string();
+        assert!(
+            text.starts_with("error: /api/v1/namespaces/default/services/cart: Service default/cart: cannot be read"),
+            "{text}"
+        );
+
+        // Its deletion (of a version that does not parse either) clears the diagnostic.
+        services.delete("cart", &Default::default()).await.unwrap();
+        wait_until(&shared, "the deletion was dropped", |s| {
+            s.diagnostics().is_empty()
+        })
+        .await;
         task.abort();
     }
 
