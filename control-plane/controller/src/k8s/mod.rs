@@ -631,7 +631,7 @@ async fn watch_resource(
                         Err(e) => {
                             // The relist replaces the kind: a stale version goes with it.
                             if let Some(key) = key {
-                                report_unreadable(&shared, resource, &key, &e);
+                                report_unreadable(shared, resource, &key, &e);
                                 unreadable_in_relist.insert(key);
                             }
                             continue;
@@ -649,7 +649,7 @@ async fn watch_resource(
                         // goes, and the snapshot's diagnostics say why.
                         Err(e) => match key {
                             Some(key) => {
-                                report_unreadable(&shared, resource, &key, &e);
+                                report_unreadable(shared, resource, &key, &e);
                                 Change::Delete(key)
                             }
                             None => {
