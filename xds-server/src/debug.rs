@@ -10,7 +10,10 @@
 //!   `ClustersConfigDump`, `EndpointsConfigDump`, `ListenersConfigDump`,
 //!   `RoutesConfigDump`), rendered with [`crate::render`]: sorted and stable.
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
-//! - `GET /healthz`: always 200; `GET /readyz`: 200 once a first snapshot is published.
+//! - `GET /healthz`: always 200; `GET /readyz`: 200 once a first snapshot is published and
+//!   the source of snapshots (a [`SourceStatus`] set with
+//!   [`crate::XdsServer::set_source_status`]) says it is ready; its detail lines follow
+//!   (e.g. a watch the controller may not read), ready or not.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,23 +46,53 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.snapshots.borrow().as_ref() {
-        Some(s) => format!("ready: snapshot {}\n", s.generation()).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no snapshot published yet\n",
-        )
-            .into_response(),
+/// What the source of snapshots (the controller's watches) says about its readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Whether the source has everything it needs (a snapshot is needed besides).
+    pub ready: bool,
+    /// One line per thing worth telling, ready or not (no newlines inside).
+    pub detail: Vec<String>,
+}
+
+/// A hook through which the source of snapshots reports on `/readyz` and `/metrics`.
+pub trait SourceStatus: Send + Sync + std::fmt::Debug {
+    /// Its readiness and the lines `/readyz` shows.
+    fn readiness(&self) -> Readiness;
+    /// Prometheus text (with `# HELP` and `# TYPE`) appended to `/metrics`.
+    fn metrics(&self) -> String {
+        String::new()
     }
 }
 
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let generation = shared.snapshots.borrow().as_ref().map(|s| s.generation());
+    let source = shared.source_status();
+    let readiness = source.as_ref().map(|s| s.readiness());
+    let source_ready = readiness.as_ref().is_none_or(|r| r.ready);
+    let mut body = match generation {
+        Some(g) if source_ready => format!("ready: snapshot {g}\n"),
+        Some(g) => format!("not ready: serving snapshot {g}, but the source is not ready\n"),
+        None => "not ready: no snapshot published yet\n".to_string(),
+    };
+    for line in readiness.iter().flat_map(|r| &r.detail) {
+        body.push_str(line);
+        body.push('\n');
+    }
+    let code = if generation.is_some() && source_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(),
-    )
-        .into_response()
+    let mut text = shared.metrics.render();
+    if let Some(source) = shared.source_status() {
+        text.push_str(&source.metrics());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn syncz(State(shared): State<Arc<Shared>>) -> Response {

@@ -16,6 +16,7 @@ use tracing::{error, info};
 use crate::MeshResources;
 use crate::ads::AdsService;
 use crate::cache::MeshSnapshot;
+use crate::debug::SourceStatus;
 use crate::metrics::Metrics;
 use crate::status::Registry;
 
@@ -69,6 +70,18 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Becomes `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// What the source of snapshots reports on `/readyz` and `/metrics`.
+    pub source: std::sync::RwLock<Option<Arc<dyn SourceStatus>>>,
+}
+
+impl Shared {
+    /// The source's status hook, if one is set.
+    pub fn source_status(&self) -> Option<Arc<dyn SourceStatus>> {
+        self.source
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// A mesh waiting to become a snapshot, with when its burst started.
@@ -107,6 +120,7 @@ impl XdsServer {
             registry: Arc::default(),
             metrics: Arc::default(),
             shutdown,
+            source: std::sync::RwLock::new(None),
         });
         let input = Arc::new(Input {
             pending: Mutex::new(None),
@@ -150,9 +164,24 @@ impl XdsServer {
         self.shared.snapshots.clone()
     }
 
-    /// Whether a first snapshot has been published.
+    /// Whether a first snapshot has been published and the source (if it reports, see
+    /// [`XdsServer::set_source_status`]) is ready.
     pub fn is_ready(&self) -> bool {
         self.shared.snapshots.borrow().is_some()
+            && self
+                .shared
+                .source_status()
+                .is_none_or(|s| s.readiness().ready)
+    }
+
+    /// Lets the source of snapshots report its readiness and detail on `/readyz` and its
+    /// series on `/metrics`.
+    pub fn set_source_status(&self, source: Arc<dyn SourceStatus>) {
+        *self
+            .shared
+            .source
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(source);
     }
 
     /// The ADS gRPC service, for a tonic server of the caller's (requests up to 16 MiB).

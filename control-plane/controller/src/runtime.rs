@@ -200,6 +200,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         rejections,
     )
     .await?;
+    if let Source::Kubernetes(watcher) = &watcher {
+        serving.set_source_status(watcher.health());
+    }
     let mut previous: Arc<Snapshot> = snapshots.borrow_and_update().clone();
     if !previous.is_placeholder() {
         log_snapshot(&previous, None);

@@ -129,6 +129,11 @@ impl Serving {
         })
     }
 
+    /// Lets the source report its readiness on `/readyz` and its series on `/metrics`.
+    pub fn set_source_status(&self, source: Arc<dyn lanyard_xds::debug::SourceStatus>) {
+        self.server.set_source_status(source);
+    }
+
     /// Resolves when a server fails.
     pub async fn failed(&mut self) -> Error {
         match self.failures.recv().await {

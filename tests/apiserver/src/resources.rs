@@ -133,6 +133,8 @@ pub static RESOURCES: &[ResourceType] = &[
     category(named(row(GATEWAY, "v1", "ReferenceGrant", "referencegrants", true, false), "referencegrant", &["refgrant"]), GW_API),
     category(named(row(GATEWAY, "v1beta1", "HTTPRoute", "httproutes", true, true), "httproute", &[]), GW_API),
     category(named(row(GATEWAY, "v1beta1", "ReferenceGrant", "referencegrants", true, false), "referencegrant", &["refgrant"]), GW_API),
+    // As Gateway API releases before v1.1 serve GRPCRoute (experimental channel).
+    category(named(row(GATEWAY, "v1alpha2", "GRPCRoute", "grpcroutes", true, true), "grpcroute", &[]), GW_API),
     category(named(row(SPLIT, "v1alpha4", "TrafficSplit", "trafficsplits", true, false), "trafficsplit", &["ts"]), SMI),
     category(named(row(SPLIT, "v1alpha3", "TrafficSplit", "trafficsplits", true, false), "trafficsplit", &["ts"]), SMI),
     category(named(row(SPLIT, "v1alpha2", "TrafficSplit", "trafficsplits", true, false), "trafficsplit", &["ts"]), SMI),
@@ -232,7 +234,7 @@ mod tests {
     fn groups_list_preferred_version_first() {
         let groups = groups();
         let gw = groups.iter().find(|(g, _)| *g == GATEWAY).unwrap();
-        assert_eq!(gw.1, vec!["v1", "v1beta1"]);
+        assert_eq!(gw.1, vec!["v1", "v1beta1", "v1alpha2"]);
         assert_eq!(groups[0].0, "");
     }
 }

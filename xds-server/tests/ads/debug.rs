@@ -1,7 +1,9 @@
 //! The debug endpoint: syncz, config_dump, metrics, health.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lanyard_xds::debug::{Readiness, SourceStatus};
 use lanyard_xds::testing::client::{DeltaClient, SotwClient, node};
 use lanyard_xds::testing::{TestServer, http_get};
 use lanyard_xds::{ServerConfig, XdsServer};
@@ -193,7 +195,44 @@ async fn ready_only_after_the_first_snapshot() {
     .unwrap()
     .unwrap();
     assert_eq!(http_get(address, "/readyz").await.0, 200);
+
+    // The source's hook: its lines show either way, and it can hold readiness back.
+    let source = Arc::new(Source(Mutex::new(Readiness {
+        ready: true,
+        detail: vec!["degraded: GRPCRoute unavailable".into()],
+    })));
+    server.set_source_status(source.clone());
+    let (status, body) = http_get(address, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with("\ndegraded: GRPCRoute unavailable\n"),
+        "{body}"
+    );
+    assert!(
+        http_get(address, "/metrics")
+            .await
+            .1
+            .ends_with("test_source_series 1\n")
+    );
+    source.0.lock().unwrap().ready = false;
+    let (status, body) = http_get(address, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: serving snapshot 1"), "{body}");
+    assert!(!server.is_ready());
     server.shutdown();
+}
+
+#[derive(Debug)]
+struct Source(Mutex<Readiness>);
+
+impl SourceStatus for Source {
+    fn readiness(&self) -> Readiness {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn metrics(&self) -> String {
+        "test_source_series 1\n".into()
+    }
 }
 
 /// After a NACK the proxy runs what it acknowledged: that is the active config, and the

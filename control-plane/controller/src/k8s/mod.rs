@@ -15,14 +15,22 @@
 //! - Route status is written back by [`status`], and TrafficSplit reports are recorded as
 //!   Events by [`events`], from every snapshot, by the replica that holds the Lease
 //!   ([`lease`]).
-//! - The SMI kinds are watched at the newest version the server serves that Lanyard reads
-//!   (found by discovery, and found again if it stops being served).
+//! - The SMI and Gateway API kinds are watched at the newest version the server serves that
+//!   Lanyard reads (found by discovery, per resource, and found again if it stops being
+//!   served; HTTPRoute v1 or v1beta1, GRPCRoute v1 or v1alpha2, ReferenceGrant v1, v1beta1
+//!   or v1alpha2), and route status is written at that version ([`Versions`]). When none is
+//!   served, the log and `/readyz` say which versions are needed.
 //! - A kind the server does not serve (404: the Gateway API CRDs are not installed) is
 //!   logged as a warning, counts as listed with no objects, and keeps being retried with
 //!   backoff. A 404 on a re-watch after a list is not taken as the kind gone: the objects
 //!   stay and the watch relists, and only a list answered 404 empties the kind.
+//! - A watch the API server refuses (403) or fails: see [`health`]. An optional kind that
+//!   never listed counts as listed with no objects, so that it does not hold snapshots
+//!   back; a required kind holds `/readyz` back. Both say on `/readyz` which permission is
+//!   missing, keep retrying with backoff and relist once allowed.
 
 pub mod events;
+pub mod health;
 pub mod lease;
 pub mod status;
 pub mod store;
@@ -35,13 +43,15 @@ use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use lanyard_index::{Kind, Object, Objects, Parsed, parse_value};
+use lanyard_index::{Kind, Object, ObjectKey, ObjectRef, Objects, Parsed, parse_value};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::diagnostics::Diagnostic;
 use crate::files::Loaded;
 use crate::snapshot::{Settings, Snapshot};
+use health::{Health, Unavailable, is_forbidden, is_required};
 use lease::LeaseSettings;
 use store::{Change, OwnWrites, Store, Watched};
 
@@ -68,17 +78,31 @@ const SMI_VERSIONS: &[&str] = &["v1alpha4", "v1alpha3", "v1alpha2", "v1alpha1"];
 /// Where the API server may serve a kind: group, plural, and the versions Lanyard reads,
 /// preferred first. A kind with one version is watched at it; for a kind with several (the
 /// SMI kinds, whose CRDs in the wild serve different versions: OSM's serve TrafficSplit only
-/// at v1alpha2, Lanyard's serve them all) discovery picks the first one served.
+/// at v1alpha2, Lanyard's serve them all; the Gateway API kinds, which older releases serve
+/// only at beta or alpha versions) discovery picks the first one served.
 fn served_as(kind: Kind) -> (&'static str, &'static str, &'static [&'static str]) {
     match kind {
         Kind::Namespace => ("", "namespaces", &["v1"]),
         Kind::Service => ("", "services", &["v1"]),
         Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices", &["v1"]),
         Kind::Pod => ("", "pods", &["v1"]),
-        Kind::HttpRoute => ("gateway.networking.k8s.io", "httproutes", &["v1"]),
-        Kind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes", &["v1"]),
-        // v1beta1 is served by every Gateway API release that has ReferenceGrant.
-        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants", &["v1beta1"]),
+        // Gateway API v0.7-v0.8 serve HTTPRoute at v1beta1 only, and releases before v1.1
+        // GRPCRoute at v1alpha2 only (experimental channel).
+        Kind::HttpRoute => (
+            "gateway.networking.k8s.io",
+            "httproutes",
+            &["v1", "v1beta1"],
+        ),
+        Kind::GrpcRoute => (
+            "gateway.networking.k8s.io",
+            "grpcroutes",
+            &["v1", "v1alpha2"],
+        ),
+        Kind::ReferenceGrant => (
+            "gateway.networking.k8s.io",
+            "referencegrants",
+            &["v1", "v1beta1", "v1alpha2"],
+        ),
         Kind::TrafficSplit => ("split.smi-spec.io", "trafficsplits", SMI_VERSIONS),
         Kind::HttpRouteGroup => ("specs.smi-spec.io", "httproutegroups", SMI_VERSIONS),
         Kind::TcpRoute => ("specs.smi-spec.io", "tcproutes", SMI_VERSIONS),
@@ -113,15 +137,62 @@ pub fn pick_version<'a>(candidates: &[&'a str], served: &[String]) -> Option<&'a
         .find(|c| served.iter().any(|s| s == c))
 }
 
-/// Asks discovery which versions of `group` the server serves (`None`: the group is not
-/// served at all).
-async fn served_versions(client: &Client, group: &str) -> Result<Option<Vec<String>>, kube::Error> {
+/// Asks discovery at which versions of `group` the server serves `plural` (`None`: the
+/// group is not served at all). A group version may serve some kinds and not others (Gateway
+/// API v1.0 serves HTTPRoute at v1 and GRPCRoute only at v1alpha2), so each version's
+/// resources are read, as kubectl's discovery does (client-go v0.31 discovery_client.go,
+/// `ServerGroupsAndResources`).
+async fn served_versions(
+    client: &Client,
+    group: &str,
+    plural: &str,
+) -> Result<Option<Vec<String>>, kube::Error> {
     let groups = client.list_api_groups().await?;
-    Ok(groups
-        .groups
-        .into_iter()
-        .find(|g| g.name == group)
-        .map(|g| g.versions.into_iter().map(|v| v.version).collect()))
+    let Some(found) = groups.groups.into_iter().find(|g| g.name == group) else {
+        return Ok(None);
+    };
+    let mut served = Vec::new();
+    for version in found.versions {
+        let resources = match client
+            .list_api_group_resources(&version.group_version)
+            .await
+        {
+            Ok(resources) => resources,
+            // Gone between the two requests.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => return Err(e),
+        };
+        if resources.resources.iter().any(|r| r.name == plural) {
+            served.push(version.version);
+        }
+    }
+    Ok(Some(served))
+}
+
+/// The version each kind is watched at, as discovery picked it, shared with the status
+/// writer so that status goes to the version being watched.
+#[derive(Clone, Debug, Default)]
+pub struct Versions(Arc<Mutex<std::collections::BTreeMap<Kind, &'static str>>>);
+
+impl Versions {
+    fn set(&self, kind: Kind, version: &'static str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind, version);
+    }
+
+    /// Where `kind` is served at the version it is watched at (before a watch picked one:
+    /// its preferred version).
+    pub fn resource(&self, kind: Kind) -> ApiResource {
+        let picked = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kind)
+            .copied();
+        picked.map_or_else(|| api_resource(kind), |v| api_resource_at(kind, v))
+    }
 }
 
 /// The watches for these namespaces (empty: all namespaces), one per kind and namespace.
@@ -193,9 +264,67 @@ struct Shared {
     changed: Notify,
     /// The status writer's own writes, so that they cause no snapshot.
     own_writes: OwnWrites,
+    health: Arc<Health>,
+    versions: Versions,
+    /// Objects that do not parse (left out of the store), as snapshot diagnostics.
+    unreadable: Mutex<std::collections::BTreeMap<ObjectRef, Diagnostic>>,
 }
 
 impl Shared {
+    fn new(watches: Vec<Watched>) -> Self {
+        Self {
+            store: Mutex::new(Store::new(watches.clone())),
+            changed: Notify::new(),
+            own_writes: OwnWrites::default(),
+            health: Arc::new(Health::new(watches)),
+            versions: Versions::default(),
+            unreadable: Mutex::default(),
+        }
+    }
+
+    /// Records that `object` does not parse (`Some(error)`) or no longer needs saying so.
+    fn set_unreadable(&self, object: &ObjectRef, path: &str, error: Option<&str>) {
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match error {
+            Some(e) => {
+                let diagnostic =
+                    Diagnostic::error(path, format!("cannot be read, left out until it can: {e}"))
+                        .with_object(object.to_string());
+                unreadable.insert(object.clone(), diagnostic.clone()) != Some(diagnostic)
+            }
+            None => unreadable.remove(object).is_some(),
+        };
+        drop(unreadable);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// After a relist of `watched`: forgets unreadable objects it covers that the relist
+    /// did not report unreadable again (deleted or fixed meanwhile).
+    fn relisted_unreadable(&self, watched: &Watched, again: &std::collections::HashSet<ObjectRef>) {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r, _| r.kind != watched.kind || !watched.covers(&r.key) || again.contains(r));
+    }
+
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn is_synced(&self, watch: usize) -> bool {
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_synced(watch)
+    }
+
     fn apply(&self, watch: usize, change: Change) {
         self.store
             .lock()
@@ -216,6 +345,7 @@ pub struct KubeWatcher {
     election: Option<JoinHandle<()>>,
     /// How long the election may take to release the Lease.
     release_within: Duration,
+    health: Arc<Health>,
 }
 
 impl KubeWatcher {
@@ -230,11 +360,8 @@ impl KubeWatcher {
         rejections: watch::Receiver<Arc<crate::nacks::Rejections>>,
     ) -> Self {
         let watches = watches(namespaces);
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(watches.clone())),
-            changed: Notify::new(),
-            own_writes: OwnWrites::default(),
-        });
+        let shared = Arc::new(Shared::new(watches.clone()));
+        let health = shared.health.clone();
         let (sender, snapshots) = watch::channel(Arc::new(Snapshot::placeholder()));
         let mut tasks: Vec<JoinHandle<()>> = watches
             .into_iter()
@@ -279,6 +406,7 @@ impl KubeWatcher {
         tasks.push(tokio::spawn(
             status::run(
                 client,
+                shared.versions.clone(),
                 settings.controller_name.clone(),
                 snapshots.clone(),
                 rejections,
@@ -296,7 +424,13 @@ impl KubeWatcher {
             shutdown,
             election: Some(election),
             release_within,
+            health,
         }
+    }
+
+    /// Which watches cannot be read, for `/readyz` and `/metrics`.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Stops leading and releases the Lease if this replica holds it (waiting at most a
@@ -363,18 +497,19 @@ async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<S
         .await;
         return;
     }
-    let (group, _, _) = served_as(watched.kind);
+    let (group, plural, _) = served_as(watched.kind);
     let mut delay = RESOLVE_BACKOFF.0;
     let mut reported_missing = false;
     loop {
-        match served_versions(&client, group).await {
+        match served_versions(&client, group, plural).await {
             Ok(served) => match served
                 .as_deref()
                 .and_then(|served| pick_version(candidates, served))
             {
                 Some(version) => {
                     let resource = api_resource_at(watched.kind, version);
-                    info!(api_version = %resource.api_version, "watching the newest version served");
+                    info!(api_version = %resource.api_version, "watching the newest version served that Lanyard reads");
+                    shared.versions.set(watched.kind, version);
                     reported_missing = false;
                     if watch_resource(
                         &client,
@@ -391,15 +526,39 @@ async fn run_watch(client: Client, index: usize, watched: Watched, shared: Arc<S
                     info!(api_version = %resource.api_version, "no longer served: asking discovery again");
                 }
                 None => {
+                    let served = served.unwrap_or_default();
+                    let needs = format!(
+                        "the API server to serve {plural:?} in API group {group:?} at one of the versions {}",
+                        candidates.join(", ")
+                    );
                     if !reported_missing {
+                        let crds = if group == "gateway.networking.k8s.io" {
+                            "the Gateway API CRDs"
+                        } else {
+                            "the SMI CRDs"
+                        };
                         warn!(
-                            group,
-                            served = ?served.unwrap_or_default(),
-                            readable = ?candidates,
-                            "the API server serves no version of this kind that Lanyard reads (are the SMI CRDs installed?): treating it as empty, retrying with backoff"
+                            served = ?served,
+                            "the API server serves {kind} at no version Lanyard reads: treating it as empty, retrying with backoff; Lanyard needs {needs} (install or upgrade {crds})",
+                            kind = watched.kind,
                         );
                         reported_missing = true;
                     }
+                    shared.health.set(
+                        index,
+                        Some(Unavailable {
+                            reason: "not_served",
+                            needs,
+                            error: format!(
+                                "served at: {}",
+                                if served.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    served.join(", ")
+                                }
+                            ),
+                        }),
+                    );
                     shared.apply(index, Change::Missing);
                 }
             },
@@ -447,6 +606,7 @@ async fn watch_resource(
     };
     let mut missing = false;
     let mut listed = false;
+    let mut unreadable_in_relist = std::collections::HashSet::new();
     let mut relist_delay = RELIST_AFTER_404.0;
     'relist: loop {
         let mut events = watcher(api.clone(), config.clone())
@@ -454,38 +614,76 @@ async fn watch_resource(
             .boxed();
         while let Some(event) = events.next().await {
             let change = match event {
-                Ok(watcher::Event::Init) => Change::Init,
+                Ok(watcher::Event::Init) => {
+                    unreadable_in_relist.clear();
+                    Change::Init
+                }
                 Ok(watcher::Event::InitDone) => {
                     if std::mem::take(&mut missing) {
                         info!("the kind is served now");
                     }
+                    if let Some(was) = shared.health.set(index, None)
+                        && was.reason != "not_served"
+                    {
+                        info!(api_version = %resource.api_version, "the kind can be read again: listed");
+                    }
+                    shared.relisted_unreadable(watched, &unreadable_in_relist);
                     debug!("listed");
                     listed = true;
                     relist_delay = RELIST_AFTER_404.0;
                     Change::InitDone
                 }
-                Ok(watcher::Event::InitApply(object)) => match to_object(resource, object) {
-                    Ok(object) => Change::InitApply(object),
-                    Err(e) => {
-                        warn!(error = %e, "skipping an object that cannot be read");
-                        continue;
+                Ok(watcher::Event::InitApply(object)) => {
+                    let key = object_ref(watched.kind, &object);
+                    match to_object(resource, object) {
+                        Ok(object) => {
+                            shared.set_unreadable(&object.object_ref(), "", None);
+                            Change::InitApply(object)
+                        }
+                        Err(e) => {
+                            // The relist replaces the kind: a stale version goes with it.
+                            if let Some(key) = key {
+                                report_unreadable(shared, resource, &key, &e);
+                                unreadable_in_relist.insert(key);
+                            }
+                            continue;
+                        }
                     }
-                },
-                Ok(watcher::Event::Apply(object)) => match to_object(resource, object) {
-                    Ok(object) => Change::Apply(object),
-                    Err(e) => {
-                        warn!(error = %e, "skipping an object that cannot be read");
-                        continue;
+                }
+                Ok(watcher::Event::Apply(object)) => {
+                    let key = object_ref(watched.kind, &object);
+                    match to_object(resource, object) {
+                        Ok(object) => {
+                            shared.set_unreadable(&object.object_ref(), "", None);
+                            Change::Apply(object)
+                        }
+                        // An update that does not parse: the version stored is stale, so it
+                        // goes, and the snapshot's diagnostics say why.
+                        Err(e) => match key {
+                            Some(key) => {
+                                report_unreadable(shared, resource, &key, &e);
+                                Change::Delete(key)
+                            }
+                            None => {
+                                warn!(error = %e, "skipping an object without a name that cannot be read");
+                                continue;
+                            }
+                        },
                     }
-                },
-                Ok(watcher::Event::Delete(object)) => match to_object(resource, object) {
-                    Ok(object) => Change::Delete(object.object_ref()),
-                    Err(e) => {
-                        warn!(error = %e, "skipping the deletion of an object that cannot be read");
+                }
+                // Only the key of a deleted object is needed, parsed or not.
+                Ok(watcher::Event::Delete(object)) => match object_ref(watched.kind, &object) {
+                    Some(key) => {
+                        shared.set_unreadable(&key, "", None);
+                        Change::Delete(key)
+                    }
+                    None => {
+                        warn!("skipping the deletion of an object without a name");
                         continue;
                     }
                 },
                 Err(e) if is_rewatch_not_found(&e) && on_missing == OnMissing::Retry => {
+                    shared.health.count_error(index, &e);
                     // kube-runtime 4.2 watcher.rs (`step_trampolined`): a watch that fails to
                     // start stays in `State::InitListed` and is retried from the same
                     // resourceVersion; only a 410 returns to `State::Empty` and lists again. A
@@ -504,9 +702,13 @@ async fn watch_resource(
                     continue 'relist;
                 }
                 Err(e) if is_not_found(&e) => {
+                    shared.health.count_error(index, &e);
                     if on_missing == OnMissing::Return {
                         return listed;
                     }
+                    shared
+                        .health
+                        .set(index, Some(Unavailable::new(watched, resource, &e)));
                     if !missing {
                         warn!(
                             api_version = %resource.api_version,
@@ -517,14 +719,93 @@ async fn watch_resource(
                     Change::Missing
                 }
                 Err(e) => {
-                    // The watcher relists (or resumes) by itself after a backoff.
-                    warn!(error = %e, "watch failed, retrying with backoff");
-                    continue;
+                    shared.health.count_error(index, &e);
+                    let list_failed = matches!(e, watcher::Error::InitialListFailed(_));
+                    if !list_failed && !is_forbidden(&e) {
+                        // The watcher relists (or resumes) by itself after a backoff.
+                        warn!(error = %e, "watch failed, retrying with backoff");
+                        continue;
+                    }
+                    let unavailable = Unavailable::new(watched, resource, &e);
+                    let was = shared.health.set(index, Some(unavailable.clone()));
+                    if was.is_none_or(|was| was.reason != unavailable.reason) {
+                        report_unavailable(watched.kind, &unavailable, &e);
+                    } else {
+                        debug!(error = %e, "still cannot read the kind");
+                    }
+                    if !list_failed {
+                        // A refused re-watch: kube-runtime 4.2's watcher would retry it from
+                        // the same resourceVersion and, once allowed, resume with no event to
+                        // say so. Relist instead (as after a 404), whose InitDone says the
+                        // kind can be read again.
+                        tokio::time::sleep(relist_delay).await;
+                        relist_delay = (relist_delay * 2).min(RELIST_AFTER_404.1);
+                        continue 'relist;
+                    }
+                    // The watcher retries the list with backoff. Until one succeeds, an
+                    // optional kind that never listed counts as listed with no objects (one
+                    // that did keeps them), so that it does not hold every snapshot back.
+                    if is_required(watched.kind) || shared.is_synced(index) {
+                        continue;
+                    }
+                    Change::Missing
                 }
             };
             shared.apply(index, change);
         }
         break 'relist listed;
+    }
+}
+
+/// Where an object of `kind` from a watch is kept: its kind, namespace and name (`None`
+/// without a name).
+fn object_ref(kind: Kind, object: &DynamicObject) -> Option<ObjectRef> {
+    let name = object.metadata.name.clone()?;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    Some(ObjectRef {
+        kind,
+        key: ObjectKey::new(namespace, name),
+    })
+}
+
+/// Logs an object that does not parse and records it for the snapshot's diagnostics, under
+/// its API path (where file mode gives the file).
+fn report_unreadable(shared: &Shared, resource: &ApiResource, object: &ObjectRef, error: &str) {
+    warn!(object = %object, error, "leaving out an object that cannot be read");
+    let ObjectKey { namespace, name } = &object.key;
+    let prefix = if resource.group.is_empty() {
+        format!("/api/{}", resource.version)
+    } else {
+        format!("/apis/{}", resource.api_version)
+    };
+    let path = if namespace.is_empty() {
+        format!("{prefix}/{}/{name}", resource.plural)
+    } else {
+        format!("{prefix}/namespaces/{namespace}/{}/{name}", resource.plural)
+    };
+    shared.set_unreadable(object, &path, Some(error));
+}
+
+/// Logs, once per cause, why a watch cannot be read and what that means.
+fn report_unavailable(kind: Kind, unavailable: &Unavailable, error: &watcher::Error) {
+    let needs = &unavailable.needs;
+    match (is_required(kind), unavailable.reason) {
+        (true, "forbidden") => warn!(
+            error = %error,
+            "the API server refuses to let the controller read {kind}, which it needs: not ready until it may (grant {needs}); retrying with backoff"
+        ),
+        (true, _) => warn!(
+            error = %error,
+            "cannot read {kind}, which the controller needs: not ready until it can (it needs {needs}); retrying with backoff"
+        ),
+        (false, "forbidden") => warn!(
+            error = %error,
+            "the API server refuses to let the controller read {kind}: leaving it out, as if there were none (grant {needs} to use it); retrying with backoff"
+        ),
+        (false, _) => warn!(
+            error = %error,
+            "cannot read {kind}: leaving it out, as if there were none (it needs {needs}); retrying with backoff"
+        ),
     }
 }
 
@@ -534,20 +815,33 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
+        let current = sender.borrow().clone();
+        let diagnostics = shared.diagnostics();
+        let new_diagnostics = current.is_placeholder() || current.diagnostics != diagnostics;
         let objects: Option<Arc<Objects>> = {
             let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
-            if store.all_synced() {
-                store.take_changed(&shared.own_writes)
-            } else {
+            if !store.all_synced() {
                 None
+            } else {
+                store
+                    .take_changed(&shared.own_writes)
+                    .or_else(|| new_diagnostics.then(|| store.objects().clone()))
             }
         };
         let Some(objects) = objects else { continue };
-        let current = sender.borrow().clone();
         if !current.is_placeholder()
             && (Arc::ptr_eq(&current.objects, &objects) || current.objects == objects)
         {
-            debug!("no change");
+            if new_diagnostics {
+                let loaded = Loaded {
+                    objects,
+                    diagnostics,
+                    ..Default::default()
+                };
+                sender.send_replace(Arc::new(current.with_diagnostics(loaded)));
+            } else {
+                debug!("no change");
+            }
             continue;
         }
         let generation = current.generation + 1;
@@ -555,6 +849,7 @@ async fn publish(shared: Arc<Shared>, sender: watch::Sender<Arc<Snapshot>>, sett
         let translated = tokio::task::spawn_blocking(move || {
             let loaded = Loaded {
                 objects,
+                diagnostics,
                 ..Default::default()
             };
             current.next(loaded, &settings)
@@ -642,11 +937,7 @@ mod tests {
             &GroupVersionKind::gvk("gateway.networking.k8s.io", "v9", "HTTPRoute"),
             "httproutes",
         );
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(vec![watched.clone()])),
-            changed: Notify::new(),
-            own_writes: OwnWrites::default(),
-        });
+        let shared = Arc::new(Shared::new(vec![watched.clone()]));
         let watching = shared.clone();
         let task = tokio::spawn(async move {
             watch_resource(&client, 0, &watched, &unserved, &watching, OnMissing::Retry).await
@@ -689,11 +980,7 @@ mod tests {
             kind: Kind::HttpRoute,
             namespace: None,
         };
-        let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(vec![watched.clone()])),
-            changed: Notify::new(),
-            own_writes: OwnWrites::default(),
-        });
+        let shared = Arc::new(Shared::new(vec![watched.clone()]));
         let watching = shared.clone();
         let task = tokio::spawn(async move {
             watch_resource(&client, 0, &watched, &resource, &watching, OnMissing::Retry).await
@@ -739,6 +1026,75 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(has_route(), "the relist brought the route back");
+        task.abort();
+    }
+
+    /// Waits (boundedly) for `f` to hold for the shared state.
+    async fn wait_until(shared: &Shared, what: &str, f: impl Fn(&Shared) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !f(shared) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_that_does_not_parse_removes_the_object_and_says_why_and_its_delete_is_applied()
+     {
+        let server = lanyard_test_apiserver::ApiServer::start(Default::default())
+            .await
+            .unwrap();
+        let client = loopback_client(&server).await;
+        let resource = api_resource(Kind::Service);
+        let services: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), "default", &resource);
+        let service = DynamicObject::new("cart", &resource)
+            .data(json!({"spec": {"ports": [{"name": "http", "port": 80}]}}));
+        services
+            .create(&Default::default(), &service)
+            .await
+            .unwrap();
+        let watched = Watched {
+            kind: Kind::Service,
+            namespace: None,
+        };
+        let shared = Arc::new(Shared::new(vec![watched.clone()]));
+        let watching = shared.clone();
+        let task = tokio::spawn(async move {
+            watch_resource(&client, 0, &watched, &resource, &watching, OnMissing::Retry).await
+        });
+        let key = ObjectRef {
+            kind: Kind::Service,
+            key: ObjectKey::new("default", "cart"),
+        };
+        let stored = |s: &Shared| s.store.lock().unwrap().objects().contains(&key);
+        wait_until(&shared, "never listed", stored).await;
+
+        // The loopback server, like a CRD without a schema, stores what Lanyard cannot read.
+        let broken = json!({"spec": {"ports": "eighty"}});
+        services
+            .patch(
+                "cart",
+                &Default::default(),
+                &kube::api::Patch::Merge(&broken),
+            )
+            .await
+            .unwrap();
+        wait_until(&shared, "the stale version stayed", |s| !stored(s)).await;
+        let diagnostics = shared.diagnostics();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        let text = diagnostics[0].to_string();
+        assert!(
+            text.starts_with("error: /api/v1/namespaces/default/services/cart: Service default/cart: cannot be read"),
+            "{text}"
+        );
+
+        // Its deletion (of a version that does not parse either) clears the diagnostic.
+        services.delete("cart", &Default::default()).await.unwrap();
+        wait_until(&shared, "the deletion was dropped", |s| {
+            s.diagnostics().is_empty()
+        })
+        .await;
         task.abort();
     }
 

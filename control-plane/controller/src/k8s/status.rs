@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::api_resource;
+use super::Versions;
 use super::lease::{LeaderWork, RETRY_FAILED, while_leading};
 use super::store::OwnWrites;
 use crate::nacks::{Rejections, with_rejections};
@@ -244,6 +244,7 @@ fn step(
 /// snapshot; until the snapshots or the election end.
 pub async fn run(
     client: Client,
+    versions: Versions,
     controller_name: String,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     rejections: watch::Receiver<Arc<Rejections>>,
@@ -252,6 +253,7 @@ pub async fn run(
 ) {
     let writer = StatusWriter {
         client,
+        versions,
         controller_name,
         known: HashMap::new(),
         rejections,
@@ -263,6 +265,8 @@ pub async fn run(
 /// What was written (or found up to date, or failed), per route uid.
 struct StatusWriter {
     client: Client,
+    /// The version each route kind is watched at: its status is written there.
+    versions: Versions,
     controller_name: String,
     known: HashMap<String, Known>,
     rejections: watch::Receiver<Arc<Rejections>>,
@@ -275,6 +279,7 @@ impl LeaderWork for StatusWriter {
         let rejections = self.rejections.borrow_and_update().clone();
         write_all(
             &self.client,
+            &self.versions,
             &self.controller_name,
             snapshot,
             &rejections,
@@ -339,6 +344,7 @@ fn pending(snapshot: &Snapshot, rejections: &Rejections) -> Vec<Pending> {
 /// failed or waits to be tried again.
 async fn write_all(
     client: &Client,
+    versions: &Versions,
     controller_name: &str,
     snapshot: &Snapshot,
     rejections: &Rejections,
@@ -366,6 +372,7 @@ async fn write_all(
         };
         let entry = match write_route(
             client,
+            versions,
             controller_name,
             &p.route,
             p.object_uid.as_deref(),
@@ -414,12 +421,13 @@ async fn write_all(
 /// another manager's fields, and a concurrent writer is a 409, read again.
 async fn write_route(
     client: &Client,
+    versions: &Versions,
     controller_name: &str,
     route: &ObjectRef,
     uid: Option<&str>,
     computed: &[ParentStatus],
 ) -> Result<Option<String>, String> {
-    let resource: ApiResource = api_resource(route.kind);
+    let resource: ApiResource = versions.resource(route.kind);
     let ObjectKey { namespace, name } = &route.key;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
     let params = PatchParams {

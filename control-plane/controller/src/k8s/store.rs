@@ -183,6 +183,11 @@ impl Store {
         self.changed = true;
     }
 
+    /// Whether watch number `watch` has listed (or found its kind missing) at least once.
+    pub fn is_synced(&self, watch: usize) -> bool {
+        self.synced[watch]
+    }
+
     /// Whether every watch has listed (or found its kind missing) at least once.
     pub fn all_synced(&self) -> bool {
         self.synced.iter().all(|s| *s)
@@ -206,8 +211,8 @@ impl Store {
         std::mem::take(&mut self.changed).then(|| self.objects.clone())
     }
 
-    /// The objects.
-    pub fn objects(&self) -> &Objects {
+    /// The objects (shared with the snapshots that hold them).
+    pub fn objects(&self) -> &Arc<Objects> {
         &self.objects
     }
 }
