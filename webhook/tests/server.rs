@@ -279,3 +279,121 @@ fn unusable_pem_files_are_reported() {
     let err = tls::load(&dir.path().join("missing.pem"), &dir.path().join("key.pem")).unwrap_err();
     assert!(err.to_string().starts_with("reading "), "{err}");
 }
+
+/// A self-signed serving configuration for `localhost` and a client config trusting it.
+fn mk_tls() -> (Arc<rustls::ServerConfig>, TlsConnector) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let config = tls::server_config(
+        key.cert.pem().as_bytes(),
+        "test certificate",
+        key.signing_key.serialize_pem().as_bytes(),
+        "test key",
+    )
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(key.cert.der().to_vec()))
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (config, TlsConnector::from(Arc::new(client)))
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A client that never finishes its request headers (slow loris) is disconnected after the
+/// header read timeout instead of holding the connection for ever.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (config, client) = mk_tls();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, endpoints::router())
+        .await
+        .unwrap()
+        .header_read_timeout(std::time::Duration::from_millis(500));
+    let addr = server.local_addr();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = client
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"POST /convert HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open {WAIT:?} after headers stopped"
+    );
+}
+
+/// A request in flight when shutdown begins completes, and `serve` (after which the binary
+/// exits) returns only after its response went out.
+#[tokio::test]
+async fn a_request_in_flight_completes_across_shutdown() {
+    use axum::routing::post;
+
+    let (config, client) = mk_tls();
+    let (entered, mut inside) = tokio::sync::mpsc::channel::<()>(1);
+    let (finish, finishing) = tokio::sync::watch::channel(false);
+    // A conversion that takes until the test lets it finish.
+    let router = endpoints::router().route(
+        "/slow",
+        post(move || {
+            let entered = entered.clone();
+            let mut finishing = finishing.clone();
+            async move {
+                let _ = entered.send(()).await;
+                let _ = finishing.wait_for(|f| *f).await;
+                "converted"
+            }
+        }),
+    );
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, router)
+        .await
+        .unwrap()
+        .shutdown_grace(WAIT);
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let webhook = Webhook {
+        addr,
+        client,
+        _stop: oneshot::channel().0,
+    };
+    let request = tokio::spawn(async move { webhook.send("POST", "/slow", Vec::new()).await });
+    inside.recv().await.unwrap();
+
+    stop.send(()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !serving.is_finished(),
+        "serve returned with a request in flight: the process would exit and abort it"
+    );
+    finish.send_replace(true);
+    let (status, body) = tokio::time::timeout(WAIT, request)
+        .await
+        .expect("the request in flight was not answered")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"converted");
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .expect("serve did not return once the request was done")
+        .unwrap()
+        .unwrap();
+}
