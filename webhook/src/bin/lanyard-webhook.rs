@@ -1,4 +1,5 @@
-//! `lanyard-webhook`: serves Lanyard's webhooks (`POST /convert`, `GET /healthz`) over HTTPS.
+//! `lanyard-webhook`: serves Lanyard's webhooks (`POST /convert`, `GET /healthz`, `GET /metrics`)
+//! over HTTPS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use lanyard_webhook::{Server, endpoints, tls};
+
+/// How often the certificate files are checked for a new pair.
+const CERT_CHECK_PERIOD: Duration = Duration::from_secs(10);
 
 /// Lanyard's HTTPS webhooks for the Kubernetes API server: SMI CRD conversion at /convert.
 #[derive(Debug, Parser)]
@@ -39,9 +43,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let tls =
-        tls::load(&args.tls_cert, &args.tls_key).context("loading the serving certificate")?;
-    let server = Server::bind(args.listen, tls, endpoints::router())
+    let (cert, tls) = tls::ReloadingCert::load(&args.tls_cert, &args.tls_key)
+        .context("loading the serving certificate")?;
+    // Rotated files are picked up without a restart; expiry is logged ahead of time.
+    tokio::spawn(cert.clone().watch(CERT_CHECK_PERIOD));
+    let server = Server::bind(args.listen, tls, endpoints::router_with_certificate(cert))
         .await?
         .header_read_timeout(Duration::from_secs(args.header_read_timeout))
         .shutdown_grace(Duration::from_secs(args.shutdown_grace));
