@@ -480,6 +480,8 @@ async fn run<R: Responder>(
             },
             changed = snapshots.changed() => {
                 if changed.is_err() {
+                    // The publisher stops only on shutdown; it may be seen gone first.
+                    end_for_shutdown(&tx, shared.shutdown_grace).await;
                     break;
                 }
                 let latest = snapshots.borrow_and_update().clone();
