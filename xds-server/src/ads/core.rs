@@ -512,7 +512,7 @@ async fn run<R: Responder>(
 /// `GrpcStream::onRemoteClose` (envoyproxy/envoy main at 032e125,
 /// source/extensions/config_subscription/grpc/grpc_stream.h) opens a new stream after a
 /// jittered backoff whatever the status, and logs UNAVAILABLE quietly as retriable; gRPC's
-/// xDS client (grpc-go v1.7x xds/internal/clients/xdsclient/ads_stream.go, `runner`) does
+/// xDS client (grpc-go at c858ed2, xds/internal/clients/xdsclient/ads_stream.go, `runner`) does
 /// the same, without backoff when the stream had delivered a response. A client that
 /// does not read holds the queue; it waits at most `grace`, the server closes the
 /// connection after that anyway.
