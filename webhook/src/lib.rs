@@ -3,7 +3,8 @@
 //! - [`endpoints`]: one module per endpoint (`/convert` for SMI CRD conversion, `/healthz`),
 //!   each a thin HTTP handler around a pure function.
 //! - [`server`]: the TLS listener (rustls with the ring provider) that serves the router.
-//! - [`tls`]: the serving certificate and key, read from PEM files.
+//! - [`tls`]: the serving certificate and key, read from PEM files (and read again when
+//!   they change, see [`tls::ReloadingCert`]).
 //! - [`crds`]: Lanyard's CRDs, built from Rust types; `lanyard-crdgen` writes them to `crds/`.
 
 pub mod crds;

@@ -1,5 +1,13 @@
 //! The HTTPS listener: accepts TCP connections, completes the TLS handshake and serves the
 //! [`endpoints::router`](crate::endpoints::router) over HTTP/1.1 on each connection.
+//!
+//! A client has [`DEFAULT_HEADER_READ_TIMEOUT`] to send a request's headers, counted from
+//! when the connection starts waiting for them, so the same bound closes a keep-alive
+//! connection left idle (hyper v1.12 `proto/h1/conn.rs`, `poll_read_head`, arms the timer
+//! before the first byte of each request; hyper enforces it only with a timer set, which
+//! this server sets). On shutdown the listener closes, each connection finishes the request
+//! it is serving and closes (hyper's `Connection::graceful_shutdown`), and connections still
+//! open after the shutdown grace period are dropped.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,9 +16,12 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -18,12 +29,19 @@ use crate::{Error, Result};
 
 /// How long a client has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's headers, and how long an idle keep-alive
+/// connection stays open: the API server's default webhook timeout.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A bound HTTPS listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
+    header_read_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl Server {
@@ -36,7 +54,22 @@ impl Server {
             listener,
             acceptor: TlsAcceptor::from(tls),
             router,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         })
+    }
+
+    /// Sets how long a client has to send a request's headers (and an idle connection
+    /// stays open).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets how long shutdown waits for requests in flight.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -45,13 +78,17 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes. Connections already open are left to finish on
-    /// their own tasks.
+    /// Serves until `shutdown` completes, then drains: stops accepting, lets every request
+    /// in flight finish (closing idle connections at once) and returns when all connections
+    /// are closed, or after the shutdown grace period.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let (draining, drain) = watch::channel(false);
+        let mut connections = JoinSet::new();
         loop {
             let (tcp, peer) = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next() => continue,
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     // Out of file descriptors and the like: wait a little, keep serving.
@@ -66,10 +103,13 @@ impl Server {
             let acceptor = self.acceptor.clone();
             let service = TowerToHyperService::new(self.router.clone());
             let span = tracing::debug_span!("connection", %peer);
-            tokio::spawn(
+            let mut drain = drain.clone();
+            let header_read_timeout = self.header_read_timeout;
+            connections.spawn(
                 async move {
-                    let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    let tls = tokio::select! {
+                        handshake = handshake => match handshake {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -79,18 +119,52 @@ impl Server {
                                 tracing::debug!("TLS handshake timed out");
                                 return;
                             }
-                        };
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await
-                    {
+                        },
+                        () = draining_began(&mut drain) => return,
+                    };
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_read_timeout)
+                        .serve_connection(TokioIo::new(tls), service);
+                    let mut connection = std::pin::pin!(connection);
+                    let ended = tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        () = draining_began(&mut drain) => {
+                            // Finish the request in flight (if any), then close.
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 }
                 .instrument(span),
             );
         }
+        drop(self.listener);
+        draining.send_replace(true);
+        let open = connections.len();
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                connections = connections.len(),
+                grace = ?self.shutdown_grace,
+                "requests still in flight at the end of the shutdown grace period: dropped"
+            );
+        } else if open > 0 {
+            tracing::info!(connections = open, "connections drained");
+        }
+        Ok(())
     }
+}
+
+/// Resolves once shutdown began (or the server is gone).
+async fn draining_began(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|d| *d).await;
 }
 
 fn is_transient(e: &std::io::Error) -> bool {

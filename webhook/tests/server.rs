@@ -279,3 +279,253 @@ fn unusable_pem_files_are_reported() {
     let err = tls::load(&dir.path().join("missing.pem"), &dir.path().join("key.pem")).unwrap_err();
     assert!(err.to_string().starts_with("reading "), "{err}");
 }
+
+/// A self-signed serving configuration for `localhost` and a client config trusting it.
+fn mk_tls() -> (Arc<rustls::ServerConfig>, TlsConnector) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let config = tls::server_config(
+        key.cert.pem().as_bytes(),
+        "test certificate",
+        key.signing_key.serialize_pem().as_bytes(),
+        "test key",
+    )
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(key.cert.der().to_vec()))
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (config, TlsConnector::from(Arc::new(client)))
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A client that never finishes its request headers (slow loris) is disconnected after the
+/// header read timeout instead of holding the connection for ever.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (config, client) = mk_tls();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, endpoints::router())
+        .await
+        .unwrap()
+        .header_read_timeout(std::time::Duration::from_millis(500));
+    let addr = server.local_addr();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = client
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"POST /convert HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open {WAIT:?} after headers stopped"
+    );
+}
+
+/// A request in flight when shutdown begins completes, and `serve` (after which the binary
+/// exits) returns only after its response went out.
+#[tokio::test]
+async fn a_request_in_flight_completes_across_shutdown() {
+    use axum::routing::post;
+
+    let (config, client) = mk_tls();
+    let (entered, mut inside) = tokio::sync::mpsc::channel::<()>(1);
+    let (finish, finishing) = tokio::sync::watch::channel(false);
+    // A conversion that takes until the test lets it finish.
+    let router = endpoints::router().route(
+        "/slow",
+        post(move || {
+            let entered = entered.clone();
+            let mut finishing = finishing.clone();
+            async move {
+                let _ = entered.send(()).await;
+                let _ = finishing.wait_for(|f| *f).await;
+                "converted"
+            }
+        }),
+    );
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, router)
+        .await
+        .unwrap()
+        .shutdown_grace(WAIT);
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let webhook = Webhook {
+        addr,
+        client,
+        _stop: oneshot::channel().0,
+    };
+    let request = tokio::spawn(async move { webhook.send("POST", "/slow", Vec::new()).await });
+    inside.recv().await.unwrap();
+
+    stop.send(()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !serving.is_finished(),
+        "serve returned with a request in flight: the process would exit and abort it"
+    );
+    finish.send_replace(true);
+    let (status, body) = tokio::time::timeout(WAIT, request)
+        .await
+        .expect("the request in flight was not answered")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"converted");
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .expect("serve did not return once the request was done")
+        .unwrap()
+        .unwrap();
+}
+
+/// A self-signed `localhost` certificate valid until `not_after` (year, month, day): its PEM
+/// certificate, PEM key and DER certificate.
+fn mk_cert(not_after: (i32, u8, u8)) -> (String, String, Vec<u8>) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+/// Replaces a file in one step, as kubelet swaps a mounted Secret's files.
+fn replace(path: &std::path::Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+#[test]
+fn not_after_is_read_from_utc_and_generalized_times() {
+    // Before 2050 X.509 writes UTCTime, from 2050 GeneralizedTime.
+    assert_eq!(
+        tls::not_after(&mk_cert((2021, 1, 1)).2),
+        Some(1_609_459_200)
+    );
+    assert_eq!(
+        tls::not_after(&mk_cert((2051, 6, 1)).2),
+        Some(2_569_190_400)
+    );
+    assert_eq!(tls::not_after(b"not a certificate"), None);
+}
+
+/// The certificate files are replaced (cert-manager renewed it): a new handshake presents
+/// the new certificate without a restart, and `/metrics` gives the new expiry.
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let old = mk_cert((2090, 1, 1));
+    let new = mk_cert((2091, 1, 1));
+    replace(&cert_path, &old.0);
+    replace(&key_path, &old.1);
+    let (cert, config) = tls::ReloadingCert::load(&cert_path, &key_path).unwrap();
+    tokio::spawn(cert.clone().watch(std::time::Duration::from_millis(50)));
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        endpoints::router_with_certificate(cert.clone()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let mut roots = rustls::RootCertStore::empty();
+    for der in [&old.2, &new.2] {
+        roots.add(CertificateDer::from(der.clone())).unwrap();
+    }
+    let client = TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    ));
+    let presented = || async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = client
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    assert_eq!(presented().await, old.2);
+
+    replace(&key_path, &new.1);
+    replace(&cert_path, &new.0);
+    let deadline = std::time::Instant::now() + WAIT;
+    while presented().await != new.2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served within {WAIT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let webhook = Webhook {
+        addr,
+        client,
+        _stop: oneshot::channel().0,
+    };
+    let (status, body) = webhook.send("GET", "/metrics", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains(&format!(
+            "lanyard_webhook_certificate_not_after_seconds {}",
+            tls::not_after(&new.2).unwrap()
+        )),
+        "{text}"
+    );
+}
+
+/// An expired serving certificate turns `/healthz` to 503, saying so.
+#[tokio::test]
+async fn healthz_fails_once_the_certificate_has_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let expired = mk_cert((2021, 1, 1));
+    replace(&cert_path, &expired.0);
+    replace(&key_path, &expired.1);
+    let (cert, _) = tls::ReloadingCert::load(&cert_path, &key_path).unwrap();
+    let response = endpoints::health::handle(Some(cert.clone())).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("expired"),
+        "{body:?}"
+    );
+
+    // Renewed: healthy again.
+    let valid = mk_cert((2090, 1, 1));
+    replace(&key_path, &valid.1);
+    replace(&cert_path, &valid.0);
+    assert!(cert.reload_if_changed());
+    let response = endpoints::health::handle(Some(cert)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}

@@ -25,6 +25,7 @@ mod api_listeners;
 pub mod cache;
 mod clusters;
 pub mod debug;
+mod drain;
 mod endpoints;
 pub mod listen;
 mod listeners;
@@ -56,7 +57,7 @@ pub use mesh::{
 pub use names::INVALID_BACKEND_CLUSTER;
 pub use node::{NodeError, ProxyIdentity};
 pub use resource::{Resource, ResourceType};
-pub use server::{ServeError, ServerConfig, XdsServer};
+pub use server::{DEFAULT_SHUTDOWN_GRACE, ServeError, ServerConfig, XdsServer};
 pub use version::Version;
 
 /// Re-exported so callers can name the resource types without depending on envoy-types'

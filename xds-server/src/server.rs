@@ -10,8 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::MeshResources;
 use crate::ads::AdsService;
@@ -41,13 +40,23 @@ pub enum ServeError {
     },
 }
 
-/// How changes are batched.
+/// The default of [`ServerConfig::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What ends an ADS stream on shutdown: UNAVAILABLE, the code gRPC documents for a
+/// transient condition to retry with backoff (grpc/grpc doc/statuscodes.md).
+pub const SHUTTING_DOWN: &str = "the control plane is shutting down: reconnect";
+
+/// How changes are batched, and how long shutdown waits for proxies to leave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// A snapshot is built once no new mesh has come for this long...
     pub debounce: Duration,
     /// ...or this long after the first change of a burst, whichever comes first.
     pub max_delay: Duration,
+    /// On [`XdsServer::shutdown`], how long ADS connections get to close after their
+    /// streams were ended; those still open then are closed.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +64,7 @@ impl Default for ServerConfig {
         ServerConfig {
             debounce: Duration::from_millis(50),
             max_delay: Duration::from_millis(250),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -72,6 +82,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// What the source of snapshots reports on `/readyz` and `/metrics`.
     pub source: std::sync::RwLock<Option<Arc<dyn SourceStatus>>>,
+    /// How long shutdown waits for streams and connections to end.
+    pub shutdown_grace: Duration,
 }
 
 impl Shared {
@@ -121,6 +133,7 @@ impl XdsServer {
             metrics: Arc::default(),
             shutdown,
             source: std::sync::RwLock::new(None),
+            shutdown_grace: config.shutdown_grace,
         });
         let input = Arc::new(Input {
             pending: Mutex::new(None),
@@ -205,17 +218,50 @@ impl XdsServer {
         &self.shared.metrics
     }
 
-    /// Serves ADS on `listener` until [`XdsServer::shutdown`]; then ends every stream (with
-    /// status OK; clients reconnect elsewhere) and returns.
+    /// Serves ADS on `listener` until [`XdsServer::shutdown`], then drains: stops accepting
+    /// (the listener is closed), sends every connection an HTTP/2 GOAWAY, ends every stream
+    /// with UNAVAILABLE (proxies reconnect, to another replica since this one no longer
+    /// listens) and waits for the connections to close, at most
+    /// [`ServerConfig::shutdown_grace`]; connections still open then are closed.
+    ///
+    /// tonic v0.14.9 `Server::serve_with_incoming_shutdown` closes the listener and calls
+    /// hyper's `graceful_shutdown` on each connection (h2 v0.4: a GOAWAY, a PING, then the
+    /// final GOAWAY), then waits for every connection without a bound: a proxy that stopped
+    /// reading (flow-control window full) or vanished without a FIN would hold the process.
     pub async fn serve_ads(&self, listener: TcpListener) -> Result<(), ServeError> {
         let address = local_address(&listener);
-        tonic::transport::Server::builder()
+        let open = Arc::new(crate::drain::Connections::default());
+        let serve = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(self.ads_service())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), self.stopped())
-            .await
-            .map_err(|source| ServeError::Ads { address, source })
+            .serve_with_incoming_shutdown(open.clone().incoming(listener), self.stopped());
+        tokio::pin!(serve);
+        let grace = self.shared.shutdown_grace;
+        let grace_over = {
+            let stopped = self.stopped();
+            async move {
+                stopped.await;
+                tokio::time::sleep(grace).await;
+            }
+        };
+        tokio::select! {
+            result = &mut serve => {
+                return result.map_err(|source| ServeError::Ads { address, source });
+            }
+            () = grace_over => {}
+        }
+        let closed = open.close_all();
+        warn!(
+            connections = closed,
+            grace_ms = grace.as_millis() as u64,
+            "ADS connections still open at the end of the shutdown grace period: closed them"
+        );
+        // Their connection tasks now see the sockets shut; give tonic a moment to notice.
+        match tokio::time::timeout(Duration::from_secs(1), serve).await {
+            Ok(result) => result.map_err(|source| ServeError::Ads { address, source }),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Serves the debug endpoint on `listener` until [`XdsServer::shutdown`].
@@ -231,10 +277,17 @@ impl XdsServer {
         extra: axum::Router,
     ) -> Result<(), ServeError> {
         let address = local_address(&listener);
-        axum::serve(listener, self.debug_router().merge(extra))
+        let serve = axum::serve(listener, self.debug_router().merge(extra))
             .with_graceful_shutdown(self.stopped())
-            .await
-            .map_err(|source| ServeError::Debug { address, source })
+            .into_future();
+        tokio::pin!(serve);
+        let grace = self.shared.shutdown_grace;
+        let stopped = self.stopped();
+        tokio::select! {
+            result = &mut serve => result.map_err(|source| ServeError::Debug { address, source }),
+            // A debug client in the middle of a long request does not hold shutdown either.
+            () = async move { stopped.await; tokio::time::sleep(grace).await } => Ok(()),
+        }
     }
 
     /// Stops publishing, ends every stream and lets the serve calls return.
@@ -396,6 +449,7 @@ mod tests {
         let server = XdsServer::start(ServerConfig {
             debounce: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
+            ..ServerConfig::default()
         });
         let mut rx = server.snapshots();
         server.publish(mesh());

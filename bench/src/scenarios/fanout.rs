@@ -257,6 +257,7 @@ async fn real_run(
     let real = Real::start(ServerConfig {
         debounce: Duration::ZERO,
         max_delay: Duration::ZERO,
+        ..ServerConfig::default()
     })
     .await?;
     let mut snapshot = real.publish(real::translate(&objects)).await?;

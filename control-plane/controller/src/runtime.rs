@@ -69,6 +69,13 @@ pub struct Args {
     #[arg(long, env = "LANYARD_DEBUG_ADDRESS", default_value = DEFAULT_DEBUG_ADDRESS, help_heading = "Serving")]
     pub debug_address: SocketAddr,
 
+    /// On SIGTERM or Ctrl-C, how long, in seconds, connected proxies get to leave: ADS stops
+    /// accepting connections, sends each an HTTP/2 GOAWAY and ends its streams with
+    /// UNAVAILABLE (proxies reconnect to another replica); connections still open after
+    /// this are closed and the process exits.
+    #[arg(long, env = "LANYARD_SHUTDOWN_GRACE", value_name = "SECONDS", default_value_t = lanyard_xds::DEFAULT_SHUTDOWN_GRACE.as_secs_f64(), value_parser = grace_seconds, help_heading = "Serving")]
+    pub shutdown_grace: f64,
+
     /// The cluster's DNS domain.
     #[arg(long, env = "LANYARD_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
@@ -116,7 +123,23 @@ pub struct Args {
     pub log: String,
 }
 
+/// A grace period in seconds: finite, not negative, at most an hour.
+fn grace_seconds(text: &str) -> std::result::Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err("must be between 0 and 3600 seconds".to_string());
+    }
+    Ok(seconds)
+}
+
 impl Args {
+    /// How long shutdown waits for proxies to leave.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace)
+    }
+
     /// The translation settings the flags give.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -198,6 +221,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         watcher.subscribe(),
         settings.xds_options(),
         rejections,
+        args.shutdown_grace(),
     )
     .await?;
     if let Source::Kubernetes(watcher) = &watcher {
@@ -352,6 +376,7 @@ mod tests {
         assert!(!args.once);
         assert_eq!(args.xds_address.to_string(), DEFAULT_XDS_ADDRESS);
         assert_eq!(args.debug_address.to_string(), DEFAULT_DEBUG_ADDRESS);
+        assert_eq!(args.shutdown_grace(), lanyard_xds::DEFAULT_SHUTDOWN_GRACE);
         let args = Args::try_parse_from([
             "lanyard-controller",
             "--config-dir",
@@ -363,6 +388,21 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.xds_address.port(), 0);
+        let grace = |value: &str| {
+            Args::try_parse_from([
+                "lanyard-controller",
+                "--config-dir",
+                "/x",
+                "--shutdown-grace",
+                value,
+            ])
+            .map(|args| args.shutdown_grace())
+        };
+        assert_eq!(grace("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(grace("0").unwrap(), Duration::ZERO);
+        for bad in ["-1", "NaN", "inf", "1e9", "soon"] {
+            assert!(grace(bad).is_err(), "{bad}");
+        }
         assert!(args.debug_address.is_ipv6());
     }
 

@@ -72,6 +72,7 @@ impl Serving {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         options: XdsOptions,
         rejections: watch::Sender<Arc<Rejections>>,
+        shutdown_grace: std::time::Duration,
     ) -> Result<Serving> {
         let bind = |address: SocketAddr, what: &'static str| async move {
             lanyard_xds::listen::listen(address).map_err(|error| Error::Bind {
@@ -92,7 +93,10 @@ impl Serving {
         let xds_address = local(&xds_listener, "xDS", xds_address)?;
         let debug_address = local(&debug_listener, "debug", debug_address)?;
 
-        let server = XdsServer::start(ServerConfig::default());
+        let server = XdsServer::start(ServerConfig {
+            shutdown_grace,
+            ..ServerConfig::default()
+        });
         let (failed, failures) = mpsc::channel(2);
         let mut tasks = Vec::new();
         let ads = server.clone();
@@ -142,7 +146,9 @@ impl Serving {
         }
     }
 
-    /// Ends every ADS stream, stops both servers and waits for them.
+    /// Drains ADS (see [`XdsServer::serve_ads`]: GOAWAY, streams ended with UNAVAILABLE,
+    /// connections closed after the grace period at the latest), stops the debug endpoint
+    /// and waits for both.
     pub async fn stop(self) {
         self.server.shutdown();
         for task in self.tasks {

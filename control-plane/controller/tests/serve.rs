@@ -78,9 +78,11 @@ async fn serves_ads_follows_edits_and_stops_on_sigterm() {
             .unwrap()
             .success()
     );
-    // The stream ends cleanly, and the process exits 0.
+    // The stream ends with UNAVAILABLE (clients reconnect elsewhere), not a reset, and the
+    // process exits 0.
     let end = client.next().await.unwrap_err();
-    assert_eq!(end.code(), tonic::Code::Ok, "{end}");
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end}");
+    assert!(end.message().contains("shutting down"), "{end}");
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = controller.child.try_wait().unwrap() {
@@ -93,4 +95,73 @@ async fn serves_ads_follows_edits_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(status.success(), "{status}");
+}
+
+/// Waits (boundedly) for the controller to exit; panics after [`WAIT`].
+async fn wait_exit(controller: &mut Controller, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = controller.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A proxy that stopped reading (its flow-control window full) cannot hold the process:
+/// after SIGTERM the other streams end with UNAVAILABLE at once, and the stuck connection is
+/// closed when the grace period ends. Without the bound, tonic waits for it forever.
+#[tokio::test]
+async fn a_proxy_that_stopped_reading_does_not_hold_shutdown_past_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        service("cart", "10.96.0.10"),
+    )
+    .unwrap();
+    let mut controller = process::start(&[
+        OsStr::new("--config-dir"),
+        dir.path().as_os_str(),
+        OsStr::new("--shutdown-grace"),
+        OsStr::new("1"),
+    ]);
+    let mut good = SotwClient::connect(controller.xds, node("good.shop")).await;
+    good.subscribe(type_url::CLUSTER, &[]);
+    let first = good.recv_type(type_url::CLUSTER).await;
+    good.ack(&first);
+    // A 16-byte window: the first response does not fit, and nothing here reads it.
+    let mut stuck = SotwClient::connect_with_window(controller.xds, node("stuck.shop"), 16).await;
+    stuck.subscribe(type_url::CLUSTER, &[]);
+    // Wait until the server has both streams.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, syncz) = http_get(controller.debug, "/debug/syncz").await;
+        if syncz.contains("\"node_id\":\"stuck.shop\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream for stuck.shop: {syncz}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let pid = controller.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let end = good.next().await.unwrap_err();
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end}");
+    let status = wait_exit(
+        &mut controller,
+        "a proxy that does not read held the controller past its 1 s grace (and WAIT)",
+    )
+    .await;
+    assert!(status.success(), "{status}");
+    drop(stuck);
 }

@@ -1,11 +1,16 @@
-//! `lanyard-webhook`: serves Lanyard's webhooks (`POST /convert`, `GET /healthz`) over HTTPS.
+//! `lanyard-webhook`: serves Lanyard's webhooks (`POST /convert`, `GET /healthz`, `GET /metrics`)
+//! over HTTPS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use lanyard_webhook::{Server, endpoints, tls};
+
+/// How often the certificate files are checked for a new pair.
+const CERT_CHECK_PERIOD: Duration = Duration::from_secs(10);
 
 /// Lanyard's HTTPS webhooks for the Kubernetes API server: SMI CRD conversion at /convert.
 #[derive(Debug, Parser)]
@@ -20,6 +25,14 @@ struct Args {
     /// Private key of the serving certificate (PEM).
     #[arg(long, env = "LANYARD_WEBHOOK_TLS_KEY")]
     tls_key: PathBuf,
+    /// Seconds a client has to send a request's headers; an idle keep-alive connection is
+    /// closed after as long.
+    #[arg(long, value_name = "SECONDS", default_value_t = lanyard_webhook::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// On SIGTERM or Ctrl-C, seconds conversions in flight get to finish before the process
+    /// exits.
+    #[arg(long, value_name = "SECONDS", default_value_t = lanyard_webhook::server::DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_grace: u64,
 }
 
 #[tokio::main]
@@ -30,9 +43,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let tls =
-        tls::load(&args.tls_cert, &args.tls_key).context("loading the serving certificate")?;
-    let server = Server::bind(args.listen, tls, endpoints::router()).await?;
+    let (cert, tls) = tls::ReloadingCert::load(&args.tls_cert, &args.tls_key)
+        .context("loading the serving certificate")?;
+    // Rotated files are picked up without a restart; expiry is logged ahead of time.
+    tokio::spawn(cert.clone().watch(CERT_CHECK_PERIOD));
+    let server = Server::bind(args.listen, tls, endpoints::router_with_certificate(cert))
+        .await?
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout))
+        .shutdown_grace(Duration::from_secs(args.shutdown_grace));
     tracing::info!(address = %server.local_addr(), "serving /convert and /healthz over HTTPS");
     // One plain line for scripts that pass port 0 (the log line above may be coloured).
     println!("webhook listening on {}", server.local_addr());

@@ -443,6 +443,7 @@ async fn run<R: Responder>(
     }
     let mut shutdown = shared.shutdown.clone();
     if *shutdown.borrow_and_update() {
+        end_for_shutdown(&tx, shared.shutdown_grace).await;
         return;
     }
     let mut synced = 0;
@@ -459,7 +460,10 @@ async fn run<R: Responder>(
         let ready = responder.has_pending() && responder.core_mut().snapshot.is_some();
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {
+                end_for_shutdown(&tx, shared.shutdown_grace).await;
+                break;
+            }
             request = requests.next() => match request {
                 Some(Ok(request)) => {
                     if let Err(status) = dispatch(&mut responder, request) {
@@ -476,6 +480,8 @@ async fn run<R: Responder>(
             },
             changed = snapshots.changed() => {
                 if changed.is_err() {
+                    // The publisher stops only on shutdown; it may be seen gone first.
+                    end_for_shutdown(&tx, shared.shutdown_grace).await;
                     break;
                 }
                 let latest = snapshots.borrow_and_update().clone();
@@ -500,4 +506,17 @@ async fn run<R: Responder>(
         }
     }
     info!("disconnected");
+}
+
+/// Ends a stream on shutdown with UNAVAILABLE, after the response already queued. Envoy's
+/// `GrpcStream::onRemoteClose` (envoyproxy/envoy main at 032e125,
+/// source/extensions/config_subscription/grpc/grpc_stream.h) opens a new stream after a
+/// jittered backoff whatever the status, and logs UNAVAILABLE quietly as retriable; gRPC's
+/// xDS client (grpc-go at c858ed2, xds/internal/clients/xdsclient/ads_stream.go, `runner`) does
+/// the same, without backoff when the stream had delivered a response. A client that
+/// does not read holds the queue; it waits at most `grace`, the server closes the
+/// connection after that anyway.
+async fn end_for_shutdown<T>(tx: &mpsc::Sender<Result<T, Status>>, grace: std::time::Duration) {
+    let ended = tx.send(Err(Status::unavailable(crate::server::SHUTTING_DOWN)));
+    let _ = tokio::time::timeout(grace, ended).await;
 }

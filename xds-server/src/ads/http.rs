@@ -62,6 +62,10 @@ impl AdsService {
         R: Responder<Response = Frame>,
         R::Request: prost::Message + Default,
     {
+        // A stream opened on a connection told to go away, before it went.
+        if *self.shared.shutdown.borrow() {
+            return Status::unavailable(crate::server::SHUTTING_DOWN).into_http();
+        }
         if let Some(encoding) = request.headers().get("grpc-encoding")
             && encoding != "identity"
         {

@@ -42,6 +42,7 @@ impl TestServer {
         let server = XdsServer::start(ServerConfig {
             debounce: Duration::from_millis(2),
             max_delay: Duration::from_millis(20),
+            ..ServerConfig::default()
         });
         let ads_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ADS");
         let debug_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind debug");

@@ -152,7 +152,7 @@ struct EventRecorder {
 }
 
 impl LeaderWork for EventRecorder {
-    async fn handle(&mut self, snapshot: &Snapshot) -> bool {
+    async fn handle(&mut self, snapshot: &Arc<Snapshot>) -> bool {
         let rejections = self.rejections.borrow_and_update().clone();
         let reports = record_all(&self.recorder, snapshot, &mut self.recorded).await;
         let rejected =

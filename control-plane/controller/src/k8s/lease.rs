@@ -360,7 +360,7 @@ pub const RETRY_FAILED: Duration = Duration::from_secs(5);
 pub trait LeaderWork: Send {
     /// Does the work for one snapshot (never a placeholder); `false` when some of it failed
     /// and is to be tried again after [`RETRY_FAILED`].
-    fn handle(&mut self, snapshot: &Snapshot) -> impl Future<Output = bool> + Send;
+    fn handle(&mut self, snapshot: &Arc<Snapshot>) -> impl Future<Output = bool> + Send;
     /// Another replica leads: forget what was done, so that all of it is checked again
     /// when this one leads.
     fn forget(&mut self);
@@ -668,7 +668,7 @@ mod tests {
     }
 
     impl LeaderWork for Hanging {
-        async fn handle(&mut self, _: &Snapshot) -> bool {
+        async fn handle(&mut self, _: &Arc<Snapshot>) -> bool {
             self.begun.fetch_add(1, Ordering::SeqCst);
             let _guard = OnDrop(self.dropped.clone());
             std::future::pending::<bool>().await

@@ -18,7 +18,9 @@
 //! changed by anyone else (another `resourceVersion`: its status may have lost this
 //! controller's entries) is read and compared again. A failed write is tried again with a
 //! per-route exponential backoff ([`backoff`]), reset when it succeeds or the route or its
-//! status changes. Only the replica holding the Lease writes (see [`super::lease`]).
+//! status changes. Only the replica holding the Lease writes (see [`super::lease`]). The
+//! CPU-bound part of a pass (computing and comparing every route's status) runs on tokio's
+//! blocking pool, so it cannot stall ADS streams or watches.
 //!
 //! A route whose configuration connected proxies reject gets the
 //! [`lanyard.dev/ProxiesRejected`](crate::nacks::CONDITION) condition in each of these
@@ -275,7 +277,7 @@ struct StatusWriter {
 }
 
 impl LeaderWork for StatusWriter {
-    async fn handle(&mut self, snapshot: &Snapshot) -> bool {
+    async fn handle(&mut self, snapshot: &Arc<Snapshot>) -> bool {
         let rejections = self.rejections.borrow_and_update().clone();
         write_all(
             &self.client,
@@ -340,36 +342,81 @@ fn pending(snapshot: &Snapshot, rejections: &Rejections) -> Vec<Pending> {
     out
 }
 
+/// What a pass writes: the routes whose status is to be written now, each with its failures
+/// so far, and whether some back off.
+struct Plan {
+    writes: Vec<(Pending, u32)>,
+    waiting: bool,
+}
+
+/// The CPU-bound part of a pass: computes every route's status (with what proxies reject),
+/// forgets routes that left the snapshot and compares the rest with what is known. Linear in
+/// routes, but at 10k routes still milliseconds of work: run off the async runtime.
+fn plan(
+    snapshot: &Snapshot,
+    rejections: &Rejections,
+    known: &mut HashMap<String, Known>,
+    now: Instant,
+) -> Plan {
+    let routes = pending(snapshot, rejections);
+    let uids: HashSet<&str> = routes.iter().map(|p| p.uid.as_str()).collect();
+    known.retain(|uid, _| uids.contains(uid.as_str()));
+    let mut plan = Plan {
+        writes: Vec::new(),
+        waiting: false,
+    };
+    for p in routes {
+        match step(
+            known.get(&p.uid),
+            p.resource_version.as_deref(),
+            &p.computed,
+            now,
+        ) {
+            Step::Skip => {}
+            Step::Wait => plan.waiting = true,
+            Step::Write { failures } => plan.writes.push((p, failures)),
+        }
+    }
+    plan
+}
+
 /// One pass over the routes of a snapshot, with what proxies reject; `false` if a write
 /// failed or waits to be tried again.
+///
+/// The plan is made on tokio's blocking pool, so a large snapshot does not hold a runtime
+/// worker that ADS streams and watches need (tokio docs, `spawn_blocking`: CPU-bound work
+/// that would block the executor). Cancelling the pass (leadership lost) drops the wait for
+/// it; the writer's memory goes with it, as it is forgotten on lost leadership anyway.
 async fn write_all(
     client: &Client,
     versions: &Versions,
     controller_name: &str,
-    snapshot: &Snapshot,
-    rejections: &Rejections,
+    snapshot: &Arc<Snapshot>,
+    rejections: &Arc<Rejections>,
     known: &mut HashMap<String, Known>,
     own_writes: &OwnWrites,
 ) -> bool {
-    let routes = pending(snapshot, rejections);
-    let uids: HashSet<&str> = routes.iter().map(|p| p.uid.as_str()).collect();
-    known.retain(|uid, _| uids.contains(uid.as_str()));
-    own_writes.retain(|uid| uids.contains(uid));
-    let mut ok = true;
-    for p in &routes {
-        let failures = match step(
-            known.get(&p.uid),
-            p.resource_version.as_deref(),
-            &p.computed,
-            Instant::now(),
-        ) {
-            Step::Skip => continue,
-            Step::Wait => {
-                ok = false;
-                continue;
-            }
-            Step::Write { failures } => failures,
-        };
+    let (snapshot, rejections, mut memory) =
+        (snapshot.clone(), rejections.clone(), std::mem::take(known));
+    let planned = tokio::task::spawn_blocking(move || {
+        let plan = plan(&snapshot, &rejections, &mut memory, Instant::now());
+        (plan, memory)
+    })
+    .await;
+    let plan = match planned {
+        Ok((plan, memory)) => {
+            *known = memory;
+            // Routes that left the snapshot left `known` in the plan.
+            own_writes.retain(|uid| known.contains_key(uid));
+            plan
+        }
+        Err(e) => {
+            warn!(error = %e, "planning the status pass failed: everything is read again");
+            return false;
+        }
+    };
+    let mut ok = !plan.waiting;
+    for (p, failures) in &plan.writes {
         let entry = match write_route(
             client,
             versions,
@@ -673,5 +720,95 @@ mod tests {
         let merged = merge_parents(std::slice::from_ref(&other), &capped, ME, "T");
         assert_eq!(merged.len(), MAX_PARENTS);
         assert_eq!(merged[0], other);
+    }
+
+    /// A snapshot of `routes` HTTPRoutes whose status is known written, and that memory.
+    fn mk_written_routes(routes: usize) -> (Snapshot, HashMap<String, Known>) {
+        use lanyard_index::RouteStatus;
+        use lanyard_index::api::HttpRoute;
+
+        let mut snapshot = Snapshot::placeholder();
+        snapshot.generation = 1;
+        let computed = vec![mk_parent("cart", true)];
+        let mut known = HashMap::new();
+        for i in 0..routes {
+            let key = ObjectKey::new("shop", format!("route-{i}"));
+            let uid = format!("uid-{i}");
+            let route = HttpRoute {
+                metadata: ObjectMeta {
+                    name: Some(key.name.clone()),
+                    namespace: Some(key.namespace.clone()),
+                    uid: Some(uid.clone()),
+                    resource_version: Some("1".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Default::default(),
+            };
+            Arc::make_mut(&mut snapshot.objects)
+                .http_routes
+                .insert(key.clone(), route);
+            snapshot.translation.statuses.push(RouteStatus {
+                route: ObjectRef {
+                    kind: Kind::HttpRoute,
+                    key,
+                },
+                generation: Some(1),
+                parents: computed.clone(),
+            });
+            known.insert(
+                uid,
+                Known::Written {
+                    resource_version: Some("1".into()),
+                    seen: Some("1".into()),
+                    computed: computed.clone(),
+                },
+            );
+        }
+        (snapshot, known)
+    }
+
+    /// On a runtime with one thread (as a loaded controller's worker is), another task runs
+    /// while a large pass is planned: the plan does not hold the thread ADS and the watches
+    /// need. Before the plan moved to the blocking pool, a pass with nothing to write never
+    /// yielded and the other task did not run at all.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_pass_leaves_the_runtime_thread_to_other_tasks() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        const ROUTES: usize = 20_000;
+        let (snapshot, mut known) = mk_written_routes(ROUTES);
+        let snapshot = Arc::new(snapshot);
+        // Never asked anything: every route is up to date.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let rejections = Arc::new(Rejections::default());
+        let ok = write_all(
+            &client,
+            &Versions::default(),
+            ME,
+            &snapshot,
+            &rejections,
+            &mut known,
+            &OwnWrites::default(),
+        )
+        .await;
+        let during = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        assert!(ok, "nothing to write, nothing failing");
+        assert_eq!(known.len(), ROUTES, "the memory came back from the plan");
+        assert!(
+            during > 0,
+            "no other task ran during the pass: it held the runtime's only thread"
+        );
     }
 }
