@@ -2,7 +2,7 @@
 //!
 //! - A required kind ([`is_required`]: Services, EndpointSlices, Pods, HTTPRoutes) that the
 //!   API server refuses or fails holds readiness back, and `/readyz` names the permission.
-//! - An optional kind (Namespaces, GRPCRoutes, ReferenceGrants, the SMI kinds) that cannot
+//! - An optional kind (GRPCRoutes, ReferenceGrants, the SMI kinds) that cannot
 //!   be read counts as listed with no objects (or keeps the objects of its last list):
 //!   `/readyz` stays 200 and says which kind is left out and what it needs.
 //! - `lanyard_k8s_watches_unavailable{kind,reason}` counts the watches that cannot be read
@@ -49,9 +49,8 @@ pub fn is_forbidden(error: &watcher::Error) -> bool {
 /// on "grpcroutes" in API group "gateway.networking.k8s.io" at the cluster scope`.
 pub fn permission(watched: &Watched, resource: &ApiResource) -> String {
     let scope = match &watched.namespace {
-        // The Namespace watch of a namespace is a cluster-scoped list of one name.
-        Some(ns) if watched.kind != Kind::Namespace => format!("in the namespace {ns:?}"),
-        _ => "at the cluster scope".to_string(),
+        Some(ns) => format!("in the namespace {ns:?}"),
+        None => "at the cluster scope".to_string(),
     };
     format!(
         "list and watch on {:?} in API group {:?} at version {} {scope}",
@@ -224,7 +223,6 @@ mod tests {
         let watches = vec![
             mk_watched(Kind::GrpcRoute, Some("shop")),
             mk_watched(Kind::Service, None),
-            mk_watched(Kind::Namespace, Some("shop")),
         ];
         let health = Health::new(watches.clone());
         assert_eq!(health.readiness().detail.len(), 0);
@@ -266,10 +264,6 @@ mod tests {
         let readiness = health.readiness();
         assert!(!readiness.ready);
         assert!(readiness.detail[1].contains("not ready: cannot read the required kind Service: forbidden; needs list and watch on \"services\" in API group \"\" at version v1 at the cluster scope"), "{readiness:?}");
-
-        // The Namespace watch of one namespace still needs the cluster scope.
-        let namespaces = super::super::api_resource(Kind::Namespace);
-        assert!(permission(&watches[2], &namespaces).ends_with("at the cluster scope"));
 
         assert!(health.set(1, None).is_some());
         assert!(health.readiness().ready);

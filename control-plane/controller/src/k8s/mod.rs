@@ -59,8 +59,11 @@ use store::{Change, OwnWrites, Store, Watched};
 pub const DEBOUNCE: Duration = crate::files::DEBOUNCE;
 
 /// Every kind Lanyard reads, in the order the watches start.
-pub const KINDS: [Kind; 10] = [
-    Kind::Namespace,
+///
+/// Namespaces are not watched: the translator reads nothing of them, and a watch of them
+/// needs cluster-scoped RBAC even with `--namespace`. Injection reads a namespace's labels
+/// from its own admission requests; what comes to read them from a watch adds the kind here.
+pub const KINDS: [Kind; 9] = [
     Kind::Service,
     Kind::EndpointSlice,
     Kind::Pod,
@@ -595,14 +598,10 @@ async fn watch_resource(
     // older than what was seen is followed by the watch from its resourceVersion, which
     // replays what it missed, and a relist replaces a kind only once complete. The status
     // writer reads each route before writing, so an old resourceVersion costs a read only.
-    let mut config = watcher::Config::default().any_semantic();
-    let api: Api<DynamicObject> = match (&watched.namespace, watched.kind) {
-        (Some(ns), Kind::Namespace) => {
-            config = config.fields(&format!("metadata.name={ns}"));
-            Api::all_with(client.clone(), resource)
-        }
-        (Some(ns), _) => Api::namespaced_with(client.clone(), ns, resource),
-        (None, _) => Api::all_with(client.clone(), resource),
+    let config = watcher::Config::default().any_semantic();
+    let api: Api<DynamicObject> = match &watched.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
     };
     let mut missing = false;
     let mut listed = false;

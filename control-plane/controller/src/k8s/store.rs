@@ -64,8 +64,6 @@ impl Watched {
     pub fn covers(&self, key: &ObjectKey) -> bool {
         match &self.namespace {
             None => true,
-            // A Namespace watch in namespace mode lists that one Namespace.
-            Some(ns) if self.kind == Kind::Namespace => key.name == *ns,
             Some(ns) => key.namespace == *ns,
         }
     }

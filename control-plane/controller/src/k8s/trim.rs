@@ -7,7 +7,7 @@
 //!   (the status writer compares it), `generation` (route status carries it), `labels` and
 //!   `annotations`; `managedFields`, `ownerReferences`, timestamps and the like go.
 //! - `kubectl.kubernetes.io/last-applied-configuration` goes everywhere. The core kinds
-//!   (Namespaces, Services, EndpointSlices, Pods) lose all their annotations: nothing reads
+//!   (Services, EndpointSlices, Pods) lose all their annotations: nothing reads
 //!   them. The custom kinds keep theirs (the SMI conversion reads some).
 //! - Pods keep `spec.serviceAccountName`, each container's `name` and `ports`, and
 //!   `status.phase`, `podIP` and `podIPs`: what the translator reads (workload identity,
@@ -36,10 +36,7 @@ pub fn trim(kind: Kind, object: &mut Value) {
     };
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.retain(|k, _| METADATA.contains(&k.as_str()));
-        let core = matches!(
-            kind,
-            Kind::Namespace | Kind::Service | Kind::EndpointSlice | Kind::Pod
-        );
+        let core = matches!(kind, Kind::Service | Kind::EndpointSlice | Kind::Pod);
         if core {
             meta.remove("annotations");
         } else if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut)
