@@ -175,6 +175,71 @@ impl Warming {
     }
 }
 
+impl Warming {
+    /// The clusters warming for a client that may have no Envoy habits (then none).
+    fn of(habit: &Option<Warming>) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        habit.as_ref().map_or(&NONE, |h| &h.warming)
+    }
+}
+
+/// What [`wait_warm`] needs of a client of either protocol.
+trait Habits {
+    type Response;
+    fn warming(&self) -> &BTreeSet<String>;
+    fn responses(&mut self) -> &mut Streaming<Self::Response>;
+    /// Handles a response as Envoy does.
+    fn observe(&mut self, response: &Self::Response);
+}
+
+impl Habits for SotwClient {
+    type Response = DiscoveryResponse;
+    fn warming(&self) -> &BTreeSet<String> {
+        Warming::of(&self.habit)
+    }
+    fn responses(&mut self) -> &mut Streaming<DiscoveryResponse> {
+        &mut self.responses
+    }
+    fn observe(&mut self, response: &DiscoveryResponse) {
+        SotwClient::observe(self, response);
+    }
+}
+
+impl Habits for DeltaClient {
+    type Response = DeltaDiscoveryResponse;
+    fn warming(&self) -> &BTreeSet<String> {
+        Warming::of(&self.habit)
+    }
+    fn responses(&mut self) -> &mut Streaming<DeltaDiscoveryResponse> {
+        &mut self.responses
+    }
+    fn observe(&mut self, response: &DeltaDiscoveryResponse) {
+        DeltaClient::observe(self, response);
+    }
+}
+
+/// Receives (and handles as Envoy does) responses until no cluster is warming, for at most
+/// `within`; the responses received, or what is still warming then.
+async fn wait_warm<C: Habits>(
+    client: &mut C,
+    within: Duration,
+) -> Result<Vec<C::Response>, BTreeSet<String>> {
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !client.warming().is_empty() {
+        match tokio::time::timeout_at(deadline, client.responses().message()).await {
+            Ok(Ok(Some(response))) => {
+                client.observe(&response);
+                received.push(response);
+            }
+            Ok(Ok(None)) => panic!("the stream ended while clusters were warming"),
+            Ok(Err(status)) => panic!("the stream failed: {status}"),
+            Err(_) => return Err(client.warming().clone()),
+        }
+    }
+    Ok(received)
+}
+
 /// The EDS service name of an encoded cluster, when it is an EDS cluster.
 fn eds_service(bytes: &[u8]) -> Option<String> {
     use envoy_types::pb::envoy::config::cluster::v3::cluster::{
@@ -251,8 +316,7 @@ impl SotwClient {
     /// The EDS service names of clusters added or re-created that have had no
     /// ClusterLoadAssignment since (Envoy-habit clients only; empty otherwise).
     pub fn warming(&self) -> &BTreeSet<String> {
-        static NONE: BTreeSet<String> = BTreeSet::new();
-        self.habit.as_ref().map_or(&NONE, |h| &h.warming)
+        Warming::of(&self.habit)
     }
 
     /// Whether no cluster is warming.
@@ -266,20 +330,7 @@ impl SotwClient {
         &mut self,
         within: Duration,
     ) -> Result<Vec<DiscoveryResponse>, BTreeSet<String>> {
-        let mut received = Vec::new();
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.is_warm() {
-            match tokio::time::timeout_at(deadline, self.responses.message()).await {
-                Ok(Ok(Some(response))) => {
-                    self.observe(&response);
-                    received.push(response);
-                }
-                Ok(Ok(None)) => panic!("the stream ended while clusters were warming"),
-                Ok(Err(status)) => panic!("the stream failed: {status}"),
-                Err(_) => return Err(self.warming().clone()),
-            }
-        }
-        Ok(received)
+        wait_warm(self, within).await
     }
 
     /// Envoy's handling of a response (Envoy-habit clients only).
@@ -497,8 +548,7 @@ impl DeltaClient {
     /// The EDS service names of clusters added or re-created that have had no
     /// ClusterLoadAssignment since (Envoy-habit clients only; empty otherwise).
     pub fn warming(&self) -> &BTreeSet<String> {
-        static NONE: BTreeSet<String> = BTreeSet::new();
-        self.habit.as_ref().map_or(&NONE, |h| &h.warming)
+        Warming::of(&self.habit)
     }
 
     /// Whether no cluster is warming.
@@ -512,20 +562,7 @@ impl DeltaClient {
         &mut self,
         within: Duration,
     ) -> Result<Vec<DeltaDiscoveryResponse>, BTreeSet<String>> {
-        let mut received = Vec::new();
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.is_warm() {
-            match tokio::time::timeout_at(deadline, self.responses.message()).await {
-                Ok(Ok(Some(response))) => {
-                    self.observe(&response);
-                    received.push(response);
-                }
-                Ok(Ok(None)) => panic!("the stream ended while clusters were warming"),
-                Ok(Err(status)) => panic!("the stream failed: {status}"),
-                Err(_) => return Err(self.warming().clone()),
-            }
-        }
-        Ok(received)
+        wait_warm(self, within).await
     }
 
     /// Envoy's handling of a delta response (Envoy-habit clients only).

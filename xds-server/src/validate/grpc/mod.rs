@@ -35,9 +35,8 @@
 //! stateful session, GCP authn), RLS plugin configs, the `load_balancing_policy` extension
 //! tree, metadata, and the finer rules of `CommonTlsContext`.
 //!
-//! Regular expressions are compiled with the `regex` crate here; gRPC uses RE2 with default
-//! options and no program-size limit, so `regex_error` is the one place to switch to an RE2
-//! binding: until then a pattern RE2 refuses but Rust accepts (`(?x)...`) passes here.
+//! Regular expressions are compiled by RE2 itself (`lanyard_re2`), as gRPC compiles them:
+//! default options and no program-size limit (`regex_error`).
 
 mod cluster;
 mod endpoints;
