@@ -28,7 +28,7 @@ async fn kubectl_applied_routes_reach_proxies_and_survive_gone_and_dropped_watch
     kubectl_apply(
         &kubeconfig,
         &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_shop(),
             mk_service("cart"),
             mk_service("cart-v2"),
             mk_endpoint_slice("cart-v2", "10.1.0.2"),
@@ -173,18 +173,13 @@ async fn wait_for_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn route_status_is_written_beside_other_controllers_and_follows_the_backend() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
-            mk_service("cart"),
-            mk_service("cart-v2"),
-            mk_route("cart-v2"),
-        ],
-    )
+    let server = start_shop(&[
+        mk_service("cart"),
+        mk_service("cart-v2"),
+        mk_route("cart-v2"),
+    ])
     .await;
+    let kubeconfig = server.kubeconfig_path.clone();
     // Another controller's entry, there before this one starts.
     let other = format!(
         r#"{{"status":{{"parents":[{{"parentRef":{{"name":"gw"}},"controllerName":"{OTHER_CONTROLLER}","conditions":[]}}]}}}}"#
@@ -314,18 +309,13 @@ async fn route_status_is_written_beside_other_controllers_and_follows_the_backen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_replica_takes_over_status_when_the_leader_dies() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
-            mk_service("cart"),
-            mk_service("cart-v2"),
-            mk_route("cart-v2"),
-        ],
-    )
+    let server = start_shop(&[
+        mk_service("cart"),
+        mk_service("cart-v2"),
+        mk_route("cart-v2"),
+    ])
     .await;
+    let kubeconfig = server.kubeconfig_path.clone();
     let leader = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "2"]);
     wait_for_holder(&server, "a").await;
     let follower = start_with(&kubeconfig, &["--identity", "b", "--lease-duration", "2"]);
@@ -361,18 +351,13 @@ async fn a_second_replica_takes_over_status_when_the_leader_dies() {
 /// --force`) gets status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn route_status_is_restored_after_another_writer_and_on_a_replaced_route() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
-            mk_service("cart"),
-            mk_service("cart-v2"),
-            mk_route("cart-v2"),
-        ],
-    )
+    let server = start_shop(&[
+        mk_service("cart"),
+        mk_service("cart-v2"),
+        mk_route("cart-v2"),
+    ])
     .await;
+    let kubeconfig = server.kubeconfig_path.clone();
     let _controller = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "2"]);
     let resolved = |parents: &[serde_yaml::Value]| {
         our_condition(parents, "ResolvedRefs").is_some_and(|c| c["status"].as_str() == Some("True"))
@@ -514,18 +499,13 @@ async fn settled_translations(debug: std::net::SocketAddr) -> u64 {
 /// Lanyard's own route status write cause no translation; a real change still does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn updates_that_change_nothing_read_and_own_status_writes_cause_no_translation() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+    let server = start_shop(&[
             mk_service("cart"),
             mk_endpoint_slice("cart", "10.0.0.1"),
             "apiVersion: v1\nkind: Pod\nmetadata: {name: cart-1, namespace: shop, labels: {app: cart}}\nspec: {serviceAccountName: cart, containers: [{name: app, image: cart:1, ports: [{name: http, containerPort: 80}]}]}\n".to_string(),
-        ],
-    )
+    ])
     .await;
+    let kubeconfig = server.kubeconfig_path.clone();
     let status = |probe: u32| {
         format!(
             r#"{{"status":{{"phase":"Running","podIP":"10.0.0.1","conditions":[{{"type":"Ready","status":"True","lastProbeTime":"2026-12-01T00:00:{probe:02}Z"}}]}}}}"#

@@ -52,17 +52,8 @@ fn mk_grpc_route(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_optional_kind_it_may_not_read_is_left_out_until_it_may() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
+    let server = start_shop(&[mk_service("cart"), mk_grpc_route("greeter-route")]).await;
     let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
-            mk_service("cart"),
-            mk_grpc_route("greeter-route"),
-        ],
-    )
-    .await;
     let faults = forbid(&server, "grpcroutes");
     let controller = start(&kubeconfig);
 
@@ -166,7 +157,7 @@ async fn older_gateway_api_versions_are_watched_and_get_their_status_there() {
     kubectl_apply(
         &kubeconfig,
         &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_shop(),
             mk_service("cart"),
             mk_service("cart-v2"),
             mk_route("cart-v2").replace("/v1\n", "/v1beta1\n"),

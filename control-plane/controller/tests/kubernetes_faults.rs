@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lanyard_test_apiserver::{ApiServer, Config, Fault, Running};
+use lanyard_test_apiserver::{Fault, Running};
 use lanyard_xds::testing::WAIT;
 
 mod cluster;
@@ -77,19 +77,14 @@ where
 /// the routes get their status once the faults clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_status_writes_back_off_per_route_and_recover() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
-            mk_service("cart"),
-            mk_service("cart-v2"),
-            mk_named_route("forbidden", "cart-v2"),
-            mk_named_route("invalid", "cart-v2"),
-        ],
-    )
+    let server = start_shop(&[
+        mk_service("cart"),
+        mk_service("cart-v2"),
+        mk_named_route("forbidden", "cart-v2"),
+        mk_named_route("invalid", "cart-v2"),
+    ])
     .await;
+    let kubeconfig = server.kubeconfig_path.clone();
     let faults = [("forbidden", 403), ("invalid", 422)].map(|(name, code)| {
         server.add_fault(
             Fault::status(code)
@@ -142,18 +137,13 @@ async fn failing_status_writes_back_off_per_route_and_recover() {
 /// answers again, one of them does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_lease_renewal_ends_leadership_at_the_renew_deadline() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let kubeconfig = server.kubeconfig_path.clone();
-    kubectl_apply(
-        &kubeconfig,
-        &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
-            mk_service("cart"),
-            mk_service("cart-v2"),
-            mk_route("cart-v2"),
-        ],
-    )
+    let server = start_shop(&[
+        mk_service("cart"),
+        mk_service("cart-v2"),
+        mk_route("cart-v2"),
+    ])
     .await;
+    let kubeconfig = server.kubeconfig_path.clone();
     // Lease 3 s: renewals every 0.4 s, leadership ends 2 s after the last one began.
     let flags = ["--lease-duration", "3"];
     let _a = start_with(&kubeconfig, &[&["--identity", "a"][..], &flags].concat());

@@ -95,7 +95,7 @@ async fn every_request_is_allowed_by_the_chart_rbac_and_every_rule_is_used() {
     kubectl_apply(
         &kubeconfig,
         &[
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+            mk_shop(),
             mk_service("cart"),
             mk_service("cart-v1"),
             mk_service("cart-v2"),

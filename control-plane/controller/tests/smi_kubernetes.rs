@@ -98,7 +98,7 @@ fn mk_split(api_version: &str, weights: (&str, &str)) -> String {
 
 fn shop() -> Vec<String> {
     vec![
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string(),
+        mk_shop(),
         mk_service("cart"),
         mk_service("cart-v1"),
         mk_service("cart-v2"),

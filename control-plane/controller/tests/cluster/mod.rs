@@ -24,6 +24,23 @@ pub fn cluster(service: &str) -> String {
     format!("outbound|80||{service}.shop.svc.cluster.local")
 }
 
+/// The `shop` Namespace every test's objects live in.
+pub fn mk_shop() -> String {
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_string()
+}
+
+/// Starts the loopback API server and applies, with kubectl, the `shop` Namespace and then
+/// `documents`.
+pub async fn start_shop(documents: &[String]) -> lanyard_test_apiserver::Running {
+    let server = lanyard_test_apiserver::ApiServer::start(Default::default())
+        .await
+        .unwrap();
+    let mut all = vec![mk_shop()];
+    all.extend_from_slice(documents);
+    kubectl_apply(&server.kubeconfig_path, &all).await;
+    server
+}
+
 pub fn mk_service(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n"
