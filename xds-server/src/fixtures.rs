@@ -168,6 +168,18 @@ pub fn tcp_proxy_cluster(filter: &envoy_types::pb::envoy::config::listener::v3::
     }
 }
 
+/// Changes what the first port of the Service named `service` declares (e.g. `http` becoming
+/// `kubernetes.io/h2c`: its cluster changes, its endpoints do not).
+pub fn set_protocol(model: &mut Model, service: &str, protocol: Protocol) {
+    model
+        .services
+        .values_mut()
+        .find(|s| s.key.name == service)
+        .expect("a service of the model")
+        .ports[0]
+        .protocol = protocol;
+}
+
 /// A model that uses every feature the translator knows: dual-stack, headless, TCP and gRPC
 /// ports, endpoints in zones, a workload, producer and consumer routes with every filter.
 pub fn rich_model() -> Model {

@@ -544,13 +544,7 @@ mod tests {
         assert!(delta.next_response().is_none());
 
         let mut model = rich_model();
-        model
-            .services
-            .values_mut()
-            .find(|s| s.key.name == "cart")
-            .unwrap()
-            .ports[0]
-            .protocol = lanyard_model::Protocol::Http2;
+        crate::fixtures::set_protocol(&mut model, "cart", lanyard_model::Protocol::Http2);
         publish(&mut delta, &model, 2);
         let clusters = recv_ack(&mut delta, ResourceType::Cluster);
         assert_eq!(names(&clusters), [CART]);

@@ -510,13 +510,7 @@ mod tests {
 
         // cart:80 becomes h2c: its cluster changes, its assignment does not.
         let mut model = rich_model();
-        model
-            .services
-            .values_mut()
-            .find(|s| s.key.name == "cart")
-            .unwrap()
-            .ports[0]
-            .protocol = lanyard_model::Protocol::Http2;
+        crate::fixtures::set_protocol(&mut model, "cart", lanyard_model::Protocol::Http2);
         publish(&mut sotw, &model, 2);
         let clusters = recv_ack(&mut sotw, ResourceType::Cluster, &[]);
         assert!(resource_names(&clusters).contains(&CART.to_string()));

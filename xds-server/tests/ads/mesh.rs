@@ -83,17 +83,7 @@ pub fn remove_v2(model: &mut Model) {
     model.routing.clear();
 }
 
-/// Sets the protocol of `shop/<service>:80` (what a Service port's `appProtocol` gives):
-/// the cluster's protocol options change, its ClusterLoadAssignment does not.
-pub fn set_protocol(model: &mut Model, service: &str, protocol: Protocol) {
-    model
-        .services
-        .values_mut()
-        .find(|s| s.key.name == service)
-        .expect("a service of the test mesh")
-        .ports[0]
-        .protocol = protocol;
-}
+pub use lanyard_xds::fixtures::set_protocol;
 
 /// The cluster name of `shop/<name>:80`.
 pub fn cluster(name: &str) -> String {
