@@ -126,29 +126,27 @@ async fn wait_for_holder(server: &lanyard_test_apiserver::Running, identity: &st
 
 const OTHER_CONTROLLER: &str = "example.com/gateway-controller";
 
-/// `status.parents` of HTTPRoute shop/cart, as `kubectl get -o yaml` shows it.
-async fn route_parents(kubeconfig: &Path) -> Vec<serde_yaml::Value> {
-    let yaml = kubectl(
+/// Sets the route's `status.parents` to one entry of another controller, as a merge patch of
+/// `/status` with kubectl.
+async fn patch_other_controllers_entry(kubeconfig: &Path) {
+    let other = format!(
+        r#"{{"status":{{"parents":[{{"parentRef":{{"name":"gw"}},"controllerName":"{OTHER_CONTROLLER}","conditions":[]}}]}}}}"#
+    );
+    kubectl(
         kubeconfig,
-        &["get", "httproute", "cart", "-n", "shop", "-o", "yaml"],
+        &[
+            "patch",
+            "httproute",
+            "cart",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &other,
+        ],
     )
     .await;
-    let route: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    route["status"]["parents"]
-        .as_sequence()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// This controller's condition of a type in `parents`, if any.
-fn our_condition(parents: &[serde_yaml::Value], type_: &str) -> Option<serde_yaml::Value> {
-    parents
-        .iter()
-        .filter(|p| {
-            p["controllerName"].as_str() == Some(lanyard_index::status::DEFAULT_CONTROLLER_NAME)
-        })
-        .flat_map(|p| p["conditions"].as_sequence().cloned().unwrap_or_default())
-        .find(|c| c["type"].as_str() == Some(type_))
 }
 
 /// Polls the route's status until `f` holds.
@@ -159,7 +157,7 @@ async fn wait_for_status(
 ) -> Vec<serde_yaml::Value> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let parents = route_parents(kubeconfig).await;
+        let parents = route_parents(kubeconfig, "cart").await;
         if f(&parents) {
             return parents;
         }
@@ -181,24 +179,7 @@ async fn route_status_is_written_beside_other_controllers_and_follows_the_backen
     .await;
     let kubeconfig = server.kubeconfig_path.clone();
     // Another controller's entry, there before this one starts.
-    let other = format!(
-        r#"{{"status":{{"parents":[{{"parentRef":{{"name":"gw"}},"controllerName":"{OTHER_CONTROLLER}","conditions":[]}}]}}}}"#
-    );
-    kubectl(
-        &kubeconfig,
-        &[
-            "patch",
-            "httproute",
-            "cart",
-            "-n",
-            "shop",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &other,
-        ],
-    )
-    .await;
+    patch_other_controllers_entry(&kubeconfig).await;
 
     let controller = start_with(
         &kubeconfig,
@@ -365,24 +346,7 @@ async fn route_status_is_restored_after_another_writer_and_on_a_replaced_route()
     wait_for_status(&kubeconfig, "ResolvedRefs", resolved).await;
 
     // Another writer sets the list to its own entry only.
-    let other = format!(
-        r#"{{"status":{{"parents":[{{"parentRef":{{"name":"gw"}},"controllerName":"{OTHER_CONTROLLER}","conditions":[]}}]}}}}"#
-    );
-    kubectl(
-        &kubeconfig,
-        &[
-            "patch",
-            "httproute",
-            "cart",
-            "-n",
-            "shop",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &other,
-        ],
-    )
-    .await;
+    patch_other_controllers_entry(&kubeconfig).await;
     let restored = wait_for_status(&kubeconfig, "our entry restored", |parents| {
         parents.len() == 2 && resolved(parents)
     })

@@ -32,30 +32,9 @@ fn status_requests(server: &Running, verb: &str, name: &str) -> usize {
         .count()
 }
 
-/// `status.parents` of HTTPRoute shop/`name`, as `kubectl get -o yaml` shows it.
-async fn parents(kubeconfig: &Path, name: &str) -> Vec<serde_yaml::Value> {
-    let yaml = kubectl(
-        kubeconfig,
-        &["get", "httproute", name, "-n", "shop", "-o", "yaml"],
-    )
-    .await;
-    let route: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    route["status"]["parents"]
-        .as_sequence()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// The `reason` of this controller's `ResolvedRefs` condition on route `name`, if any.
 async fn resolved_reason(kubeconfig: &Path, name: &str) -> Option<String> {
-    parents(kubeconfig, name)
-        .await
-        .iter()
-        .filter(|p| {
-            p["controllerName"].as_str() == Some(lanyard_index::status::DEFAULT_CONTROLLER_NAME)
-        })
-        .flat_map(|p| p["conditions"].as_sequence().cloned().unwrap_or_default())
-        .find(|c| c["type"].as_str() == Some("ResolvedRefs"))
+    our_condition(&route_parents(kubeconfig, name).await, "ResolvedRefs")
         .and_then(|c| c["reason"].as_str().map(str::to_string))
 }
 

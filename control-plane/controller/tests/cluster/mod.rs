@@ -60,6 +60,31 @@ pub fn mk_route(backend: &str) -> String {
     )
 }
 
+/// `status.parents` of HTTPRoute shop/`name`, as `kubectl get -o yaml` shows it.
+pub async fn route_parents(kubeconfig: &Path, name: &str) -> Vec<serde_yaml::Value> {
+    let yaml = kubectl(
+        kubeconfig,
+        &["get", "httproute", name, "-n", "shop", "-o", "yaml"],
+    )
+    .await;
+    let route: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    route["status"]["parents"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// This controller's condition of a type in `parents`, if any.
+pub fn our_condition(parents: &[serde_yaml::Value], type_: &str) -> Option<serde_yaml::Value> {
+    parents
+        .iter()
+        .filter(|p| {
+            p["controllerName"].as_str() == Some(lanyard_index::status::DEFAULT_CONTROLLER_NAME)
+        })
+        .flat_map(|p| p["conditions"].as_sequence().cloned().unwrap_or_default())
+        .find(|c| c["type"].as_str() == Some(type_))
+}
+
 /// Runs kubectl off the async threads (the API server runs on them); its stdout.
 pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     let kubeconfig = kubeconfig.to_path_buf();
