@@ -22,14 +22,7 @@ struct Webhook {
 }
 
 async fn start() -> Webhook {
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let config = tls::server_config(
-        key.cert.pem().as_bytes(),
-        "test certificate",
-        key.signing_key.serialize_pem().as_bytes(),
-        "test key",
-    )
-    .unwrap();
+    let (config, client) = mk_tls();
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, endpoints::router())
         .await
         .unwrap();
@@ -39,20 +32,9 @@ async fn start() -> Webhook {
         let _ = stopped.await;
     }));
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(key.cert.der().to_vec()))
-        .unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     Webhook {
         addr,
-        client: TlsConnector::from(Arc::new(client)),
+        client,
         _stop: stop,
     }
 }
