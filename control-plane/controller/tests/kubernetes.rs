@@ -399,11 +399,7 @@ async fn sigterm_hands_the_lease_over_within_a_couple_of_seconds() {
     wait_ready(follower.debug).await;
 
     let terminated = Instant::now();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &leader.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    leader.terminate();
     let deadline = terminated + Duration::from_secs(4);
     loop {
         let lease = server.object(

@@ -13,7 +13,6 @@ use lanyard_test_apiserver::{ApiServer, Config, Fault, FaultId, Running};
 use lanyard_xds::testing::http_get;
 
 mod cluster;
-#[allow(dead_code)] // The xDS address is not used here.
 mod process;
 
 use cluster::*;

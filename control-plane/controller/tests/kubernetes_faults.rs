@@ -9,7 +9,6 @@ use lanyard_test_apiserver::{Fault, Running};
 use lanyard_xds::testing::WAIT;
 
 mod cluster;
-#[allow(dead_code)] // The xDS address is not used here.
 mod process;
 
 use cluster::*;

@@ -11,7 +11,6 @@ use lanyard_test_apiserver::{ApiServer, Config, Running};
 use serde_yaml::Value;
 
 mod cluster;
-#[allow(dead_code)] // The xDS address is not used here.
 mod process;
 
 use cluster::*;

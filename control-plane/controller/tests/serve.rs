@@ -4,7 +4,6 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lanyard_xds::testing::client::{SotwClient, names, node};
@@ -70,14 +69,7 @@ async fn serves_ads_follows_edits_and_stops_on_sigterm() {
     assert_eq!(status, 200);
     assert!(syncz.contains("\"node_id\":\"client.shop\""), "{syncz}");
 
-    let pid = controller.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    controller.terminate();
     // The stream ends with UNAVAILABLE (clients reconnect elsewhere), not a reset, and the
     // process exits 0.
     let end = client.next().await.unwrap_err();
@@ -147,14 +139,7 @@ async fn a_proxy_that_stopped_reading_does_not_hold_shutdown_past_the_grace() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let pid = controller.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    controller.terminate();
     let end = good.next().await.unwrap_err();
     assert_eq!(end.code(), tonic::Code::Unavailable, "{end}");
     let status = wait_exit(

@@ -1,5 +1,6 @@
 //! Starting `lanyard-controller` in the integration tests: on free loopback ports, with the
 //! addresses it prints read back, and killed when dropped.
+#![allow(dead_code)] // Each test binary uses its own part of these helpers.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -14,6 +15,17 @@ pub struct Controller {
     pub child: Child,
     pub xds: SocketAddr,
     pub debug: SocketAddr,
+}
+
+impl Controller {
+    /// Sends the controller SIGTERM, as the kubelet does to stop a pod.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed: {sent}");
+    }
 }
 
 impl Drop for Controller {
