@@ -195,24 +195,30 @@ impl ApiServer {
     }
 }
 
+/// Where the objects of a kind (kind or plural, case-insensitive, every group serving that
+/// name) are stored; panics when no served kind has that name.
+fn storage_keys(kind: &str) -> Vec<resources::StorageKey> {
+    let mut keys: Vec<_> = resources::by_kind_or_plural(kind)
+        .map(ResourceType::storage_key)
+        .collect();
+    keys.dedup();
+    assert!(!keys.is_empty(), "no served kind {kind:?}");
+    keys
+}
+
 impl Running {
     /// Makes watches of a kind (by kind or plural, case-insensitive; every group serving that
     /// name) fail with `410 Gone`: each open one gets an ERROR event and ends; if none is open,
     /// the next watch request gets it instead. Clients must then relist.
     pub fn inject_gone(&self, kind: &str) {
-        let mut keys: Vec<_> = resources::by_kind_or_plural(kind)
-            .map(ResourceType::storage_key)
-            .collect();
-        keys.dedup();
-        assert!(!keys.is_empty(), "no served kind {kind:?}");
-        for key in keys {
+        for key in storage_keys(kind) {
             self.shared.store.inject_gone(key);
         }
     }
 
     /// Closes every open watch stream without an error; clients resume from their last version.
     pub fn drop_watches(&self) {
-        self.shared.store.drop_watches();
+        self.cut_watches(None);
     }
 
     /// Forgets the change history: watches resuming from any earlier version get 410 Gone.
@@ -253,12 +259,7 @@ impl Running {
             self.shared.store.cut_watches(None);
             return;
         };
-        let mut keys: Vec<_> = resources::by_kind_or_plural(kind)
-            .map(ResourceType::storage_key)
-            .collect();
-        keys.dedup();
-        assert!(!keys.is_empty(), "no served kind {kind:?}");
-        for key in keys {
+        for key in storage_keys(kind) {
             self.shared.store.cut_watches(Some(key));
         }
     }
@@ -383,7 +384,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.handle.abort();
-        self.shared.store.drop_watches();
+        self.shared.store.cut_watches(None);
     }
 }
 

@@ -261,11 +261,6 @@ impl Store {
         }
     }
 
-    /// Test hook: closes every open watch stream without an error event.
-    pub fn drop_watches(&self) {
-        self.lock().watchers.clear();
-    }
-
     /// Test hook: closes the open watch streams of `key` (all when `None`) without an error event.
     pub fn cut_watches(&self, key: Option<StorageKey>) {
         self.lock()
