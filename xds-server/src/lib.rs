@@ -27,6 +27,7 @@ mod clusters;
 pub mod debug;
 mod drain;
 mod endpoints;
+pub mod limits;
 pub mod listen;
 mod listeners;
 mod mesh;
@@ -50,6 +51,7 @@ pub mod testing;
 
 pub use api_listeners::ServiceDirectory;
 pub use cache::{MeshSnapshot, SnapshotError};
+pub use limits::Limits;
 pub use mesh::{
     Finding, Kept, MeshResources, ProxyRef, ProxyResources, Receiver, TableRef, Withheld,
     XdsOptions, translate,

@@ -16,6 +16,7 @@ use crate::MeshResources;
 use crate::ads::AdsService;
 use crate::cache::MeshSnapshot;
 use crate::debug::SourceStatus;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::status::Registry;
 
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     /// On [`XdsServer::shutdown`], how long ADS connections get to close after their
     /// streams were ended; those still open then are closed.
     pub shutdown_grace: Duration,
+    /// What one client may make the server hold, do or write.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             debounce: Duration::from_millis(50),
             max_delay: Duration::from_millis(250),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            limits: Limits::default(),
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Shared {
     pub source: std::sync::RwLock<Option<Arc<dyn SourceStatus>>>,
     /// How long shutdown waits for streams and connections to end.
     pub shutdown_grace: Duration,
+    /// What one client may make the server hold, do or write.
+    pub limits: Limits,
 }
 
 impl Shared {
@@ -134,6 +140,7 @@ impl XdsServer {
             shutdown,
             source: std::sync::RwLock::new(None),
             shutdown_grace: config.shutdown_grace,
+            limits: config.limits.clone(),
         });
         let input = Arc::new(Input {
             pending: Mutex::new(None),
