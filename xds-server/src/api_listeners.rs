@@ -96,23 +96,48 @@ impl ServiceDirectory {
     }
 }
 
-/// Splits `host[:port]` / `[v6][:port]` / a bare IPv6 address.
+/// Splits `host[:port]` / `[v6][:port]` / a bare IPv6 address, as gRPC's xDS resolver
+/// sends it: the `NAME` of the target `xds:///NAME`, as written (grpc-go v1.7x
+/// xds/internal/resolver/xds_resolver.go: the listener name is the target's endpoint put in
+/// the `%s` template). Only the canonical spelling of a port and of an IP is read; any
+/// other (`+9080`, `09080`, `0`, `99999`, `[FD00:0::5]`) is `None`, a name that resolves to
+/// nothing. Otherwise `u16::from_str`, which takes a `+` and any number of leading zeros,
+/// would give one Service port endlessly many names, each its own listener.
 fn split_host_port(name: &str) -> Option<(&str, Option<u16>)> {
     if let Some(rest) = name.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
+        if !matches!(host.parse::<IpAddr>(), Ok(IpAddr::V6(ip)) if ip.to_string() == host) {
+            return None;
+        }
         let port = match after {
             "" => None,
-            _ => Some(after.strip_prefix(':')?.parse().ok()?),
+            _ => Some(canonical_port(after.strip_prefix(':')?)?),
         };
         return Some((host, port));
     }
-    if name.parse::<IpAddr>().is_ok() {
-        return Some((name, None));
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return (ip.to_string() == name).then_some((name, None));
     }
-    match name.rsplit_once(':') {
-        Some((host, port)) => Some((host, Some(port.parse().ok()?))),
-        None => Some((name, None)),
+    let (host, port) = match name.rsplit_once(':') {
+        Some((host, port)) => (host, Some(canonical_port(port)?)),
+        None => (name, None),
+    };
+    match host.parse::<IpAddr>() {
+        // An IPv6 address before a port needs brackets.
+        Ok(IpAddr::V6(_)) => None,
+        Ok(ip) if ip.to_string() != host => None,
+        _ => Some((host, port)),
     }
+}
+
+/// A port as a URI authority writes it: decimal digits without sign or leading zero, 1 to
+/// 65535.
+fn canonical_port(text: &str) -> Option<u16> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits || text.starts_with('0') || text.len() > 5 {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// The API listener `name` for a Service port: RDS `<fqdn>:<port>` for HTTP ports; for a TCP
@@ -223,6 +248,33 @@ mod tests {
         assert_eq!(resolve("10.1.1.1:80", "x"), None);
         assert_eq!(resolve("cart.shop:http", "x"), None);
         assert_eq!(resolve("", "x"), None);
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_of_a_port_or_an_ip_resolves() {
+        let cart9090 = Some(spk("shop", "cart", 9090));
+        assert_eq!(resolve("cart.shop:9090", "x"), cart9090);
+        for name in [
+            "cart.shop:+9090",
+            "cart.shop:09090",
+            "cart.shop:+0009090",
+            "cart.shop:-9090",
+            "cart.shop: 9090",
+            "cart.shop:",
+            "cart.shop:0",
+            "cart.shop:65536",
+            "cart.shop:4294976386",
+            "[fd00:0::5]:9090",
+            "[FD00::5]:9090",
+            "[fd00::5]:09090",
+            "[10.96.0.5]:9090",
+            "fd00:0::5",
+            "010.96.0.5:9090",
+        ] {
+            assert_eq!(resolve(name, "x"), None, "{name}");
+        }
+        assert_eq!(resolve("[fd00::5]:9090", "x"), cart9090);
+        assert_eq!(resolve("10.96.0.5:9090", "x"), cart9090);
     }
 
     fn hcm(listener: &Listener) -> HttpConnectionManager {

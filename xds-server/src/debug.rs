@@ -4,6 +4,9 @@
 //!   what was subscribed, sent (version, nonce, time, count), acknowledged, the last
 //!   NACK with its message, and how many late NACKs of superseded responses came
 //!   (`stale_nacks`). JSON, sorted by node id.
+//!   Whatever a proxy chose (its node id, names, versions, NACK messages, type URLs) is
+//!   clipped and its lists cut ([`DebugLimits`]): the page grows with the proxies, not
+//!   with what one of them sent.
 //! - `GET /debug/config_dump?proxy=<node id | namespace/pod>`: what that proxy runs, as
 //!   its ACKs and NACKs tell (active: what it acknowledged; a rejected version beside it in
 //!   `error_state`), in the shape of Envoy's `/config_dump` (`ConfigDump` of
@@ -27,6 +30,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::limits::{self, DebugLimits};
 use crate::render::{message_value, sorted};
 use crate::resource::{Resource, ResourceType};
 use crate::server::Shared;
@@ -98,10 +102,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn syncz(State(shared): State<Arc<Shared>>) -> Response {
     let mut streams = shared.registry.streams();
     streams.sort_by(|a, b| (&a.identity.node_id, a.id).cmp(&(&b.identity.node_id, b.id)));
+    let limits = &shared.limits.debug;
     let proxies: Vec<Value> = streams
         .iter()
         .map(|s| {
-            json!({
+            let entry = json!({
                 "stream": s.id,
                 "node_id": s.identity.node_id,
                 "namespace": s.identity.namespace.as_str(),
@@ -111,7 +116,8 @@ async fn syncz(State(shared): State<Arc<Shared>>) -> Response {
                 "snapshot_generation": s.generation(),
                 "synced_generation": s.synced_generation(),
                 "types": s.types(),
-            })
+            });
+            clipped(entry, limits)
         })
         .collect();
     let generation = shared.snapshots.borrow().as_ref().map(|s| s.generation());
@@ -145,31 +151,63 @@ async fn config_dump(
         .filter(|s| matches(s, &wanted))
         .max_by_key(|s| s.id)
     else {
-        let mut known: Vec<String> = streams
-            .iter()
-            .map(|s| format!("{} ({})", s.identity.node_id, s.identity.pod_ref()))
-            .collect();
-        known.sort();
+        // Not the list of connected proxies: that is /debug/syncz's, and a 404 sized by
+        // every node id is not what a typo deserves.
         return (
             StatusCode::NOT_FOUND,
             format!(
-                "no connected proxy {wanted:?}; connected: {}\n",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
+                "no connected proxy \"{}\" (by node id or namespace/pod); /debug/syncz lists those connected\n",
+                limits::clip(&wanted, shared.limits.debug.text_bytes)
             ),
         )
             .into_response();
     };
     match tokio::time::timeout(DUMP_TIMEOUT, stream.running()).await {
-        Ok(Some(running)) => axum::Json(dump(&running)).into_response(),
+        Ok(Some(running)) => axum::Json(dump(&running, &shared.limits.debug)).into_response(),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("proxy {wanted:?} did not answer (disconnecting?)\n"),
+            format!(
+                "proxy \"{}\" did not answer (disconnecting?)\n",
+                limits::clip(&wanted, shared.limits.debug.text_bytes)
+            ),
         )
             .into_response(),
+    }
+}
+
+/// `value` with every string (and object key) clipped to `limits.text_bytes` and every list
+/// cut to `limits.list_items` (then "and K more"): a syncz entry, whose node id, subscribed
+/// names, versions, NACK messages and type URLs the proxy chose.
+fn clipped(value: Value, limits: &DebugLimits) -> Value {
+    let text = |s: &str| limits::clip(s, limits.text_bytes).to_string();
+    match value {
+        Value::String(s) if s.len() > limits.text_bytes => Value::String(text(&s)),
+        Value::Array(items) => {
+            let total = items.len();
+            let mut shown: Vec<Value> = items
+                .into_iter()
+                .take(limits.list_items)
+                .map(|item| clipped(item, limits))
+                .collect();
+            if total > limits.list_items {
+                shown.push(json!(format!("and {} more", total - limits.list_items)));
+            }
+            Value::Array(shown)
+        }
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| {
+                    let key = if key.len() > limits.text_bytes {
+                        text(&key)
+                    } else {
+                        key
+                    };
+                    (key, clipped(value, limits))
+                })
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -188,8 +226,9 @@ fn matches(stream: &StreamStatus, wanted: &str) -> bool {
 /// `version_info`) with `client_status` `NACKED`, as Envoy's own dump has them (Envoy v1.36
 /// api/envoy/admin/v3/config_dump_shared.proto: `ClustersConfigDump.DynamicCluster`,
 /// `ListenersConfigDump.DynamicListener`, ...). A resource whose first version was rejected
-/// has only its `error_state`. What was sent and not yet answered is not shown.
-pub fn dump(running: &[Running]) -> Value {
+/// has only its `error_state`. What was sent and not yet answered is not shown. The proxy's
+/// own words (a NACK's `details`) are clipped to `limits.text_bytes`.
+pub fn dump(running: &[Running], limits: &DebugLimits) -> Value {
     let by_type: BTreeMap<ResourceType, &Running> = running.iter().map(|h| (h.ty, h)).collect();
     let mut configs = Vec::new();
     for ty in ResourceType::ALL {
@@ -236,7 +275,7 @@ pub fn dump(running: &[Running]) -> Value {
                             json!({
                                 "failed_configuration": message_value(r.resource.body()),
                                 "last_update_attempt": r.at,
-                                "details": r.details,
+                                "details": limits::clip(&r.details, limits.text_bytes).to_string(),
                                 "version_info": r.resource.version().to_string(),
                             }),
                         );
@@ -271,4 +310,32 @@ pub fn dump(running: &[Running]) -> Value {
         });
     }
     sorted(json!({ "configs": configs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_strings_keys_and_lists_are_cut() {
+        let limits = DebugLimits {
+            text_bytes: 10,
+            list_items: 2,
+        };
+        let entry = json!({
+            "node_id": "cart-0.shop",
+            "pod": "a",
+            "types": { "type.googleapis.com/x": { "subscribed": ["a", "b", "c", "d"] } },
+            "count": 12345678,
+        });
+        assert_eq!(
+            clipped(entry, &limits),
+            json!({
+                "node_id": "cart-0.sho... (1 more bytes)",
+                "pod": "a",
+                "types": { "type.googl... (11 more bytes)": { "subscribed": ["a", "b", "and 2 more"] } },
+                "count": 12345678,
+            })
+        );
+    }
 }

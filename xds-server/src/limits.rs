@@ -16,6 +16,8 @@ pub struct Limits {
     pub node: NodeLimits,
     /// What the debug endpoint echoes back.
     pub debug: DebugLimits,
+    /// What a snapshot keeps of the API listeners proxyless gRPC clients ask for by name.
+    pub api_listeners: ApiListenerLimits,
 }
 
 /// Per connection and for all connections together.
@@ -26,13 +28,92 @@ pub struct ConnectionLimits {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamLimits {}
 
-/// What a proxy's `Node` may carry.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeLimits {}
+/// What a proxy's `Node` may carry. A node over any of these is refused with
+/// RESOURCE_EXHAUSTED before anything of it is kept. The label bounds are Kubernetes' own
+/// (k8s.io/apimachinery v0.3x pkg/util/validation/validation.go: a qualified name is an
+/// optional DNS-subdomain prefix of at most 253 bytes, `/`, and a name of at most 63; a
+/// label value at most 63), so a real pod's labels always fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// Bytes of `node.id`. Default 1024: Istio's longest form,
+    /// `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`, is at most
+    /// 45 + 253 + 63 + 63 + 253 bytes plus separators (about 690).
+    pub id_bytes: usize,
+    /// Bytes of `node.cluster`. Default 1024, as the id.
+    pub cluster_bytes: usize,
+    /// Bytes of `node.metadata`, encoded. Default 256 KiB: Kubernetes' bound on all of a
+    /// pod's annotations together (apimachinery v0.3x
+    /// pkg/api/validation/objectmeta.go, `TotalAnnotationSizeLimitB`); Istio's sidecar
+    /// metadata, labels and annotations included, is a few KiB.
+    pub metadata_bytes: usize,
+    /// How many `LABELS`. Default 256 (Kubernetes sets no count; pods carry tens).
+    pub labels: usize,
+    /// Bytes of a label key. Default 317: a 253-byte prefix, `/`, a 63-byte name.
+    pub label_key_bytes: usize,
+    /// Bytes of a label value. Default 63, as Kubernetes.
+    pub label_value_bytes: usize,
+}
 
-/// What the debug endpoint echoes back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DebugLimits {}
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            id_bytes: 1024,
+            cluster_bytes: 1024,
+            metadata_bytes: 256 * 1024,
+            labels: 256,
+            label_key_bytes: 253 + 1 + 63,
+            label_value_bytes: 63,
+        }
+    }
+}
+
+/// What the debug endpoint echoes back: every field a client chose (node id, resource
+/// names, NACK messages, versions) is clipped, and every list a client sizes is cut, so a
+/// page grows with the number of proxies and types, not with what one proxy sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugLimits {
+    /// Bytes of one text field on a debug page. Default 512: twice [`CLIENT_TEXT`], so the
+    /// longest name Lanyard gives a resource (`outbound|65535||` and a Service's FQDN:
+    /// 63 + 63 bytes and the cluster domain) is shown whole.
+    pub text_bytes: usize,
+    /// Items of one client-sized list (subscribed names, ...) shown, then "and K more".
+    /// Default 100: enough to read a real proxy's subscriptions, which the config dump
+    /// shows in full anyway.
+    pub list_items: usize,
+}
+
+impl Default for DebugLimits {
+    fn default() -> Self {
+        DebugLimits {
+            text_bytes: 2 * CLIENT_TEXT,
+            list_items: 100,
+        }
+    }
+}
+
+/// What one snapshot keeps of the API listeners built for names proxyless gRPC clients ask
+/// for (`xds:///NAME`). Names that resolve to nothing are never kept, and only a canonical
+/// spelling resolves (see `api_listeners`), so only a few names per Service port can be
+/// kept at all; these bound them anyway. Past either bound an API listener is built for
+/// each request and not kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiListenerLimits {
+    /// Listeners kept. Default 4096: a dozen spellings of each of some hundreds of
+    /// Service ports.
+    pub entries: usize,
+    /// Bytes they hold (names and encodings). Default 8 MiB: an API listener is about
+    /// 300 bytes encoded, so the entry bound is reached first by real names.
+    pub bytes: usize,
+}
+
+impl Default for ApiListenerLimits {
+    fn default() -> Self {
+        ApiListenerLimits {
+            entries: 4096,
+            bytes: 8 << 20,
+        }
+    }
+}
 
 /// How much of a client's text (a node id, a NACK message, a resource name) goes into a
 /// log line, a gRPC status message or a debug page by default.

@@ -503,16 +503,29 @@ impl MeshResources {
     /// The listener is named NAME exactly; its HttpConnectionManager fetches RDS
     /// `<fqdn>:<port>` (a TCP port gets an inline pass-through route instead).
     pub fn api_listener(&self, name: &str, client_namespace: &NamespaceName) -> Option<Listener> {
+        let (port, protocol) = self.api_listener_port(name, client_namespace)?;
+        Some(self.api_listener_of(name, &port, protocol))
+    }
+
+    /// The Service port `xds:///NAME` names for a client in `client_namespace`, when its API
+    /// listener is served (see [`MeshResources::api_listener`]).
+    pub fn api_listener_port(
+        &self,
+        name: &str,
+        client_namespace: &NamespaceName,
+    ) -> Option<(ServicePortKey, Protocol)> {
         let (port, protocol) = self.directory.resolve(name, client_namespace)?;
-        if self.withheld_api_listeners.contains(&port) {
-            return None;
-        }
-        Some(api_listener(
-            name,
-            &port,
-            protocol,
-            &self.options.cluster_domain,
-        ))
+        (!self.withheld_api_listeners.contains(&port)).then_some((port, protocol))
+    }
+
+    /// The API listener `name` for `port`, a port [`MeshResources::api_listener_port`] gave.
+    pub fn api_listener_of(
+        &self,
+        name: &str,
+        port: &ServicePortKey,
+        protocol: Protocol,
+    ) -> Listener {
+        api_listener(name, port, protocol, &self.options.cluster_domain)
     }
 
     /// Drops every ClusterLoadAssignment, leaving an inconsistent mesh: for tests of the

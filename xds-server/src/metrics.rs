@@ -11,6 +11,8 @@
 //!   `lanyard_xds_unknown_type_requests_total`, `lanyard_xds_snapshot_generation`;
 //! - `lanyard_xds_withheld_resources`: resources of the snapshot being served that were kept
 //!   from proxies because a proxy would refuse them (validation before publishing).
+//! - `lanyard_xds_limit_refusals_total{limit}`: clients refused for going over a limit
+//!   (`limits`), by the limit's short name (`node_id`, `node_labels`, ...);
 //! - `lanyard_translations_total`: translations of the input (objects → model → xDS) the
 //!   source ran, set by the source (the controller) as it hands snapshots over.
 
@@ -105,6 +107,8 @@ pub struct Metrics {
     /// Translations the source ran (set by the source).
     pub translations: AtomicU64,
     types: [TypeMetrics; 4],
+    /// Clients refused or cut short for going over a limit, by the limit's short name.
+    limit_refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -113,9 +117,41 @@ impl Metrics {
         &self.types[ty as usize]
     }
 
+    /// Counts a client refused for going over the limit `limit` (its short name).
+    pub fn refused(&self, limit: &'static str) {
+        let mut refusals = self
+            .limit_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *refusals.entry(limit).or_default() += 1;
+    }
+
+    /// How many clients went over the limit `limit`.
+    pub fn refusals(&self, limit: &str) -> u64 {
+        let refusals = self
+            .limit_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refusals.get(limit).copied().unwrap_or(0)
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        {
+            let name = "lanyard_xds_limit_refusals_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Clients refused for going over a limit, by limit (README, Operations: limits).\n# TYPE {name} counter"
+            );
+            let refusals = self
+                .limit_refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (limit, count) in refusals.iter() {
+                let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {count}");
+            }
+        }
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
             let _ = writeln!(
                 out,

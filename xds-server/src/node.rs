@@ -37,6 +37,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
 use lanyard_model::{NamespaceName, WorkloadKey};
 
+use crate::limits::{self, NodeLimits};
+
 /// Metadata key: the pod's namespace.
 pub const NAMESPACE: &str = "NAMESPACE";
 /// Metadata key: the pod's name.
@@ -48,7 +50,8 @@ pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
 /// Metadata key: the pod's labels, a struct of strings.
 pub const LABELS: &str = "LABELS";
 
-/// Why a node cannot be served.
+/// Why a node cannot be served. The message is what the client gets in its gRPC status and
+/// what the log says: whatever of the node it repeats is clipped ([`limits::clip`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     /// The first request of the stream has no `node`.
@@ -58,12 +61,15 @@ pub enum NodeError {
     Missing,
     /// Neither the metadata nor the id names a namespace.
     #[error(
-        "node {0:?} has no namespace: set node.metadata.NAMESPACE in the bootstrap, or use a node id of the form <pod>.<namespace> (or sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local)"
+        "node \"{}\" has no namespace: set node.metadata.NAMESPACE in the bootstrap, or use a node id of the form <pod>.<namespace> (or sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local)",
+        limits::clip(.0, limits::CLIENT_TEXT)
     )]
     NoNamespace(String),
     /// The namespace is not a valid Kubernetes namespace name.
     #[error(
-        "node {node:?} names namespace {namespace:?}, which is not a valid namespace name (lower case letters, digits and '-', at most 63)"
+        "node \"{}\" names namespace \"{}\", which is not a valid namespace name (lower case letters, digits and '-', at most 63)",
+        limits::clip(node, limits::CLIENT_TEXT),
+        limits::clip(namespace, limits::CLIENT_TEXT)
     )]
     InvalidNamespace {
         /// The node id.
@@ -71,6 +77,122 @@ pub enum NodeError {
         /// The namespace it gave.
         namespace: String,
     },
+    /// A part of the node is over its [`NodeLimits`] bound; nothing of it was kept.
+    #[error("node {what} is {size} {unit}, over the limit of {limit} (--{flag})")]
+    OverLimit {
+        /// Which part (`id`, `metadata`, ...).
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The bound.
+        limit: usize,
+        /// `bytes` or `labels`.
+        unit: &'static str,
+        /// The controller flag that sets the bound.
+        flag: &'static str,
+        /// The limit's short name: the `limit` label of `lanyard_xds_limit_refusals_total`.
+        name: &'static str,
+    },
+}
+
+impl NodeError {
+    /// The name of the limit the node is over (the `limit` label of
+    /// `lanyard_xds_limit_refusals_total`), `None` when it is malformed instead.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            NodeError::OverLimit { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The status the stream ends with: RESOURCE_EXHAUSTED over a limit, else
+    /// INVALID_ARGUMENT.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            NodeError::OverLimit { .. } => tonic::Status::resource_exhausted(self.to_string()),
+            _ => tonic::Status::invalid_argument(self.to_string()),
+        }
+    }
+}
+
+/// `Err(OverLimit)` when `size` is over `limit`.
+fn within(
+    (what, name, flag, unit): (&'static str, &'static str, &'static str, &'static str),
+    size: usize,
+    limit: usize,
+) -> Result<(), NodeError> {
+    if size <= limit {
+        return Ok(());
+    }
+    Err(NodeError::OverLimit {
+        what,
+        size,
+        limit,
+        unit,
+        flag,
+        name,
+    })
+}
+
+/// Checks a node against `limits` before anything of it is copied.
+fn check(node: &Node, limits: &NodeLimits) -> Result<(), NodeError> {
+    within(
+        ("id", "node_id", "node-id-max-bytes", "bytes"),
+        node.id.len(),
+        limits.id_bytes,
+    )?;
+    within(
+        ("cluster", "node_cluster", "node-cluster-max-bytes", "bytes"),
+        node.cluster.len(),
+        limits.cluster_bytes,
+    )?;
+    let Some(metadata) = &node.metadata else {
+        return Ok(());
+    };
+    within(
+        (
+            "metadata",
+            "node_metadata",
+            "node-metadata-max-bytes",
+            "bytes",
+        ),
+        prost::Message::encoded_len(metadata),
+        limits.metadata_bytes,
+    )?;
+    let Some(Kind::StructValue(labels)) = metadata.fields.get(LABELS).and_then(|v| v.kind.as_ref())
+    else {
+        return Ok(());
+    };
+    within(
+        ("LABELS", "node_labels", "node-max-labels", "labels"),
+        labels.fields.len(),
+        limits.labels,
+    )?;
+    for (key, value) in &labels.fields {
+        within(
+            (
+                "LABELS key",
+                "node_label_key",
+                "node-label-key-max-bytes",
+                "bytes",
+            ),
+            key.len(),
+            limits.label_key_bytes,
+        )?;
+        if let Some(Kind::StringValue(value)) = &value.kind {
+            within(
+                (
+                    "LABELS value",
+                    "node_label_value",
+                    "node-label-value-max-bytes",
+                    "bytes",
+                ),
+                value.len(),
+                limits.label_value_bytes,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// What kind of xDS client a proxy is: it decides the form of the route configurations it
@@ -129,9 +251,20 @@ pub struct ProxyIdentity {
 }
 
 impl ProxyIdentity {
-    /// Reads the identity from a node (see the [module docs](self) for the convention).
+    /// Reads the identity from a node (see the [module docs](self) for the convention),
+    /// within the default [`NodeLimits`].
     pub fn from_node(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
+        ProxyIdentity::from_node_within(node, &NodeLimits::default())
+    }
+
+    /// Reads the identity from a node, refusing one over `limits` before copying anything
+    /// of it.
+    pub fn from_node_within(
+        node: Option<&Node>,
+        limits: &NodeLimits,
+    ) -> Result<ProxyIdentity, NodeError> {
         let node = node.ok_or(NodeError::Missing)?;
+        check(node, limits)?;
         let metadata = node.metadata.as_ref();
         let parsed = parse_id(&node.id);
         let namespace = string_field(metadata, NAMESPACE)
@@ -339,6 +472,95 @@ mod tests {
             let id = ProxyIdentity::from_node(Some(&node)).unwrap();
             assert_eq!(id.kind, kind, "{agent:?}");
         }
+    }
+
+    fn mk_labels(labels: &[(String, String)]) -> Value {
+        Value {
+            kind: Some(Kind::StructValue(Struct {
+                fields: labels.iter().map(|(k, v)| (k.clone(), string(v))).collect(),
+            })),
+        }
+    }
+
+    fn refused(node: &Node, limits: &NodeLimits) -> NodeError {
+        ProxyIdentity::from_node_within(Some(node), limits).unwrap_err()
+    }
+
+    #[test]
+    fn nodes_over_a_limit_are_refused_with_a_short_message() {
+        let limits = NodeLimits::default();
+        let huge = "x".repeat(1 << 20);
+        let mut node = mk_node(&format!("{huge}.shop"), &[]);
+        let err = refused(&node, &limits);
+        assert_eq!(err.limit(), Some("node_id"));
+        assert_eq!(err.status().code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            err.to_string(),
+            "node id is 1048581 bytes, over the limit of 1024 (--node-id-max-bytes)"
+        );
+        node.id = "cart-0.shop".into();
+        node.cluster = huge.clone();
+        assert_eq!(refused(&node, &limits).limit(), Some("node_cluster"));
+        let node = mk_node("cart-0.shop", &[("BLOB", string(&huge))]);
+        assert_eq!(refused(&node, &limits).limit(), Some("node_metadata"));
+
+        // Labels: Kubernetes' own bounds pass, one byte more does not.
+        let key = format!("{}/{}", "p".repeat(253), "n".repeat(63));
+        let ok = mk_node(
+            "cart-0.shop",
+            &[(LABELS, mk_labels(&[(key.clone(), "v".repeat(63))]))],
+        );
+        let id = ProxyIdentity::from_node_within(Some(&ok), &limits).unwrap();
+        assert_eq!(id.labels[&key].len(), 63);
+        let long_key = mk_node(
+            "cart-0.shop",
+            &[(LABELS, mk_labels(&[(format!("{key}n"), "v".into())]))],
+        );
+        assert_eq!(refused(&long_key, &limits).limit(), Some("node_label_key"));
+        let long_value = mk_node(
+            "cart-0.shop",
+            &[(LABELS, mk_labels(&[("app".into(), "v".repeat(64))]))],
+        );
+        let err = refused(&long_value, &limits);
+        assert_eq!(err.limit(), Some("node_label_value"));
+        assert!(
+            err.to_string().contains("--node-label-value-max-bytes"),
+            "{err}"
+        );
+        let many: Vec<(String, String)> = (0..=limits.labels)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        let err = refused(
+            &mk_node("cart-0.shop", &[(LABELS, mk_labels(&many))]),
+            &limits,
+        );
+        assert_eq!(err.limit(), Some("node_labels"));
+        assert!(err.to_string().contains("257 labels"), "{err}");
+    }
+
+    #[test]
+    fn refusals_repeat_at_most_a_clip_of_the_node() {
+        // Under a generous id limit, a namespace-less id is still not echoed whole.
+        let limits = NodeLimits {
+            id_bytes: 1 << 21,
+            ..NodeLimits::default()
+        };
+        let err = refused(&mk_node(&"x".repeat(1 << 20), &[]), &limits);
+        assert!(matches!(err, NodeError::NoNamespace(_)));
+        assert!(
+            err.to_string().len() < 1024,
+            "{} bytes",
+            err.to_string().len()
+        );
+        assert_eq!(err.status().code(), tonic::Code::InvalidArgument);
+        let bad = mk_node("x", &[(NAMESPACE, string(&"N".repeat(100_000)))]);
+        let err = refused(&bad, &limits);
+        assert!(matches!(err, NodeError::InvalidNamespace { .. }));
+        assert!(
+            err.to_string().len() < 1024,
+            "{} bytes",
+            err.to_string().len()
+        );
     }
 
     #[test]

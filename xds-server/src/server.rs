@@ -351,10 +351,15 @@ async fn publish_loop(
         let seen = pending.first_seen.into_std();
         // Resources unchanged since the published snapshot keep its encoding and version.
         let previous = snapshots.borrow().clone();
+        let api_listener_limits = config.limits.api_listeners.clone();
         let built = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            MeshSnapshot::build_reusing(previous.as_deref(), next, seen, pending.mesh)
-                .map(|s| (s, started.elapsed()))
+            MeshSnapshot::build_reusing(previous.as_deref(), next, seen, pending.mesh).map(|s| {
+                (
+                    s.with_api_listener_limits(api_listener_limits),
+                    started.elapsed(),
+                )
+            })
         })
         .await;
         match built {

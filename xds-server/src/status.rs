@@ -303,8 +303,8 @@ fn set_has(set: &[Arc<Resource>], name: &str) -> bool {
 pub struct StreamStatus {
     /// Server-wide stream number.
     pub id: u64,
-    /// Who is connected.
-    pub identity: ProxyIdentity,
+    /// Who is connected (shared with the stream).
+    pub identity: Arc<ProxyIdentity>,
     /// Which protocol.
     pub protocol: Protocol,
     /// When it connected (RFC 3339).
@@ -404,7 +404,7 @@ impl Registry {
     /// The receiver gets the dump requests the stream must answer.
     pub fn register(
         self: &Arc<Self>,
-        identity: ProxyIdentity,
+        identity: impl Into<Arc<ProxyIdentity>>,
         protocol: Protocol,
         metrics: Arc<Metrics>,
     ) -> (Registration, mpsc::Receiver<DumpRequest>) {
@@ -412,7 +412,7 @@ impl Registry {
         let (dump, requests) = mpsc::channel(4);
         let status = Arc::new(StreamStatus {
             id,
-            identity,
+            identity: identity.into(),
             protocol,
             connected_at: timestamp(SystemTime::now()),
             inner: Mutex::default(),

@@ -150,8 +150,8 @@ impl Progress {
 /// Who a stream is and what it serves.
 #[derive(Debug)]
 pub struct StreamCore {
-    /// The proxy.
-    pub identity: ProxyIdentity,
+    /// The proxy (one copy, shared with its entry in the registry).
+    pub identity: Arc<ProxyIdentity>,
     /// Its place in the registry.
     pub status: Arc<StreamStatus>,
     /// The server's metrics.
@@ -166,7 +166,12 @@ pub struct StreamCore {
 
 impl StreamCore {
     /// A stream of this proxy, before any snapshot.
-    pub fn new(identity: ProxyIdentity, status: Arc<StreamStatus>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        identity: impl Into<Arc<ProxyIdentity>>,
+        status: Arc<StreamStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let identity = identity.into();
         let proxy = ProxyRef {
             namespace: identity.namespace.clone(),
             workload: None,
@@ -400,11 +405,14 @@ pub async fn drive<R: Responder>(
         }
         None => return,
     };
-    let identity = match ProxyIdentity::from_node(R::node(&first)) {
-        Ok(identity) => identity,
+    let identity = match ProxyIdentity::from_node_within(R::node(&first), &shared.limits.node) {
+        Ok(identity) => Arc::new(identity),
         Err(e) => {
+            if let Some(limit) = e.limit() {
+                shared.metrics.refused(limit);
+            }
             warn!(error = %e, "refusing an ADS stream");
-            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+            let _ = tx.send(Err(e.status())).await;
             return;
         }
     };
@@ -416,7 +424,7 @@ pub async fn drive<R: Responder>(
 
 async fn run<R: Responder>(
     shared: Arc<Shared>,
-    identity: ProxyIdentity,
+    identity: Arc<ProxyIdentity>,
     first: R::Request,
     mut requests: Streaming<R::Request>,
     tx: mpsc::Sender<Result<R::Response, Status>>,

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use lanyard_model::NamespaceName;
+use lanyard_model::{NamespaceName, ServicePortKey};
 
+use crate::limits::ApiListenerLimits;
 use crate::node::{ProxyIdentity, ProxyKind};
 use crate::resource::{Resource, ResourceType};
 use crate::version::{CanonicalError, Version};
@@ -193,44 +194,51 @@ pub struct MeshSnapshot {
     api_listeners: Mutex<ApiListeners>,
 }
 
-/// API listeners built for a name asked in a namespace (`None`: nothing by that name).
+/// API listeners built for names proxyless gRPC clients asked for, by the Service port the
+/// name resolved to and the name (a listener is named as asked, so each spelling is its own
+/// resource).
 ///
-/// Clients choose the names, so the cache is bounded: at most [`MAX_API_LISTENER_NAMES`]
-/// names in all, of which at most [`MAX_API_LISTENER_MISSES`] are names that resolve to
-/// nothing. Past either bound a look-up is resolved again each time and not stored (a
-/// resolution is a few map look-ups; what is stored stays until the snapshot is replaced).
+/// Clients choose the names, so: a name that resolves to nothing is not kept (resolving it
+/// again is a few map look-ups); only a canonical spelling resolves (see
+/// `api_listeners::split_host_port`), so a Service port has a few names, not endlessly many;
+/// and what is kept is bounded in entries and bytes ([`ApiListenerLimits`]). Past either
+/// bound a listener is built for each request and not kept.
 #[derive(Debug, Default)]
 struct ApiListeners {
-    names: HashMap<(String, NamespaceName), Option<Arc<Resource>>>,
-    misses: usize,
+    limits: ApiListenerLimits,
+    by_port: HashMap<ServicePortKey, HashMap<String, Arc<Resource>>>,
+    entries: usize,
+    bytes: usize,
 }
 
-/// How many (name, namespace) pairs a snapshot's API listener cache holds at most.
-pub const MAX_API_LISTENER_NAMES: usize = 4096;
-/// How many of them may be names that resolve to nothing.
-pub const MAX_API_LISTENER_MISSES: usize = 1024;
-
 impl ApiListeners {
-    fn get(&self, key: &(String, NamespaceName)) -> Option<&Option<Arc<Resource>>> {
-        self.names.get(key)
+    fn get(&self, port: &ServicePortKey, name: &str) -> Option<Arc<Resource>> {
+        self.by_port.get(port)?.get(name).cloned()
     }
 
-    /// Stores what `key` resolved to, while the bounds allow; returns it.
-    fn store(
-        &mut self,
-        key: (String, NamespaceName),
-        built: Option<Arc<Resource>>,
-    ) -> Option<Arc<Resource>> {
-        if let Some(found) = self.names.get(&key) {
-            return found.clone();
+    /// Keeps `built` as the listener `name` of `port` while the bounds allow; returns the
+    /// one kept (an earlier one, if another stream built it first).
+    fn store(&mut self, port: &ServicePortKey, built: Arc<Resource>) -> Arc<Resource> {
+        if let Some(found) = self.get(port, built.name()) {
+            return found;
         }
-        let room = self.names.len() < MAX_API_LISTENER_NAMES
-            && (built.is_some() || self.misses < MAX_API_LISTENER_MISSES);
-        if room {
-            self.misses += usize::from(built.is_none());
-            self.names.insert(key, built.clone());
+        let cost = ApiListeners::cost(&built);
+        if self.entries < self.limits.entries && self.bytes + cost <= self.limits.bytes {
+            self.entries += 1;
+            self.bytes += cost;
+            self.by_port
+                .entry(port.clone())
+                .or_default()
+                .insert(built.name().to_string(), built.clone());
         }
         built
+    }
+
+    /// What keeping `resource` holds: its name twice (key and resource), its encoding twice
+    /// (the `Any` and, once a delta stream sent it, its delta entry), and the maps' share.
+    fn cost(resource: &Resource) -> usize {
+        const OVERHEAD: usize = 256;
+        2 * (resource.name().len() + resource.body().value.len()) + OVERHEAD
     }
 }
 
@@ -391,21 +399,34 @@ impl MeshSnapshot {
         if ty != ResourceType::Listener {
             return None;
         }
-        let key = (name.to_string(), proxy.namespace.clone());
-        if let Some(found) = lock(&self.api_listeners).get(&key) {
-            return found.clone();
+        let (port, protocol) = self.mesh.api_listener_port(name, &proxy.namespace)?;
+        if let Some(found) = lock(&self.api_listeners).get(&port, name) {
+            return Some(found);
         }
-        let built = self
-            .mesh
-            .api_listener(name, &proxy.namespace)
-            .and_then(|listener| match Resource::encode(name, &listener) {
-                Ok(resource) => Some(Arc::new(resource)),
-                Err(e) => {
-                    tracing::error!(error = %e, name, "cannot encode API listener");
-                    None
-                }
-            });
-        lock(&self.api_listeners).store(key, built)
+        let listener = self.mesh.api_listener_of(name, &port, protocol);
+        match Resource::encode(name, &listener) {
+            Ok(built) => Some(lock(&self.api_listeners).store(&port, Arc::new(built))),
+            Err(e) => {
+                tracing::error!(error = %e, name, "cannot encode API listener");
+                None
+            }
+        }
+    }
+
+    /// Sets the bounds of the API listeners this snapshot keeps (before it is shared).
+    pub fn with_api_listener_limits(mut self, limits: ApiListenerLimits) -> Self {
+        self.api_listeners
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .limits = limits;
+        self
+    }
+
+    /// How many API listeners the snapshot keeps, and the bytes they hold (as counted
+    /// against [`ApiListenerLimits`]).
+    pub fn api_listeners_kept(&self) -> (usize, usize) {
+        let cache = lock(&self.api_listeners);
+        (cache.entries, cache.bytes)
     }
 }
 
@@ -584,10 +605,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_api_listener_names_leave_the_cache_bounded() {
+    fn unknown_api_listener_names_are_not_kept() {
         let snapshot = mk_snapshot();
         let client = proxy("shop", None);
-        for i in 0..3 * MAX_API_LISTENER_NAMES {
+        for i in 0..100_000 {
             let name = format!("nope-{i}.shop:80");
             assert!(
                 snapshot
@@ -595,25 +616,83 @@ mod tests {
                     .is_none()
             );
         }
-        let cache = lock(&snapshot.api_listeners);
-        assert_eq!(cache.names.len(), MAX_API_LISTENER_MISSES);
-        assert_eq!(cache.misses, MAX_API_LISTENER_MISSES);
-        drop(cache);
-        // Names that resolve are still stored (and answered) past the bound on misses.
+        assert_eq!(snapshot.api_listeners_kept(), (0, 0));
+        // A name that resolves is kept and answered from the cache.
         let first = snapshot
             .lookup(ResourceType::Listener, &client, "cart:9090")
             .unwrap();
         let again = snapshot
             .lookup(ResourceType::Listener, &client, "cart:9090")
             .unwrap();
-        assert!(Arc::ptr_eq(&first, &again), "a resolved name is cached");
-        // Names that resolve are bounded too (an IPv6 ClusterIP has many spellings).
-        let mut cache = lock(&snapshot.api_listeners);
-        for i in 0..2 * MAX_API_LISTENER_NAMES {
-            let key = (format!("found-{i}"), NamespaceName::new("shop"));
-            assert!(cache.store(key, Some(first.clone())).is_some());
+        assert!(Arc::ptr_eq(&first, &again), "a resolved name is kept");
+        assert_eq!(snapshot.api_listeners_kept().0, 1);
+    }
+
+    #[test]
+    fn spellings_of_one_port_are_refused_and_one_name_is_one_entry() {
+        let snapshot = mk_snapshot();
+        // `cart` in `shop` and `cart.shop` asked from anywhere name the same port.
+        for ns in ["shop", "a", "b", "web"] {
+            for _ in 0..3 {
+                assert!(
+                    snapshot
+                        .lookup(ResourceType::Listener, &proxy(ns, None), "cart.shop:9090")
+                        .is_some()
+                );
+            }
         }
-        assert_eq!(cache.names.len(), MAX_API_LISTENER_NAMES);
+        let client = proxy("shop", None);
+        for zeros in 0..2000 {
+            for name in [
+                format!("cart:+{}9090", "0".repeat(zeros)),
+                format!("cart:0{}9090", "0".repeat(zeros)),
+            ] {
+                assert!(
+                    snapshot
+                        .lookup(ResourceType::Listener, &client, &name)
+                        .is_none(),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(snapshot.api_listeners_kept().0, 1);
+    }
+
+    #[test]
+    fn kept_api_listeners_are_bounded_in_entries_and_bytes() {
+        let limits = ApiListenerLimits {
+            entries: 3,
+            bytes: 1 << 20,
+        };
+        let snapshot = mk_snapshot().with_api_listener_limits(limits);
+        let client = proxy("shop", None);
+        let names = [
+            "cart:9090",
+            "cart.shop:9090",
+            "cart.shop.svc:9090",
+            "cart.shop.svc.cluster.local:9090",
+            "cart.shop.svc.cluster.local.:9090",
+        ];
+        for name in names {
+            let found = snapshot.lookup(ResourceType::Listener, &client, name);
+            assert_eq!(found.unwrap().name(), name, "answered past the bound");
+        }
+        assert_eq!(snapshot.api_listeners_kept().0, 3);
+        let one = snapshot.api_listeners_kept().1 / 3;
+        let snapshot = mk_snapshot().with_api_listener_limits(ApiListenerLimits {
+            entries: 100,
+            bytes: 2 * one + one / 2,
+        });
+        for name in names {
+            assert!(
+                snapshot
+                    .lookup(ResourceType::Listener, &client, name)
+                    .is_some()
+            );
+        }
+        let (entries, bytes) = snapshot.api_listeners_kept();
+        assert_eq!(entries, 2, "{bytes} bytes");
+        assert!(bytes <= 2 * one + one / 2);
     }
 
     #[test]

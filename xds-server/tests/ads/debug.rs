@@ -125,7 +125,14 @@ async fn config_dump_is_envoy_shaped_sorted_and_stable() {
 
     let (status, body) = server.get("/debug/config_dump?proxy=nobody").await;
     assert_eq!(status, 404);
-    assert!(body.contains("cart-0.shop (shop/cart-0)"), "{body}");
+    // It says where the list is, not the list: a 404 is not sized by the proxies.
+    assert!(body.contains("/debug/syncz"), "{body}");
+    assert!(!body.contains(CART_0), "{body}");
+    let (status, body) = server
+        .get(&format!("/debug/config_dump?proxy={}", "x".repeat(4000)))
+        .await;
+    assert_eq!(status, 404);
+    assert!(body.len() < 1024, "{} bytes", body.len());
     assert_eq!(server.get("/debug/config_dump").await.0, 400);
 }
 
@@ -355,5 +362,51 @@ async fn config_dump_lists_a_rejected_new_cluster_with_its_error_only() {
             .iter()
             .filter(|e| e["client_status"] == "ACKED")
             .all(|e| e["cluster"]["name"].is_string())
+    );
+}
+
+#[tokio::test]
+async fn what_a_proxy_chose_is_clipped_on_the_debug_pages() {
+    let server = TestServer::start(&base()).await;
+    let mut client = SotwClient::connect(server.ads, node(CART_0)).await;
+    // 20 names of 100 KB, a NACK message of 1 MB, a version of 100 KB.
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("{i}{}", "n".repeat(100_000)))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    client.subscribe(LDS, &names);
+    client.recv_type(LDS).await;
+    client.subscribe(CDS, &[]);
+    let clusters = client.recv_type(CDS).await;
+    client.nack(&clusters, &"m".repeat(1 << 20));
+    server
+        .wait_for_stream(CART_0, "showing the NACK", |s| {
+            s.type_sync("CDS").is_some_and(|t| t.last_nack.is_some())
+        })
+        .await;
+
+    let (status, body) = server.get("/debug/syncz").await;
+    assert_eq!(status, 200);
+    assert!(body.len() < 64 * 1024, "syncz is {} bytes", body.len());
+    let syncz = json(&body);
+    let lds = &syncz["proxies"][0]["types"]["LDS"];
+    assert_eq!(lds["subscribed_count"], 20);
+    let first = lds["subscribed"][0].as_str().unwrap();
+    assert!(
+        first.ends_with("more bytes)"),
+        "{}",
+        &first[first.len() - 40..]
+    );
+    let nack = &syncz["proxies"][0]["types"]["CDS"]["last_nack"]["message"];
+    assert!(nack.as_str().unwrap().len() < 1024);
+
+    let (status, body) = server
+        .get(&format!("/debug/config_dump?proxy={CART_0}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.len() < 256 * 1024,
+        "config_dump is {} bytes",
+        body.len()
     );
 }

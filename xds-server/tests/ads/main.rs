@@ -8,5 +8,6 @@ mod delta;
 mod envoy;
 mod failures;
 mod mesh;
+mod node_limits;
 mod propagation;
 mod sotw;
