@@ -530,6 +530,7 @@ class Controller:
         source = ["--kubeconfig", kubeconfig] if kubeconfig else ["--config-dir", config_dir]
         args = [controller_path(), *source,
                 "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0",
+                "--metrics-address", "127.0.0.1:0",
                 *extra_args]
         # It prints `xds listening on ADDR` / `debug listening on ADDR` on stdout, logs on
         # stderr: read both.

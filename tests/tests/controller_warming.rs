@@ -63,6 +63,8 @@ fn start(dir: &Path) -> (Controller, SocketAddr) {
             "127.0.0.1:0",
             "--debug-address",
             "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
         ])
         .env_remove("LANYARD_CONFIG_DIR")
         .env("RUST_LOG", "warn")

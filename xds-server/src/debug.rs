@@ -13,6 +13,10 @@
 //!   `ClustersConfigDump`, `EndpointsConfigDump`, `ListenersConfigDump`,
 //!   `RoutesConfigDump`), rendered with [`crate::render`]: sorted and stable.
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
+//!
+//! The debug pages answer loopback peers only unless the operator opts in
+//! ([`crate::ServerConfig::debug_allow_remote`]); `/metrics`, `/healthz` and `/readyz` are
+//! also served alone on the metrics port ([`metrics_router`]), the one to expose.
 //! - `GET /healthz`: always 200; `GET /readyz`: 200 once a first snapshot is published and
 //!   the source of snapshots (a [`SourceStatus`] set with
 //!   [`crate::XdsServer::set_source_status`]) says it is ready; its detail lines follow
@@ -39,15 +43,54 @@ use crate::status::{Rejected, Running, StreamStatus};
 /// How long a stream has to answer a dump request.
 const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The router of the debug endpoint.
+/// The router of the debug endpoint: the debug pages and, as on the metrics port, the
+/// probes and `/metrics`.
 pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/config_dump", get(config_dump))
+        .with_state(shared.clone())
+        .merge(metrics_router(shared))
+}
+
+/// `/metrics`, `/healthz` and `/readyz`: what may be exposed beyond the host (Prometheus,
+/// the kubelet's probes) without exposing any proxy's configuration.
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/debug/syncz", get(syncz))
-        .route("/debug/config_dump", get(config_dump))
         .with_state(shared)
+}
+
+/// What a debug page answers a peer that is not on a loopback address.
+pub const REMOTE_REFUSED: &str = "the debug pages are served to loopback peers only: use kubectl port-forward, or start the controller with --debug-allow-remote\n";
+
+/// Middleware: `/debug/*` only for loopback peers (IPv4-mapped loopback included), unless
+/// `allow_remote`. A request without a known peer is refused. istiod guards its debug
+/// endpoints too (istio 1.2x pilot/pkg/xds/debug.go, `allowAuthenticatedOrLocalhost`:
+/// localhost, else an authenticated caller from the system namespace); Lanyard has no
+/// caller authentication yet, so remote access is all or nothing.
+pub async fn loopback_only(
+    State(allow_remote): State<bool>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if allowed(allow_remote, peer, request.uri().path()) {
+        return next.run(request).await;
+    }
+    (StatusCode::FORBIDDEN, REMOTE_REFUSED).into_response()
+}
+
+/// Whether `peer` may get `path`: see [`loopback_only`].
+fn allowed(allow_remote: bool, peer: Option<std::net::IpAddr>, path: &str) -> bool {
+    allow_remote
+        || !path.starts_with("/debug/")
+        || peer.is_some_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// What the source of snapshots (the controller's watches) says about its readiness.
@@ -315,6 +358,21 @@ pub fn dump(running: &[Running], limits: &DebugLimits) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_pages_answer_loopback_peers_unless_remote_is_allowed() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        for peer in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(allowed(false, ip(peer), "/debug/syncz"), "{peer}");
+        }
+        for peer in [ip("10.1.0.5"), ip("fd00::5"), ip("::ffff:10.1.0.5"), None] {
+            assert!(!allowed(false, peer, "/debug/syncz"), "{peer:?}");
+            assert!(!allowed(false, peer, "/debug/translation"), "{peer:?}");
+            assert!(allowed(false, peer, "/metrics"), "{peer:?}");
+            assert!(allowed(false, peer, "/healthz"), "{peer:?}");
+            assert!(allowed(true, peer, "/debug/syncz"), "{peer:?}");
+        }
+    }
 
     #[test]
     fn long_strings_keys_and_lists_are_cut() {

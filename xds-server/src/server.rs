@@ -31,6 +31,14 @@ pub enum ServeError {
         /// What tonic said.
         source: tonic::transport::Error,
     },
+    /// The metrics and probes HTTP server failed.
+    #[error("metrics server on {address}: {source}")]
+    Metrics {
+        /// Where it listened.
+        address: String,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The debug HTTP server failed.
     #[error("debug server on {address}: {source}")]
     Debug {
@@ -60,6 +68,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// What one client may make the server hold, do or write.
     pub limits: Limits,
+    /// Serve the debug pages (`/debug/*`) to any peer, not only to loopback ones.
+    pub debug_allow_remote: bool,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +79,7 @@ impl Default for ServerConfig {
             max_delay: Duration::from_millis(250),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             limits: Limits::default(),
+            debug_allow_remote: false,
         }
     }
 }
@@ -90,6 +101,8 @@ pub struct Shared {
     pub shutdown_grace: Duration,
     /// What one client may make the server hold, do or write.
     pub limits: Limits,
+    /// Whether the debug pages are served to peers that are not loopback.
+    pub debug_allow_remote: bool,
 }
 
 impl Shared {
@@ -141,6 +154,7 @@ impl XdsServer {
             source: std::sync::RwLock::new(None),
             shutdown_grace: config.shutdown_grace,
             limits: config.limits.clone(),
+            debug_allow_remote: config.debug_allow_remote,
         });
         let input = Arc::new(Input {
             pending: Mutex::new(None),
@@ -215,6 +229,12 @@ impl XdsServer {
         crate::debug::router(self.shared.clone())
     }
 
+    /// `/metrics`, `/healthz` and `/readyz` alone, for an axum server of the caller's: what
+    /// Prometheus and the kubelet need, without any proxy's configuration.
+    pub fn metrics_router(&self) -> axum::Router {
+        crate::debug::metrics_router(self.shared.clone())
+    }
+
     /// Every connected stream, with its sync status.
     pub fn streams(&self) -> Vec<Arc<crate::status::StreamStatus>> {
         self.shared.registry.streams()
@@ -277,22 +297,51 @@ impl XdsServer {
     }
 
     /// Serves the debug endpoint with more routes beside the server's own (the controller
-    /// adds what it knows about the translation).
+    /// adds what it knows about the translation). The debug pages (`/debug/*`) answer only
+    /// peers on a loopback address unless [`ServerConfig::debug_allow_remote`] is set; the
+    /// probes and `/metrics` answer anyone.
     pub async fn serve_debug_with(
         &self,
         listener: TcpListener,
         extra: axum::Router,
     ) -> Result<(), ServeError> {
         let address = local_address(&listener);
-        let serve = axum::serve(listener, self.debug_router().merge(extra))
+        let router = self
+            .debug_router()
+            .merge(extra)
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.debug_allow_remote,
+                crate::debug::loopback_only,
+            ));
+        self.serve_http(listener, router)
+            .await
+            .map_err(|source| ServeError::Debug { address, source })
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until
+    /// [`XdsServer::shutdown`]: the port to expose to Prometheus and the kubelet.
+    pub async fn serve_metrics(&self, listener: TcpListener) -> Result<(), ServeError> {
+        let address = local_address(&listener);
+        self.serve_http(listener, self.metrics_router())
+            .await
+            .map_err(|source| ServeError::Metrics { address, source })
+    }
+
+    async fn serve_http(
+        &self,
+        listener: TcpListener,
+        router: axum::Router,
+    ) -> Result<(), std::io::Error> {
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(self.stopped())
             .into_future();
         tokio::pin!(serve);
         let grace = self.shared.shutdown_grace;
         let stopped = self.stopped();
         tokio::select! {
-            result = &mut serve => result.map_err(|source| ServeError::Debug { address, source }),
-            // A debug client in the middle of a long request does not hold shutdown either.
+            result = &mut serve => result,
+            // A client in the middle of a long request does not hold shutdown either.
             () = async move { stopped.await; tokio::time::sleep(grace).await } => Ok(()),
         }
     }

@@ -453,6 +453,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Value> {
             "127.0.0.1:0",
             "--debug-address",
             "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
             "--identity",
             "bench",
             "--log",

@@ -19,12 +19,18 @@ use crate::logs::log_snapshot;
 use crate::nacks::Rejections;
 use crate::report::{Format, Report, Show};
 use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, Settings, Snapshot};
-use crate::xds::Serving;
+use crate::xds::{Addresses, Serving};
+use lanyard_xds::ServerConfig;
+use lanyard_xds::limits::{ApiListenerLimits, DebugLimits, Limits, NodeLimits};
 
 /// Where ADS is served by default (Istio's plain-text xDS port).
 pub const DEFAULT_XDS_ADDRESS: &str = "127.0.0.1:15010";
 /// Where the debug endpoint is served by default (Istio's monitoring port).
 pub const DEFAULT_DEBUG_ADDRESS: &str = "127.0.0.1:15014";
+/// Where `/metrics`, `/healthz` and `/readyz` are served by default: Istio's port for a
+/// pod's merged Prometheus metrics and its health checks (pilot-agent, 15020), the same
+/// two jobs; istiod's 15014 stays the debug endpoint, which shows every proxy's config.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:15020";
 
 /// The Lanyard mesh controller: Gateway API (GAMMA) routes in, Envoy configuration out.
 #[derive(Clone, Debug, Parser)]
@@ -68,6 +74,48 @@ pub struct Args {
     /// /readyz) on this address; keep it on localhost. Printed as `debug listening on ADDR`.
     #[arg(long, env = "LANYARD_DEBUG_ADDRESS", default_value = DEFAULT_DEBUG_ADDRESS, help_heading = "Serving")]
     pub debug_address: SocketAddr,
+
+    /// Serve /metrics, /healthz and /readyz (and nothing else) on this address: the port to
+    /// expose to Prometheus and the kubelet (a Kubernetes deployment sets 0.0.0.0:15020).
+    /// Printed as `metrics listening on ADDR`.
+    #[arg(long, env = "LANYARD_METRICS_ADDRESS", default_value = DEFAULT_METRICS_ADDRESS, help_heading = "Serving")]
+    pub metrics_address: SocketAddr,
+
+    /// Serve the debug pages (/debug/*: every proxy's configuration) to any peer, not only
+    /// to loopback ones. Off by default: use `kubectl port-forward`.
+    #[arg(long, env = "LANYARD_DEBUG_ALLOW_REMOTE", help_heading = "Serving")]
+    pub debug_allow_remote: bool,
+
+    /// Refuse a proxy whose node.id is longer than this (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = NodeLimits::default().id_bytes, help_heading = "Limits")]
+    pub node_id_max_bytes: usize,
+    /// Refuse a proxy whose node.cluster is longer than this (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = NodeLimits::default().cluster_bytes, help_heading = "Limits")]
+    pub node_cluster_max_bytes: usize,
+    /// Refuse a proxy whose node.metadata encodes to more than this (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = NodeLimits::default().metadata_bytes, help_heading = "Limits")]
+    pub node_metadata_max_bytes: usize,
+    /// Refuse a proxy with more node.metadata.LABELS than this.
+    #[arg(long, value_name = "COUNT", default_value_t = NodeLimits::default().labels, help_heading = "Limits")]
+    pub node_max_labels: usize,
+    /// Refuse a proxy with a LABELS key longer than this (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = NodeLimits::default().label_key_bytes, help_heading = "Limits")]
+    pub node_label_key_max_bytes: usize,
+    /// Refuse a proxy with a LABELS value longer than this (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = NodeLimits::default().label_value_bytes, help_heading = "Limits")]
+    pub node_label_value_max_bytes: usize,
+    /// Clip each text field a proxy chose to this many bytes on the debug pages.
+    #[arg(long, value_name = "BYTES", default_value_t = DebugLimits::default().text_bytes, help_heading = "Limits")]
+    pub debug_text_max_bytes: usize,
+    /// Show at most this many items of a list a proxy sized on the debug pages.
+    #[arg(long, value_name = "COUNT", default_value_t = DebugLimits::default().list_items, help_heading = "Limits")]
+    pub debug_max_list_items: usize,
+    /// Keep at most this many API listeners (proxyless gRPC `xds:///NAME`) per snapshot.
+    #[arg(long, value_name = "COUNT", default_value_t = ApiListenerLimits::default().entries, help_heading = "Limits")]
+    pub api_listener_cache_entries: usize,
+    /// Keep at most this many bytes of API listeners per snapshot.
+    #[arg(long, value_name = "BYTES", default_value_t = ApiListenerLimits::default().bytes, help_heading = "Limits")]
+    pub api_listener_cache_bytes: usize,
 
     /// On SIGTERM or Ctrl-C, how long, in seconds, connected proxies get to leave: ADS stops
     /// accepting connections, sends each an HTTP/2 GOAWAY and ends its streams with
@@ -135,6 +183,29 @@ fn grace_seconds(text: &str) -> std::result::Result<f64, String> {
 }
 
 impl Args {
+    /// The limits the flags give the xDS server.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            node: NodeLimits {
+                id_bytes: self.node_id_max_bytes,
+                cluster_bytes: self.node_cluster_max_bytes,
+                metadata_bytes: self.node_metadata_max_bytes,
+                labels: self.node_max_labels,
+                label_key_bytes: self.node_label_key_max_bytes,
+                label_value_bytes: self.node_label_value_max_bytes,
+            },
+            debug: DebugLimits {
+                text_bytes: self.debug_text_max_bytes,
+                list_items: self.debug_max_list_items,
+            },
+            api_listeners: ApiListenerLimits {
+                entries: self.api_listener_cache_entries,
+                bytes: self.api_listener_cache_bytes,
+            },
+            ..Limits::default()
+        }
+    }
+
     /// How long shutdown waits for proxies to leave.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace)
@@ -216,12 +287,20 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     let mut snapshots = watcher.subscribe();
     let mut serving = Serving::start(
-        args.xds_address,
-        args.debug_address,
+        Addresses {
+            xds: args.xds_address,
+            debug: args.debug_address,
+            metrics: args.metrics_address,
+        },
         watcher.subscribe(),
         settings.xds_options(),
         rejections,
-        args.shutdown_grace(),
+        ServerConfig {
+            shutdown_grace: args.shutdown_grace(),
+            limits: args.limits(),
+            debug_allow_remote: args.debug_allow_remote,
+            ..ServerConfig::default()
+        },
     )
     .await?;
     if let Source::Kubernetes(watcher) = &watcher {
@@ -377,6 +456,9 @@ mod tests {
         assert_eq!(args.xds_address.to_string(), DEFAULT_XDS_ADDRESS);
         assert_eq!(args.debug_address.to_string(), DEFAULT_DEBUG_ADDRESS);
         assert_eq!(args.shutdown_grace(), lanyard_xds::DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(args.metrics_address.to_string(), DEFAULT_METRICS_ADDRESS);
+        assert!(!args.debug_allow_remote);
+        assert_eq!(args.limits(), Limits::default());
         let args = Args::try_parse_from([
             "lanyard-controller",
             "--config-dir",

@@ -50,6 +50,17 @@ pub fn translation_router(
     axum::Router::new().route("/debug/translation", axum::routing::get(handler))
 }
 
+/// Where the controller serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Addresses {
+    /// ADS.
+    pub xds: SocketAddr,
+    /// The debug endpoint (the debug pages for loopback peers, and the probes).
+    pub debug: SocketAddr,
+    /// `/metrics`, `/healthz` and `/readyz` alone.
+    pub metrics: SocketAddr,
+}
+
 /// The ADS server and the debug endpoint, running.
 #[derive(Debug)]
 pub struct Serving {
@@ -58,21 +69,23 @@ pub struct Serving {
     pub xds_address: SocketAddr,
     /// Where the debug endpoint listens.
     pub debug_address: SocketAddr,
+    /// Where `/metrics` and the probes listen.
+    pub metrics_address: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     failures: mpsc::Receiver<ServeError>,
 }
 
 impl Serving {
-    /// Binds both addresses (port 0 picks a free port), prints `xds listening on ADDR` and
-    /// `debug listening on ADDR` on stdout, and serves until [`Serving::stop`]; meanwhile
-    /// publishes what the proxies reject on `rejections` (see [`nacks::track`]).
+    /// Binds the addresses (port 0 picks a free port), prints `xds listening on ADDR`,
+    /// `debug listening on ADDR` and `metrics listening on ADDR` on stdout, and serves until
+    /// [`Serving::stop`]; meanwhile publishes what the proxies reject on `rejections` (see
+    /// [`nacks::track`]).
     pub async fn start(
-        xds_address: SocketAddr,
-        debug_address: SocketAddr,
+        addresses: Addresses,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         options: XdsOptions,
         rejections: watch::Sender<Arc<Rejections>>,
-        shutdown_grace: std::time::Duration,
+        config: ServerConfig,
     ) -> Result<Serving> {
         let bind = |address: SocketAddr, what: &'static str| async move {
             lanyard_xds::listen::listen(address).map_err(|error| Error::Bind {
@@ -81,8 +94,9 @@ impl Serving {
                 error,
             })
         };
-        let xds_listener = bind(xds_address, "xDS").await?;
-        let debug_listener = bind(debug_address, "debug").await?;
+        let xds_listener = bind(addresses.xds, "xDS").await?;
+        let debug_listener = bind(addresses.debug, "debug").await?;
+        let metrics_listener = bind(addresses.metrics, "metrics").await?;
         let local = |listener: &TcpListener, what, address| {
             listener.local_addr().map_err(|error| Error::Bind {
                 what,
@@ -90,19 +104,24 @@ impl Serving {
                 error,
             })
         };
-        let xds_address = local(&xds_listener, "xDS", xds_address)?;
-        let debug_address = local(&debug_listener, "debug", debug_address)?;
+        let xds_address = local(&xds_listener, "xDS", addresses.xds)?;
+        let debug_address = local(&debug_listener, "debug", addresses.debug)?;
+        let metrics_address = local(&metrics_listener, "metrics", addresses.metrics)?;
 
-        let server = XdsServer::start(ServerConfig {
-            shutdown_grace,
-            ..ServerConfig::default()
-        });
-        let (failed, failures) = mpsc::channel(2);
+        let server = XdsServer::start(config);
+        let (failed, failures) = mpsc::channel(3);
         let mut tasks = Vec::new();
         let ads = server.clone();
         let report = failed.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = ads.serve_ads(xds_listener).await {
+                let _ = report.send(e).await;
+            }
+        }));
+        let metrics = server.clone();
+        let report = failed.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = metrics.serve_metrics(metrics_listener).await {
                 let _ = report.send(e).await;
             }
         }));
@@ -123,11 +142,13 @@ impl Serving {
 
         println!("xds listening on {xds_address}");
         println!("debug listening on {debug_address}");
-        info!(%xds_address, %debug_address, "serving xDS and the debug endpoint");
+        println!("metrics listening on {metrics_address}");
+        info!(%xds_address, %debug_address, %metrics_address, "serving xDS, the debug endpoint and metrics");
         Ok(Serving {
             server,
             xds_address,
             debug_address,
+            metrics_address,
             tasks,
             failures,
         })

@@ -68,6 +68,22 @@ async fn serves_ads_follows_edits_and_stops_on_sigterm() {
     let (status, syncz) = http_get(controller.debug, "/debug/syncz").await;
     assert_eq!(status, 200);
     assert!(syncz.contains("\"node_id\":\"client.shop\""), "{syncz}");
+    // The metrics port has the probes and /metrics, and no proxy's configuration.
+    let (status, metrics) = http_get(controller.metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("lanyard_xds_connected_proxies 1\n"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(controller.metrics, "/readyz").await.0, 200);
+    assert_eq!(http_get(controller.metrics, "/healthz").await.0, 200);
+    for page in [
+        "/debug/syncz",
+        "/debug/config_dump?proxy=client.shop",
+        "/debug/translation",
+    ] {
+        assert_eq!(http_get(controller.metrics, page).await.0, 404, "{page}");
+    }
 
     controller.terminate();
     // The stream ends with UNAVAILABLE (clients reconnect elsewhere), not a reset, and the

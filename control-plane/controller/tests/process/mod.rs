@@ -15,6 +15,7 @@ pub struct Controller {
     pub child: Child,
     pub xds: SocketAddr,
     pub debug: SocketAddr,
+    pub metrics: SocketAddr,
 }
 
 impl Controller {
@@ -45,6 +46,8 @@ pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Controller {
             "127.0.0.1:0",
             "--debug-address",
             "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -60,9 +63,9 @@ pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Controller {
             }
         }
     });
-    let (mut xds, mut debug) = (None, None);
+    let (mut xds, mut debug, mut metrics) = (None, None, None);
     let deadline = Instant::now() + WAIT;
-    while xds.is_none() || debug.is_none() {
+    while xds.is_none() || debug.is_none() || metrics.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx
             .recv_timeout(left)
@@ -71,11 +74,14 @@ pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Controller {
             xds = Some(address.parse().unwrap());
         } else if let Some(address) = line.strip_prefix("debug listening on ") {
             debug = Some(address.parse().unwrap());
+        } else if let Some(address) = line.strip_prefix("metrics listening on ") {
+            metrics = Some(address.parse().unwrap());
         }
     }
     Controller {
         child,
         xds: xds.unwrap(),
         debug: debug.unwrap(),
+        metrics: metrics.unwrap(),
     }
 }
