@@ -8,6 +8,13 @@
 //! this server sets). On shutdown the listener closes, each connection finishes the request
 //! it is serving and closes (hyper's `Connection::graceful_shutdown`), and connections still
 //! open after the shutdown grace period are dropped.
+//!
+//! At most [`DEFAULT_MAX_CONNECTIONS`] connections are open at once: past that the server
+//! stops accepting until one closes (the rest wait in the kernel's backlog), as tokio's
+//! mini-redis does (v0.4 `src/server.rs`, a semaphore permit taken before `accept`). An
+//! accept error other than a failed connection (out of file descriptors and the like) is
+//! logged and followed by one second without accepting, as axum's `serve` does (axum v0.8
+//! `src/serve/listener.rs`, `handle_accept_error`), instead of a loop that spins.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +41,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How many connections are open at once at most. The API server keeps a few keep-alive
+/// connections per replica; 512 stays under the common soft limit of 1024 file
+/// descriptors with room for the process's own, so clients run into this bound, not into
+/// `EMFILE`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// How long accepting pauses after an accept error that is not a failed connection.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// A bound HTTPS listener, ready to serve.
 pub struct Server {
@@ -42,6 +56,7 @@ pub struct Server {
     router: Router,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    max_connections: usize,
 }
 
 impl Server {
@@ -56,6 +71,7 @@ impl Server {
             router,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
     }
 
@@ -63,6 +79,12 @@ impl Server {
     /// stays open).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets how many connections are open at once at most (at least 1).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 
@@ -85,19 +107,28 @@ impl Server {
         let mut shutdown = std::pin::pin!(shutdown);
         let (draining, drain) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         loop {
+            let slot = tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next() => continue,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
             let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = connections.join_next() => continue,
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
-                    // Out of file descriptors and the like: wait a little, keep serving.
-                    Err(e) if is_transient(&e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+                    // The client gave up before the accept: nothing is wrong with the server.
+                    Err(e) if is_connection_error(&e) => continue,
+                    // Out of file descriptors and the like: pause, then keep serving.
+                    Err(e) => {
+                        tracing::error!(error = %e, pause = ?ACCEPT_ERROR_PAUSE, "accept failed");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                        }
                     }
-                    Err(e) => return Err(Error::Accept(e)),
                 },
             };
             let acceptor = self.acceptor.clone();
@@ -107,6 +138,7 @@ impl Server {
             let header_read_timeout = self.header_read_timeout;
             connections.spawn(
                 async move {
+                    let _slot = slot;
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                     let tls = tokio::select! {
                         handshake = handshake => match handshake {
@@ -167,12 +199,12 @@ async fn draining_began(drain: &mut watch::Receiver<bool>) {
     let _ = drain.wait_for(|d| *d).await;
 }
 
-fn is_transient(e: &std::io::Error) -> bool {
+/// An accept error that concerns one connection only (axum v0.8 `src/serve/listener.rs`,
+/// `is_connection_error`).
+fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
-        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
-    ) || e
-        .raw_os_error()
-        .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+        ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    )
 }

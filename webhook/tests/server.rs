@@ -511,3 +511,96 @@ async fn healthz_fails_once_the_certificate_has_expired() {
     let response = endpoints::health::handle(Some(cert)).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// Serves `endpoints::router()` on a loopback port with these settings until the returned
+/// sender is dropped.
+async fn serve(
+    server: impl FnOnce(Server) -> Server,
+) -> (std::net::SocketAddr, TlsConnector, oneshot::Sender<()>) {
+    let (config, client) = mk_tls();
+    let server = server(
+        Server::bind("127.0.0.1:0".parse().unwrap(), config, endpoints::router())
+            .await
+            .unwrap(),
+    );
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    (addr, client, stop)
+}
+
+async fn handshake(
+    addr: std::net::SocketAddr,
+    client: &TlsConnector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    client
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// A keep-alive connection left idle after a request is closed after the header read
+/// timeout.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (addr, client, _stop) =
+        serve(|s| s.header_read_timeout(std::time::Duration::from_millis(500))).await;
+    let mut tls = handshake(addr, &client).await.unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 1024];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Then nothing: the server closes the connection.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "an idle keep-alive connection was still open after {WAIT:?}"
+    );
+}
+
+/// Past `max_connections` open connections, a new one is not served until one closes.
+#[tokio::test]
+async fn connections_past_the_limit_wait_for_one_to_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (addr, client, _stop) = serve(|s| s.max_connections(2)).await;
+    let first = handshake(addr, &client).await.unwrap();
+    let _second = handshake(addr, &client).await.unwrap();
+    // The third connects (the kernel's backlog) but its handshake is not answered.
+    let client3 = client.clone();
+    let third = tokio::spawn(async move {
+        let mut tls = handshake(addr, &client3).await?;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served with a limit of 2"
+    );
+    drop(first);
+    let response = tokio::time::timeout(WAIT, third)
+        .await
+        .expect("the third connection was served once one closed")
+        .unwrap()
+        .unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}

@@ -16,8 +16,9 @@ const CERT_CHECK_PERIOD: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:9443", env = "LANYARD_WEBHOOK_LISTEN")]
+    /// Address to listen on: loopback by default; a Kubernetes deployment, where the API
+    /// server calls the webhook through its Service, sets `0.0.0.0:9443`.
+    #[arg(long, default_value = "127.0.0.1:9443", env = "LANYARD_WEBHOOK_LISTEN")]
     listen: SocketAddr,
     /// Serving certificate chain (PEM), leaf first.
     #[arg(long, env = "LANYARD_WEBHOOK_TLS_CERT")]
@@ -33,6 +34,10 @@ struct Args {
     /// exits.
     #[arg(long, value_name = "SECONDS", default_value_t = lanyard_webhook::server::DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace: u64,
+    /// Connections open at once at most; past it the webhook accepts no more until one
+    /// closes.
+    #[arg(long, value_name = "COUNT", default_value_t = lanyard_webhook::server::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
 }
 
 #[tokio::main]
@@ -50,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::bind(args.listen, tls, endpoints::router_with_certificate(cert))
         .await?
         .header_read_timeout(Duration::from_secs(args.header_read_timeout))
-        .shutdown_grace(Duration::from_secs(args.shutdown_grace));
+        .shutdown_grace(Duration::from_secs(args.shutdown_grace))
+        .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX));
     tracing::info!(address = %server.local_addr(), "serving /convert and /healthz over HTTPS");
     // One plain line for scripts that pass port 0 (the log line above may be coloured).
     println!("webhook listening on {}", server.local_addr());
