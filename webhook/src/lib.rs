@@ -34,8 +34,6 @@ pub enum Error {
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("accepting connections: {0}")]
-    Accept(std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -208,3 +208,20 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_pauses_accepting_and_a_failed_connection_does_not() {
+        use std::io::{Error, ErrorKind};
+        // EMFILE and ENFILE (Linux): the process or the system is out of descriptors.
+        for code in [24, 23] {
+            assert!(!is_connection_error(&Error::from_raw_os_error(code)));
+        }
+        for kind in [ErrorKind::ConnectionAborted, ErrorKind::ConnectionReset] {
+            assert!(is_connection_error(&Error::from(kind)));
+        }
+    }
+}
