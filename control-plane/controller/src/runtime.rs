@@ -71,7 +71,8 @@ pub struct Args {
     pub xds_address: SocketAddr,
 
     /// Serve the debug endpoint (/debug/syncz, /debug/config_dump, /metrics, /healthz,
-    /// /readyz) on this address; keep it on localhost. Printed as `debug listening on ADDR`.
+    /// /readyz) on this address; keep it on localhost (the /debug/ pages answer loopback
+    /// peers only, see --debug-allow-remote). Printed as `debug listening on ADDR`.
     #[arg(long, env = "LANYARD_DEBUG_ADDRESS", default_value = DEFAULT_DEBUG_ADDRESS, help_heading = "Serving")]
     pub debug_address: SocketAddr,
 
