@@ -90,6 +90,9 @@ pub struct Shared {
     pub shutdown_grace: Duration,
     /// What one client may make the server hold, do or write.
     pub limits: Limits,
+    /// Bytes of partially received requests all streams may hold (see
+    /// [`crate::ads::budget`]).
+    pub pending_requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -141,6 +144,13 @@ impl XdsServer {
             source: std::sync::RwLock::new(None),
             shutdown_grace: config.shutdown_grace,
             limits: config.limits.clone(),
+            pending_requests: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .limits
+                    .stream
+                    .max_pending_request_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         });
         let input = Arc::new(Input {
             pending: Mutex::new(None),
@@ -237,10 +247,23 @@ impl XdsServer {
     /// reading (flow-control window full) or vanished without a FIN would hold the process.
     pub async fn serve_ads(&self, listener: TcpListener) -> Result<(), ServeError> {
         let address = local_address(&listener);
-        let open = Arc::new(crate::drain::Connections::default());
-        let serve = tonic::transport::Server::builder()
+        let limits = &self.shared.limits.connection;
+        let open = Arc::new(crate::drain::Connections::new(
+            limits.clone(),
+            self.shared.metrics.clone(),
+        ));
+        let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .initial_stream_window_size(limits.stream_window)
+            .initial_connection_window_size(limits.connection_window);
+        if let Some(age) = limits.max_age {
+            // The GOAWAY; the close after the grace is `drain`'s (see there why).
+            builder = builder.max_connection_age(age);
+        }
+        let serve = builder
             .add_service(self.ads_service())
             .serve_with_incoming_shutdown(open.clone().incoming(listener), self.stopped());
         tokio::pin!(serve);

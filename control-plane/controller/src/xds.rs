@@ -73,6 +73,7 @@ impl Serving {
         options: XdsOptions,
         rejections: watch::Sender<Arc<Rejections>>,
         shutdown_grace: std::time::Duration,
+        limits: lanyard_xds::Limits,
     ) -> Result<Serving> {
         let bind = |address: SocketAddr, what: &'static str| async move {
             lanyard_xds::listen::listen(address).map_err(|error| Error::Bind {
@@ -95,6 +96,7 @@ impl Serving {
 
         let server = XdsServer::start(ServerConfig {
             shutdown_grace,
+            limits,
             ..ServerConfig::default()
         });
         let (failed, failures) = mpsc::channel(2);
