@@ -230,6 +230,17 @@ impl XdsServer {
         self.shared.registry.streams()
     }
 
+    /// Bytes of partially received requests the streams hold now (see
+    /// [`crate::ads::budget`]).
+    pub fn pending_request_bytes(&self) -> usize {
+        self.shared
+            .limits
+            .stream
+            .max_pending_request_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            - self.shared.pending_requests.available_permits()
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics

@@ -228,6 +228,13 @@ async fn requests_still_arriving_share_a_budget_and_a_stream_over_it_is_ended() 
     // 1 MiB announced, 200 KiB sent: 184 KiB charged, within the budget; it waits for
     // the rest.
     let (first, _first_send, _d1) = raw_h2_partial(&server, unfinished(1 << 20, 200 << 10)).await;
+    tokio::time::timeout(WAIT, async {
+        while server.server.pending_request_bytes() < 150 << 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first partial request was not charged");
     // A second one of the same: the budget has 72 KiB left, it waits, then is ended.
     let (second, _second_send, _d2) =
         raw_h2_partial(&server, unfinished(1 << 20, 200 << 10)).await;
@@ -255,7 +262,15 @@ async fn requests_still_arriving_share_a_budget_and_a_stream_over_it_is_ended() 
     let mut proxy = DeltaClient::connect(server.ads, node(CART_0)).await;
     proxy.subscribe(CDS, &[], &[]);
     proxy.recv().await;
-    drop(first);
+    // What the first holds goes back when it leaves.
+    drop((first, _first_send, _d1));
+    tokio::time::timeout(WAIT, async {
+        while server.server.pending_request_bytes() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the budget was not given back");
 }
 
 #[tokio::test]
