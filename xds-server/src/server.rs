@@ -256,6 +256,12 @@ impl XdsServer {
     /// hyper's `graceful_shutdown` on each connection (h2 v0.4: a GOAWAY, a PING, then the
     /// final GOAWAY), then waits for every connection without a bound: a proxy that stopped
     /// reading (flow-control window full) or vanished without a FIN would hold the process.
+    ///
+    /// Meanwhile each connection is held to [`crate::limits::ConnectionLimits`]: HTTP/2
+    /// settings (`SETTINGS_MAX_CONCURRENT_STREAMS`, `SETTINGS_MAX_HEADER_LIST_SIZE`, the
+    /// initial windows; tonic v0.14.9 passes `None` for those it is not given, which drops
+    /// hyper's own defaults), and the connection count, idle timeout and age that
+    /// [`crate::drain`] enforces.
     pub async fn serve_ads(&self, listener: TcpListener) -> Result<(), ServeError> {
         let address = local_address(&listener);
         let limits = &self.shared.limits.connection;
