@@ -311,3 +311,55 @@ async fn a_connection_advertises_its_stream_limit() {
     assert_eq!(advertised, 3);
     drop(h2);
 }
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A measurement, run by hand (`--run-ignored only`): how much 20 streams that each send
+/// 8 MiB of an unfinished 16 MiB request add to the resident memory, with a 16 MiB budget.
+#[tokio::test]
+#[ignore = "a measurement: prints figures"]
+async fn measure_memory_of_unfinished_requests() {
+    let server = TestServer::start_limited(
+        &base(),
+        Limits {
+            stream: StreamLimits {
+                max_pending_request_bytes: 16 << 20,
+                pending_bytes_wait: Duration::from_secs(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let data = unfinished(16 << 20, 8 << 20);
+    let before = rss();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(raw_h2_partial(&server, data.clone()).await);
+    }
+    // Let the data flow until it stops (every stream done or held by flow control).
+    let mut last = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = rss();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    eprintln!(
+        "20 streams x 8 MiB unfinished: RSS +{} MiB (held by the budget: {} MiB)",
+        (rss().saturating_sub(before)) >> 20,
+        server.server.pending_request_bytes() >> 20
+    );
+    drop(held);
+}
