@@ -103,7 +103,9 @@ impl Connections {
         let io = TcpStream::from_std(std)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.open).insert(id, handle);
-        self.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::default());
         tokio::spawn(watch(self.clone(), id, state.clone()));
         Ok(Some(Tracked {
@@ -145,9 +147,9 @@ impl Connections {
 /// its maximum age plus grace; ends when the connection does.
 async fn watch(connections: Arc<Connections>, id: u64, state: Arc<ConnState>) {
     let limits = &connections.limits;
-    let closed_at = limits.max_age.map(|age| {
-        tokio::time::Instant::now() + age + limits.max_age_grace
-    });
+    let closed_at = limits
+        .max_age
+        .map(|age| tokio::time::Instant::now() + age + limits.max_age_grace);
     let aged = async {
         match closed_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -391,8 +393,7 @@ mod tests {
                 }
             }
         }));
-        let waited =
-            tokio::time::timeout(Duration::from_millis(10_500), accepted.next()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(10_500), accepted.next()).await;
         assert!(waited.is_err(), "accepted after {:?} attempts", waited);
         let tried = attempts.load(Ordering::Relaxed);
         assert!((10..=12).contains(&tried), "{tried} attempts in 10.5 s");

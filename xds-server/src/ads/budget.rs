@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 /// gRPC's message header: a compressed flag and a 32-bit big-endian length.
 const HEADER_LEN: usize = 5;
 
+/// Permits being acquired; `Err` once the wait is over.
+type Acquire = BoxFuture<'static, Result<OwnedSemaphorePermit, ()>>;
+
 /// A request body whose unfinished messages are charged to a shared budget.
 pub struct Budgeted<B> {
     inner: B,
@@ -43,7 +46,7 @@ pub struct Budgeted<B> {
     /// Permits held for the message being read.
     held: Option<OwnedSemaphorePermit>,
     /// A frame waiting for its permits.
-    waiting: Option<(Frame<Bytes>, BoxFuture<'static, Result<OwnedSemaphorePermit, ()>>)>,
+    waiting: Option<(Frame<Bytes>, Acquire)>,
 }
 
 impl<B> std::fmt::Debug for Budgeted<B> {
@@ -57,7 +60,12 @@ impl<B> std::fmt::Debug for Budgeted<B> {
 
 impl<B> Budgeted<B> {
     /// `inner`, charged to `budget` as `limits` say.
-    pub fn new(inner: B, budget: Arc<Semaphore>, limits: StreamLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        inner: B,
+        budget: Arc<Semaphore>,
+        limits: StreamLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Budgeted {
             inner,
             budget,

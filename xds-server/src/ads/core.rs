@@ -227,10 +227,7 @@ impl StreamCore {
                 limits.max_subscribed_names
             )));
         }
-        if let Some(name) = names
-            .into_iter()
-            .find(|n| n.len() > limits.max_name_length)
-        {
+        if let Some(name) = names.into_iter().find(|n| n.len() > limits.max_name_length) {
             self.metrics.refused("name_length");
             return Err(Status::resource_exhausted(format!(
                 "a resource name of {} bytes for {}: longer than this server allows ({} bytes, --max-name-length): {}",
@@ -374,8 +371,12 @@ impl StreamCore {
                 let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
                 let error = clip(message, CLIENT_TEXT);
                 match self.once("nack", format_args!("{ty} {version} {error}")) {
-                    None => warn!(r#type = %ty, %version, %nonce, %error, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version"),
-                    Some(times) => debug!(r#type = %ty, %version, %nonce, %error, times, "the same NACK again"),
+                    None => {
+                        warn!(r#type = %ty, %version, %nonce, %error, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version")
+                    }
+                    Some(times) => {
+                        debug!(r#type = %ty, %version, %nonce, %error, times, "the same NACK again")
+                    }
                 }
                 let nack = Nack {
                     version,
@@ -426,7 +427,9 @@ impl StreamCore {
                         %error,
                         "NACK of a superseded response (stale nonce): the proxy refused an earlier version; the latest is not affected"
                     ),
-                    Some(times) => debug!(r#type = %ty, %nonce, %error, times, "the same stale NACK again"),
+                    Some(times) => {
+                        debug!(r#type = %ty, %nonce, %error, times, "the same stale NACK again")
+                    }
                 }
                 self.status.update(ty.short_name(), |s| s.stale_nacks += 1);
             }
@@ -456,7 +459,9 @@ impl StreamCore {
                 r#type = %ty,
                 "request for a type Lanyard does not serve: answering with no resources"
             ),
-            Some(times) => debug!(r#type = %ty, times, "another request for a type Lanyard does not serve"),
+            Some(times) => {
+                debug!(r#type = %ty, times, "another request for a type Lanyard does not serve")
+            }
         }
     }
 }
@@ -527,7 +532,8 @@ pub async fn drive<R: Responder>(
             return;
         }
     };
-    let span = info_span!("ads", node = %clip(&identity.node_id, CLIENT_TEXT), protocol = ?R::PROTOCOL);
+    let span =
+        info_span!("ads", node = %clip(&identity.node_id, CLIENT_TEXT), protocol = ?R::PROTOCOL);
     run::<R>(shared, identity, first, requests, tx)
         .instrument(span)
         .await;

@@ -683,8 +683,7 @@ mod limits_tests {
                     ..Default::default()
                 })
                 .unwrap();
-            let response: DeltaDiscoveryResponse =
-                delta.next_response().unwrap().decode().unwrap();
+            let response: DeltaDiscoveryResponse = delta.next_response().unwrap().decode().unwrap();
             let _ = done_tx.send(response.removed_resources.len());
         });
         let removed = done_rx
@@ -711,7 +710,10 @@ mod limits_tests {
         let names: Vec<String> = (0..6).map(|i| format!("other-{i}")).collect();
         let status = delta.on_request(request(names)).unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(status.message().contains("--max-subscribed-names"), "{status}");
+        assert!(
+            status.message().contains("--max-subscribed-names"),
+            "{status}"
+        );
         assert_eq!(delta.core.metrics.refusals("subscribed_names"), 1);
 
         let (mut delta, _r) = mk_delta_with(limits);

@@ -70,7 +70,10 @@ async fn delta_refuses_the_17th_unknown_type_even_after_answering_the_others() {
     client.subscribe("type.googleapis.com/example.Unknown16", &[], &[]);
     let status = client.next().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("too many type URLs"), "{status:?}");
+    assert!(
+        status.message().contains("too many type URLs"),
+        "{status:?}"
+    );
     assert_eq!(server.server.metrics().refusals("unknown_types"), 1);
 }
 
@@ -122,7 +125,11 @@ async fn a_megabyte_node_id_gives_bounded_logs_and_statuses() {
     client.subscribe(CDS, &[], &[]);
     let status = client.next().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().len() < 4 << 10, "{}", status.message().len());
+    assert!(
+        status.message().len() < 4 << 10,
+        "{}",
+        status.message().len()
+    );
     let text = log.text();
     assert!(text.contains("ending the stream"), "{text}");
     assert!(text.contains("refusing an ADS stream"), "{text}");
@@ -236,8 +243,7 @@ async fn requests_still_arriving_share_a_budget_and_a_stream_over_it_is_ended() 
     .await
     .expect("the first partial request was not charged");
     // A second one of the same: the budget has 72 KiB left, it waits, then is ended.
-    let (second, _second_send, _d2) =
-        raw_h2_partial(&server, unfinished(1 << 20, 200 << 10)).await;
+    let (second, _second_send, _d2) = raw_h2_partial(&server, unfinished(1 << 20, 200 << 10)).await;
     let response = tokio::time::timeout(WAIT, second)
         .await
         .expect("no response")
