@@ -242,8 +242,9 @@ impl StreamCore {
 
     /// `None` when a warning of kind `kind` about `what` is the first on this stream, else
     /// how many times it came: the same NACK re-sent in a loop is logged once in full, then
-    /// at debug level with its count. At most [`WARNED_KEYS`] are remembered; past that
-    /// every new warning of the stream is logged at debug level only (`Some(0)`).
+    /// at debug level with its count. `what` is chosen by the server (a type and the version
+    /// it sent), never the client's text, so that a client cannot make each warning new by
+    /// changing its message. At most [`WARNED_KEYS`] are remembered; then they are forgotten.
     pub fn once(&mut self, kind: &'static str, what: std::fmt::Arguments<'_>) -> Option<u64> {
         let mut what = what.to_string();
         if what.len() > CLIENT_TEXT {
@@ -255,7 +256,7 @@ impl StreamCore {
             return Some(*count);
         }
         if self.warned.len() >= WARNED_KEYS {
-            return Some(0);
+            self.warned.clear();
         }
         self.warned.insert(key, 1);
         None
@@ -370,7 +371,7 @@ impl StreamCore {
                 let resources = rejected(prefix(message, SEARCHED_NACK_BYTES));
                 let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
                 let error = clip(message, CLIENT_TEXT);
-                match self.once("nack", format_args!("{ty} {version} {error}")) {
+                match self.once("nack", format_args!("{ty} {version}")) {
                     None => {
                         warn!(r#type = %ty, %version, %nonce, %error, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version")
                     }
@@ -419,7 +420,7 @@ impl StreamCore {
                 metrics.stale_nacks.fetch_add(1, Ordering::Relaxed);
                 let nonce = clip(nonce, CLIENT_TEXT);
                 let error = clip(&error.message, CLIENT_TEXT);
-                match self.once("stale_nack", format_args!("{ty} {error}")) {
+                match self.once("stale_nack", format_args!("{ty} {latest}")) {
                     None => warn!(
                         r#type = %ty,
                         %nonce,
