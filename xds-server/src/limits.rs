@@ -21,12 +21,100 @@ pub struct Limits {
 }
 
 /// Per connection and for all connections together.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConnectionLimits {}
+///
+/// Sizing: a proxy opens one HTTP/2 connection and one or two ADS streams on it (Envoy: one
+/// ADS stream; gRPC's xDS client: one per server); nothing else is served on this port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open ADS connections, all together; one accepted past it is closed at once (and
+    /// counted, `limit="connections"`). Default 10,000: one replica serving more proxies
+    /// than that should be scaled out; each connection costs an fd and tens of KB.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised on each connection; a client
+    /// that opens more gets each extra stream reset (REFUSED_STREAM). Default 16: a proxy
+    /// uses one or two (hyper's own default of 200 is lost when tonic passes none).
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`. Default 64 KiB: Envoy's own default cap on
+    /// request headers is 60 KiB (`max_request_headers_kb`); ADS requests carry a few
+    /// hundred bytes, a bearer token at most a few KB.
+    pub max_header_list_size: u32,
+    /// HTTP/2 initial stream window: what a client may send on one stream before the
+    /// server reads it. Default 256 KiB: a paused stream buffers at most that in h2.
+    pub stream_window: u32,
+    /// HTTP/2 initial connection window: what a client may send on all streams of a
+    /// connection before the server reads it. Default 1 MiB.
+    pub connection_window: u32,
+    /// A connection with no open stream for this long is closed (also one that never sent
+    /// the HTTP/2 preface or a stream). Default 60 s: a proxy opens its ADS stream right
+    /// after connecting, and keeps it open.
+    pub idle_timeout: std::time::Duration,
+    /// A connection older than this is told to go away (HTTP/2 GOAWAY): its proxy opens a
+    /// new one, maybe to another replica. Off (`None`) by default, as grpc-go's
+    /// `MaxConnectionAge` (v1.6x keepalive.ServerParameters: infinity): every reconnect
+    /// is a full resync of the proxy; set it (e.g. 30 min) to rebalance proxies across
+    /// replicas after a scale-up.
+    pub max_age: Option<std::time::Duration>,
+    /// After the GOAWAY of `max_age`, how long its streams have before the connection is
+    /// closed. Default 10 s, grpc-go's and istiod's `MaxConnectionAgeGrace` order.
+    pub max_age_grace: std::time::Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            max_streams_per_connection: 16,
+            max_header_list_size: 64 << 10,
+            stream_window: 256 << 10,
+            connection_window: 1 << 20,
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_age: None,
+            max_age_grace: std::time::Duration::from_secs(10),
+        }
+    }
+}
 
 /// Per ADS stream.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StreamLimits {}
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// A stream that sends no request for this long after it opened is ended
+    /// (DEADLINE_EXCEEDED). Default 10 s: Envoy and gRPC send their first request at once.
+    pub first_request_timeout: std::time::Duration,
+    /// Names one stream may subscribe to, per type (RESOURCE_EXHAUSTED above it). Default
+    /// 100,000: a proxy subscribes at most to every cluster of the mesh (large meshes have
+    /// tens of thousands); the cost of a request is linear in its names.
+    pub max_subscribed_names: usize,
+    /// Bytes of one resource name (RESOURCE_EXHAUSTED above it). Default 1,024: Lanyard's
+    /// names are a DNS name (253), a port and a subset (63) at most.
+    pub max_name_length: usize,
+    /// The largest request (RESOURCE_EXHAUSTED above it). 16 MiB.
+    pub max_request_bytes: usize,
+    /// Bytes of partially received requests past their first [`Self::free_request_bytes`]
+    /// held by all streams together; a stream that cannot get its share within
+    /// [`Self::pending_bytes_wait`] is ended (RESOURCE_EXHAUSTED) and meanwhile stops
+    /// reading (HTTP/2 flow control holds its client). Default 128 MiB: eight requests
+    /// of the largest size at once.
+    pub max_pending_request_bytes: usize,
+    /// The first bytes of each request, not counted in `max_pending_request_bytes`, so a
+    /// proxy's ordinary requests never wait. Default 64 KiB.
+    pub free_request_bytes: usize,
+    /// See `max_pending_request_bytes`. Default 10 s.
+    pub pending_bytes_wait: std::time::Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            first_request_timeout: std::time::Duration::from_secs(10),
+            max_subscribed_names: 100_000,
+            max_name_length: 1024,
+            max_request_bytes: 16 << 20,
+            max_pending_request_bytes: 128 << 20,
+            free_request_bytes: 64 << 10,
+            pending_bytes_wait: std::time::Duration::from_secs(10),
+        }
+    }
+}
 
 /// What a proxy's `Node` may carry. A node over any of these is refused with
 /// RESOURCE_EXHAUSTED before anything of it is kept. The label bounds are Kubernetes' own

@@ -11,8 +11,10 @@
 //!   `lanyard_xds_unknown_type_requests_total`, `lanyard_xds_snapshot_generation`;
 //! - `lanyard_xds_withheld_resources`: resources of the snapshot being served that were kept
 //!   from proxies because a proxy would refuse them (validation before publishing).
-//! - `lanyard_xds_limit_refusals_total{limit}`: clients refused for going over a limit
-//!   (`limits`), by the limit's short name (`node_id`, `node_labels`, ...);
+//! - `lanyard_xds_limit_refusals_total{limit}`: clients refused or cut off because they
+//!   went over a limit ([`crate::limits`]), by the limit's short name;
+//! - `lanyard_xds_open_connections`, `lanyard_xds_open_streams`: ADS connections and
+//!   streams open now, streams counted from when they open (before their first request).
 //! - `lanyard_translations_total`: translations of the input (objects → model → xDS) the
 //!   source ran, set by the source (the controller) as it hands snapshots over.
 
@@ -106,9 +108,14 @@ pub struct Metrics {
     pub withheld: AtomicU64,
     /// Translations the source ran (set by the source).
     pub translations: AtomicU64,
+    /// Open ADS connections.
+    pub open_connections: AtomicI64,
+    /// Open ADS streams, from when they open (`connected` counts them from their first
+    /// request).
+    pub open_streams: AtomicI64,
+    /// Refusals by limit.
+    refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     types: [TypeMetrics; 4],
-    /// Clients refused or cut short for going over a limit, by the limit's short name.
-    limit_refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -117,22 +124,24 @@ impl Metrics {
         &self.types[ty as usize]
     }
 
-    /// Counts a client refused for going over the limit `limit` (its short name).
+    /// Counts a client refused or cut off by the limit named `limit` (a short name).
     pub fn refused(&self, limit: &'static str) {
-        let mut refusals = self
-            .limit_refusals
+        *self
+            .refusals
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *refusals.entry(limit).or_default() += 1;
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(limit)
+            .or_default() += 1;
     }
 
-    /// How many clients went over the limit `limit`.
+    /// How many clients the limit named `limit` refused.
     pub fn refusals(&self, limit: &str) -> u64 {
-        let refusals = self
-            .limit_refusals
+        self.refusals
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        refusals.get(limit).copied().unwrap_or(0)
+            .unwrap_or_else(|e| e.into_inner())
+            .get(limit)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The Prometheus text exposition.
@@ -144,10 +153,7 @@ impl Metrics {
                 out,
                 "# HELP {name} Clients refused for going over a limit, by limit (README, Operations: limits).\n# TYPE {name} counter"
             );
-            let refusals = self
-                .limit_refusals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
             for (limit, count) in refusals.iter() {
                 let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {count}");
             }
@@ -207,6 +213,31 @@ impl Metrics {
             "counter",
             self.translations.load(Ordering::Relaxed).to_string(),
         );
+        gauge(
+            &mut out,
+            "lanyard_xds_open_connections",
+            "Open ADS connections.",
+            "gauge",
+            self.open_connections.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "lanyard_xds_open_streams",
+            "Open ADS streams, including those that have not sent a request yet.",
+            "gauge",
+            self.open_streams.load(Ordering::Relaxed).to_string(),
+        );
+        {
+            let name = "lanyard_xds_limit_refusals_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Clients refused or cut off for going over a limit, by limit.\n# TYPE {name} counter"
+            );
+            let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            for (limit, count) in refusals.iter() {
+                let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {count}");
+            }
+        }
         type Counter = fn(&TypeMetrics) -> &AtomicU64;
         let counters: [(&str, &str, Counter); 4] = [
             (
@@ -290,5 +321,13 @@ mod tests {
         );
         assert!(text.contains("lanyard_xds_push_latency_seconds_count{type=\"CDS\"} 1\n"));
         assert!(text.contains("# TYPE lanyard_xds_convergence_seconds histogram\n"));
+        metrics.refused("connections");
+        metrics.refused("connections");
+        assert_eq!(metrics.refusals("connections"), 2);
+        assert!(
+            metrics
+                .render()
+                .contains("lanyard_xds_limit_refusals_total{limit=\"connections\"} 2\n")
+        );
     }
 }

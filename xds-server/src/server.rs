@@ -103,6 +103,9 @@ pub struct Shared {
     pub limits: Limits,
     /// Whether the debug pages are served to peers that are not loopback.
     pub debug_allow_remote: bool,
+    /// Bytes of partially received requests all streams may hold (see
+    /// [`crate::ads::budget`]).
+    pub pending_requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -155,6 +158,13 @@ impl XdsServer {
             shutdown_grace: config.shutdown_grace,
             limits: config.limits.clone(),
             debug_allow_remote: config.debug_allow_remote,
+            pending_requests: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .limits
+                    .stream
+                    .max_pending_request_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         });
         let input = Arc::new(Input {
             pending: Mutex::new(None),
@@ -240,6 +250,17 @@ impl XdsServer {
         self.shared.registry.streams()
     }
 
+    /// Bytes of partially received requests the streams hold now (see
+    /// [`crate::ads::budget`]).
+    pub fn pending_request_bytes(&self) -> usize {
+        self.shared
+            .limits
+            .stream
+            .max_pending_request_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            - self.shared.pending_requests.available_permits()
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
@@ -255,12 +276,31 @@ impl XdsServer {
     /// hyper's `graceful_shutdown` on each connection (h2 v0.4: a GOAWAY, a PING, then the
     /// final GOAWAY), then waits for every connection without a bound: a proxy that stopped
     /// reading (flow-control window full) or vanished without a FIN would hold the process.
+    ///
+    /// Meanwhile each connection is held to [`crate::limits::ConnectionLimits`]: HTTP/2
+    /// settings (`SETTINGS_MAX_CONCURRENT_STREAMS`, `SETTINGS_MAX_HEADER_LIST_SIZE`, the
+    /// initial windows; tonic v0.14.9 passes `None` for those it is not given, which drops
+    /// hyper's own defaults), and the connection count, idle timeout and age that
+    /// [`crate::drain`] enforces.
     pub async fn serve_ads(&self, listener: TcpListener) -> Result<(), ServeError> {
         let address = local_address(&listener);
-        let open = Arc::new(crate::drain::Connections::default());
-        let serve = tonic::transport::Server::builder()
+        let limits = &self.shared.limits.connection;
+        let open = Arc::new(crate::drain::Connections::new(
+            limits.clone(),
+            self.shared.metrics.clone(),
+        ));
+        let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .initial_stream_window_size(limits.stream_window)
+            .initial_connection_window_size(limits.connection_window);
+        if let Some(age) = limits.max_age {
+            // The GOAWAY; the close after the grace is `drain`'s (see there why).
+            builder = builder.max_connection_age(age);
+        }
+        let serve = builder
             .add_service(self.ads_service())
             .serve_with_incoming_shutdown(open.clone().incoming(listener), self.stopped());
         tokio::pin!(serve);

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
 use lanyard_index::status::DEFAULT_CONTROLLER_NAME;
+use lanyard_xds::Limits;
+use lanyard_xds::limits::{ConnectionLimits, StreamLimits};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -21,7 +23,7 @@ use crate::report::{Format, Report, Show};
 use crate::snapshot::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, Settings, Snapshot};
 use crate::xds::{Addresses, Serving};
 use lanyard_xds::ServerConfig;
-use lanyard_xds::limits::{ApiListenerLimits, DebugLimits, Limits, NodeLimits};
+use lanyard_xds::limits::{ApiListenerLimits, DebugLimits, NodeLimits};
 
 /// Where ADS is served by default (Istio's plain-text xDS port).
 pub const DEFAULT_XDS_ADDRESS: &str = "127.0.0.1:15010";
@@ -125,6 +127,46 @@ pub struct Args {
     #[arg(long, env = "LANYARD_SHUTDOWN_GRACE", value_name = "SECONDS", default_value_t = lanyard_xds::DEFAULT_SHUTDOWN_GRACE.as_secs_f64(), value_parser = grace_seconds, help_heading = "Serving")]
     pub shutdown_grace: f64,
 
+    /// ADS connections open at once; one accepted past it is closed at once.
+    #[arg(long, env = "LANYARD_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections, value_parser = at_least_one, help_heading = "Limits")]
+    pub max_connections: usize,
+
+    /// HTTP/2 streams one ADS connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "LANYARD_MAX_STREAMS_PER_CONNECTION", default_value_t = ConnectionLimits::default().max_streams_per_connection, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub max_streams_per_connection: u32,
+
+    /// Seconds an ADS connection may stay without a stream (also one that never sends the
+    /// HTTP/2 preface) before it is closed.
+    #[arg(long, env = "LANYARD_CONNECTION_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = ConnectionLimits::default().idle_timeout.as_secs_f64(), value_parser = limit_seconds, help_heading = "Limits")]
+    pub connection_idle_timeout: f64,
+
+    /// Seconds after which an ADS connection is told to go away (HTTP/2 GOAWAY; its proxy
+    /// reconnects, maybe to another replica); 0: never.
+    #[arg(long, env = "LANYARD_MAX_CONNECTION_AGE", value_name = "SECONDS", default_value_t = 0.0, value_parser = age_seconds, help_heading = "Limits")]
+    pub max_connection_age: f64,
+
+    /// Seconds the streams of a connection told to go away for its age have before it is
+    /// closed.
+    #[arg(long, env = "LANYARD_MAX_CONNECTION_AGE_GRACE", value_name = "SECONDS", default_value_t = ConnectionLimits::default().max_age_grace.as_secs_f64(), value_parser = grace_seconds, help_heading = "Limits")]
+    pub max_connection_age_grace: f64,
+
+    /// Seconds an ADS stream may stay open without sending its first request.
+    #[arg(long, env = "LANYARD_STREAM_FIRST_REQUEST_TIMEOUT", value_name = "SECONDS", default_value_t = StreamLimits::default().first_request_timeout.as_secs_f64(), value_parser = limit_seconds, help_heading = "Limits")]
+    pub stream_first_request_timeout: f64,
+
+    /// Resource names one ADS stream may subscribe to, per type.
+    #[arg(long, env = "LANYARD_MAX_SUBSCRIBED_NAMES", default_value_t = StreamLimits::default().max_subscribed_names, value_parser = at_least_one, help_heading = "Limits")]
+    pub max_subscribed_names: usize,
+
+    /// Bytes of one resource name (or type URL) in an ADS request.
+    #[arg(long, env = "LANYARD_MAX_NAME_LENGTH", default_value_t = StreamLimits::default().max_name_length, value_parser = at_least_one, help_heading = "Limits")]
+    pub max_name_length: usize,
+
+    /// Bytes of ADS requests still arriving (past the first 64 KiB of each) all streams may
+    /// hold together; a stream that cannot get its share within 10 s is ended.
+    #[arg(long, env = "LANYARD_MAX_PENDING_REQUEST_BYTES", default_value_t = StreamLimits::default().max_pending_request_bytes, value_parser = at_least_one, help_heading = "Limits")]
+    pub max_pending_request_bytes: usize,
+
     /// The cluster's DNS domain.
     #[arg(long, env = "LANYARD_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
@@ -183,10 +225,62 @@ fn grace_seconds(text: &str) -> std::result::Result<f64, String> {
     Ok(seconds)
 }
 
+/// A count of at least one.
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}
+
+/// A timeout in seconds: finite, above 0, at most a day.
+fn limit_seconds(text: &str) -> std::result::Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err("must be above 0 and at most 86400 seconds".to_string());
+    }
+    Ok(seconds)
+}
+
+/// A connection age in seconds: 0 (never), or as [`limit_seconds`].
+fn age_seconds(text: &str) -> std::result::Result<f64, String> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    limit_seconds(text)
+}
+
 impl Args {
-    /// The limits the flags give the xDS server.
+    /// The ADS server's limits per connection and per stream the flags give.
+    pub fn ads_limits(&self) -> (ConnectionLimits, StreamLimits) {
+        let connection = ConnectionLimits {
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            idle_timeout: Duration::from_secs_f64(self.connection_idle_timeout),
+            max_age: (self.max_connection_age > 0.0)
+                .then(|| Duration::from_secs_f64(self.max_connection_age)),
+            max_age_grace: Duration::from_secs_f64(self.max_connection_age_grace),
+            ..ConnectionLimits::default()
+        };
+        let stream = StreamLimits {
+            first_request_timeout: Duration::from_secs_f64(self.stream_first_request_timeout),
+            max_subscribed_names: self.max_subscribed_names,
+            max_name_length: self.max_name_length,
+            max_pending_request_bytes: self.max_pending_request_bytes,
+            ..StreamLimits::default()
+        };
+        (connection, stream)
+    }
+
+    /// All the server's limits the flags give.
     pub fn limits(&self) -> Limits {
+        let (connection, stream) = self.ads_limits();
         Limits {
+            connection,
+            stream,
             node: NodeLimits {
                 id_bytes: self.node_id_max_bytes,
                 cluster_bytes: self.node_cluster_max_bytes,

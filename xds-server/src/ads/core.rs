@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::ProxyRef;
 use crate::cache::MeshSnapshot;
+use crate::limits::{CLIENT_TEXT, StreamLimits, clip};
 use crate::metrics::Metrics;
 use crate::node::ProxyIdentity;
 use crate::resource::{Resource, ResourceType};
@@ -32,6 +33,24 @@ use crate::status::{
 const SHOWN_NAMES: usize = 20;
 /// How many distinct unknown type URLs a stream may ask for before it is refused.
 pub const MAX_UNKNOWN_TYPES: usize = 16;
+/// How many distinct warnings a stream remembers having logged.
+pub const WARNED_KEYS: usize = 64;
+/// How much of a NACK's message is searched for the names of the resources it rejected.
+const SEARCHED_NACK_BYTES: usize = 64 << 10;
+/// How much of a NACK's message the stream's status keeps.
+const KEPT_NACK_BYTES: usize = 4 << 10;
+
+/// The first `limit` bytes of `text`, cut at a character boundary.
+fn prefix(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 static NONCES: AtomicU64 = AtomicU64::new(0);
 
@@ -162,6 +181,10 @@ pub struct StreamCore {
     pub proxy: ProxyRef,
     /// What the proxy runs, per type, as its ACKs and NACKs tell.
     applied: BTreeMap<ResourceType, Applied>,
+    /// What the stream may ask for and hold.
+    pub limits: StreamLimits,
+    /// Warnings already logged in full, by what they are about (see [`StreamCore::once`]).
+    warned: BTreeMap<(&'static str, String), u64>,
 }
 
 impl StreamCore {
@@ -184,7 +207,62 @@ impl StreamCore {
             snapshot: None,
             proxy,
             applied: BTreeMap::new(),
+            limits: StreamLimits::default(),
+            warned: BTreeMap::new(),
         }
+    }
+
+    /// Checks the names of a request against the stream's limits: each at most
+    /// `max_name_length` bytes, and at most `max_subscribed_names` of them (`count`: how
+    /// many the type's subscription holds with this request's).
+    pub fn check_names<'a>(
+        &self,
+        type_url: &str,
+        names: impl IntoIterator<Item = &'a String>,
+        count: usize,
+    ) -> Result<(), Status> {
+        let limits = &self.limits;
+        if count > limits.max_subscribed_names {
+            self.metrics.refused("subscribed_names");
+            return Err(Status::resource_exhausted(format!(
+                "{count} names subscribed to for {}: more than this server allows on one stream per type ({}, --max-subscribed-names)",
+                clip(type_url, CLIENT_TEXT),
+                limits.max_subscribed_names
+            )));
+        }
+        if let Some(name) = names.into_iter().find(|n| n.len() > limits.max_name_length) {
+            self.metrics.refused("name_length");
+            return Err(Status::resource_exhausted(format!(
+                "a resource name of {} bytes for {}: longer than this server allows ({} bytes, --max-name-length): {}",
+                name.len(),
+                clip(type_url, CLIENT_TEXT),
+                limits.max_name_length,
+                clip(name, CLIENT_TEXT)
+            )));
+        }
+        Ok(())
+    }
+
+    /// `None` when a warning of kind `kind` about `what` is the first on this stream, else
+    /// how many times it came: the same NACK re-sent in a loop is logged once in full, then
+    /// at debug level with its count. `what` is chosen by the server (a type and the version
+    /// it sent), never the client's text, so that a client cannot make each warning new by
+    /// changing its message. At most [`WARNED_KEYS`] are remembered; then they are forgotten.
+    pub fn once(&mut self, kind: &'static str, what: std::fmt::Arguments<'_>) -> Option<u64> {
+        let mut what = what.to_string();
+        if what.len() > CLIENT_TEXT {
+            what = clip(&what, CLIENT_TEXT).to_string();
+        }
+        let key = (kind, what);
+        if let Some(count) = self.warned.get_mut(&key) {
+            *count += 1;
+            return Some(*count);
+        }
+        if self.warned.len() >= WARNED_KEYS {
+            self.warned.clear();
+        }
+        self.warned.insert(key, 1);
+        None
     }
 
     /// Serves a new snapshot.
@@ -291,13 +369,23 @@ impl StreamCore {
             Reply::Nack(message) => {
                 progress.unacked_change = None;
                 self.metrics.of(ty).nacks.fetch_add(1, Ordering::Relaxed);
-                let resources = rejected(message);
+                // Resource names are looked for in the first SEARCHED_NACK_BYTES only: the
+                // search is linear in the message times the resources.
+                let resources = rejected(prefix(message, SEARCHED_NACK_BYTES));
                 let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
-                warn!(r#type = %ty, %version, %nonce, error = %message, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version");
+                let error = clip(message, CLIENT_TEXT);
+                match self.once("nack", format_args!("{ty} {version}")) {
+                    None => {
+                        warn!(r#type = %ty, %version, %nonce, %error, resources = ?names, "NACK: the proxy rejected the config and keeps its previous one; not re-sending this version")
+                    }
+                    Some(times) => {
+                        debug!(r#type = %ty, %version, %nonce, %error, times, "the same NACK again")
+                    }
+                }
                 let nack = Nack {
                     version,
                     nonce,
-                    message: message.to_string(),
+                    message: clip(message, KEPT_NACK_BYTES).to_string(),
                     at: timestamp(SystemTime::now()),
                     resources,
                 };
@@ -322,7 +410,7 @@ impl StreamCore {
     /// still says the proxy refused an earlier version, so it is a warning with the proxy's
     /// message rather than nothing.
     pub fn stale(
-        &self,
+        &mut self,
         ty: ResourceType,
         nonce: &str,
         latest: Option<&str>,
@@ -333,18 +421,25 @@ impl StreamCore {
         match error {
             Some(error) => {
                 metrics.stale_nacks.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    r#type = %ty,
-                    nonce,
-                    latest,
-                    error = %error.message,
-                    "NACK of a superseded response (stale nonce): the proxy refused an earlier version; the latest is not affected"
-                );
+                let nonce = clip(nonce, CLIENT_TEXT);
+                let error = clip(&error.message, CLIENT_TEXT);
+                match self.once("stale_nack", format_args!("{ty} {latest}")) {
+                    None => warn!(
+                        r#type = %ty,
+                        %nonce,
+                        latest,
+                        %error,
+                        "NACK of a superseded response (stale nonce): the proxy refused an earlier version; the latest is not affected"
+                    ),
+                    Some(times) => {
+                        debug!(r#type = %ty, %nonce, %error, times, "the same stale NACK again")
+                    }
+                }
                 self.status.update(ty.short_name(), |s| s.stale_nacks += 1);
             }
             None => {
                 metrics.stale_acks.fetch_add(1, Ordering::Relaxed);
-                debug!(r#type = %ty, nonce, latest, "ACK of a superseded response (stale nonce)");
+                debug!(r#type = %ty, nonce = %clip(nonce, CLIENT_TEXT), latest, "ACK of a superseded response (stale nonce)");
             }
         }
     }
@@ -358,13 +453,20 @@ impl StreamCore {
         });
     }
 
-    /// Counts and logs a request for a type Lanyard does not serve.
-    pub fn unknown_type(&self, type_url: &str) {
+    /// Counts and logs a request for a type Lanyard does not serve (logged once per type
+    /// and stream).
+    pub fn unknown_type(&mut self, type_url: &str) {
         self.metrics.unknown_types.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(
-            r#type = type_url,
-            "request for a type Lanyard does not serve: answering with no resources"
-        );
+        let ty = clip(type_url, CLIENT_TEXT);
+        match self.once("unknown_type", format_args!("{ty}")) {
+            None => tracing::error!(
+                r#type = %ty,
+                "request for a type Lanyard does not serve: answering with no resources"
+            ),
+            Some(times) => {
+                debug!(r#type = %ty, times, "another request for a type Lanyard does not serve")
+            }
+        }
     }
 }
 
@@ -395,7 +497,22 @@ pub async fn drive<R: Responder>(
     mut requests: Streaming<R::Request>,
     tx: mpsc::Sender<Result<R::Response, Status>>,
 ) {
-    let first = match requests.next().await {
+    let wait = shared.limits.stream.first_request_timeout;
+    let first = match tokio::time::timeout(wait, requests.next()).await {
+        Err(_) => {
+            shared.metrics.refused("first_request_timeout");
+            debug!("ending a stream that sent no request");
+            let _ = tx
+                .send(Err(Status::deadline_exceeded(format!(
+                    "no request within {} ms of opening the stream (--stream-first-request-timeout)",
+                    wait.as_millis()
+                ))))
+                .await;
+            return;
+        }
+        Ok(first) => first,
+    };
+    let first = match first {
         Some(Ok(first)) => first,
         Some(Err(status)) => {
             let _ = tx
@@ -416,7 +533,8 @@ pub async fn drive<R: Responder>(
             return;
         }
     };
-    let span = info_span!("ads", node = %identity.node_id, protocol = ?R::PROTOCOL);
+    let span =
+        info_span!("ads", node = %clip(&identity.node_id, CLIENT_TEXT), protocol = ?R::PROTOCOL);
     run::<R>(shared, identity, first, requests, tx)
         .instrument(span)
         .await;
@@ -433,12 +551,18 @@ async fn run<R: Responder>(
         shared
             .registry
             .register(identity.clone(), R::PROTOCOL, shared.metrics.clone());
-    info!(namespace = %identity.namespace, pod = identity.pod.as_deref().unwrap_or(""), "connected");
-    let mut responder = R::new(StreamCore::new(
+    info!(
+        namespace = %identity.namespace,
+        pod = %clip(identity.pod.as_deref().unwrap_or(""), CLIENT_TEXT),
+        "connected"
+    );
+    let mut core = StreamCore::new(
         identity,
         registration.status().clone(),
         shared.metrics.clone(),
-    ));
+    );
+    core.limits = shared.limits.stream.clone();
+    let mut responder = R::new(core);
     let mut snapshots = shared.snapshots.clone();
     let current = snapshots.borrow_and_update().clone();
     if let Some(snapshot) = current {

@@ -21,6 +21,7 @@ use tonic::codegen::http::{self, HeaderMap, HeaderValue, header};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
+use super::budget::Budgeted;
 use super::core::{self, Responder};
 use super::wire::Frame;
 use super::{delta, sotw};
@@ -34,7 +35,7 @@ pub const SOTW_PATH: &str =
 /// Incremental.
 pub const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-/// The largest request accepted.
+/// The largest request accepted by default ([`crate::limits::StreamLimits::max_request_bytes`]).
 pub const MAX_REQUEST_SIZE: usize = 16 << 20;
 
 /// The ADS service: a `tower::Service` over HTTP requests, for a tonic (or axum) router.
@@ -75,15 +76,32 @@ impl AdsService {
             ))
             .into_http();
         }
+        // Counted open from now, on its connection too (which is not idle while it is).
+        let on_connection = request
+            .extensions()
+            .get::<crate::drain::AdsConnectInfo>()
+            .map(|c| c.stream_opened());
+        let open = OpenStream::new(self.shared.metrics.clone());
+        let limits = &self.shared.limits.stream;
+        let body = Budgeted::new(
+            request.into_body(),
+            self.shared.pending_requests.clone(),
+            limits.clone(),
+            self.shared.metrics.clone(),
+        );
         let requests = Streaming::new_request(
             ProstDecoder::<R::Request>(PhantomData),
-            request.into_body(),
+            body,
             None,
-            Some(MAX_REQUEST_SIZE),
+            Some(limits.max_request_bytes),
         );
         // One slot: the stream task computes a response only when the previous one left.
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(core::drive::<R>(self.shared.clone(), requests, tx));
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _open = (open, on_connection);
+            core::drive::<R>(shared, requests, tx).await;
+        });
         let mut response = http::Response::new(Body::new(ResponseBody::new(rx)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -108,6 +126,27 @@ impl tonic::codegen::Service<http::Request<Body>> for AdsService {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         std::future::ready(Ok(self.handle(request)))
+    }
+}
+
+/// Counts a stream in `lanyard_xds_open_streams` while it lives.
+#[derive(Debug)]
+struct OpenStream(Arc<crate::metrics::Metrics>);
+
+impl OpenStream {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics
+            .open_streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream(metrics)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

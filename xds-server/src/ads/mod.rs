@@ -3,6 +3,7 @@
 //! core in [`core`], served at the HTTP level by [`http`] with responses pre-encoded by
 //! [`wire`].
 
+pub mod budget;
 pub mod core;
 pub mod delta;
 pub mod http;

@@ -88,6 +88,11 @@ impl Responder for Sotw {
         let Some(ty) = ResourceType::from_type_url(&request.type_url) else {
             return self.on_unknown(request);
         };
+        self.core.check_names(
+            &request.type_url,
+            &request.resource_names,
+            request.resource_names.len(),
+        )?;
         let state = self.types.entry(ty).or_default();
         let subscription = Subscription::sotw(&request.resource_names, &state.subscription);
         let changed = subscription != state.subscription;
@@ -331,11 +336,17 @@ impl Sotw {
     fn on_unknown(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         if !self.unknown.contains_key(&request.type_url) && self.unknown.len() >= MAX_UNKNOWN_TYPES
         {
+            self.core.metrics.refused("unknown_types");
             return Err(Status::invalid_argument(format!(
                 "too many type URLs Lanyard does not serve (more than {MAX_UNKNOWN_TYPES}); Lanyard serves {}",
                 served_types()
             )));
         }
+        self.core.check_names(
+            &request.type_url,
+            std::iter::once(&request.type_url).chain(&request.resource_names),
+            request.resource_names.len(),
+        )?;
         let state = self.unknown.entry(request.type_url.clone()).or_default();
         let first = state.nonce.is_none() && !state.pending;
         if !first && !request.response_nonce.is_empty() && state.names == request.resource_names {

@@ -39,9 +39,23 @@ impl TestServer {
 
     /// Starts a server with these translation options.
     pub async fn start_with(model: &Model, options: XdsOptions) -> TestServer {
+        Self::start_configured(model, options, crate::Limits::default()).await
+    }
+
+    /// Starts a server with these limits.
+    pub async fn start_limited(model: &Model, limits: crate::Limits) -> TestServer {
+        Self::start_configured(model, XdsOptions::default(), limits).await
+    }
+
+    async fn start_configured(
+        model: &Model,
+        options: XdsOptions,
+        limits: crate::Limits,
+    ) -> TestServer {
         let server = XdsServer::start(ServerConfig {
             debounce: Duration::from_millis(2),
             max_delay: Duration::from_millis(20),
+            limits,
             ..ServerConfig::default()
         });
         let ads_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ADS");

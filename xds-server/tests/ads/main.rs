@@ -7,6 +7,7 @@ mod debug;
 mod delta;
 mod envoy;
 mod failures;
+mod limits;
 mod mesh;
 mod node_limits;
 mod propagation;
