@@ -297,7 +297,6 @@ impl Args {
                 entries: self.api_listener_cache_entries,
                 bytes: self.api_listener_cache_bytes,
             },
-            ..Limits::default()
         }
     }
 
