@@ -367,7 +367,11 @@ async fn config_dump_lists_a_rejected_new_cluster_with_its_error_only() {
 
 #[tokio::test]
 async fn what_a_proxy_chose_is_clipped_on_the_debug_pages() {
-    let server = TestServer::start(&base()).await;
+    // Names this long are refused by default (--max-name-length): an operator who raised the
+    // limit still gets bounded pages.
+    let mut limits = lanyard_xds::Limits::default();
+    limits.stream.max_name_length = 1 << 20;
+    let server = TestServer::start_limited(&base(), limits).await;
     let mut client = SotwClient::connect(server.ads, node(CART_0)).await;
     // 20 names of 100 KB, a NACK message of 1 MB, a version of 100 KB.
     let names: Vec<String> = (0..20)

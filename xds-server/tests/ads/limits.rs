@@ -111,7 +111,11 @@ async fn the_same_version_nacked_a_thousand_times_is_one_warning() {
 #[tokio::test]
 async fn a_megabyte_node_id_gives_bounded_logs_and_statuses() {
     let (log, _guard) = Captured::start();
-    let server = TestServer::start(&base()).await;
+    // Ids this long are refused by default (--node-id-max-bytes): an operator who raised the
+    // limit still gets bounded logs.
+    let mut limits = Limits::default();
+    limits.node.id_bytes = 2 << 20;
+    let server = TestServer::start_limited(&base(), limits).await;
     // Accepted (pod.namespace): the stream's span carries the id, clipped.
     let long = format!("{}.shop", "a".repeat(1 << 20));
     let mut client = DeltaClient::connect(server.ads, node(&long)).await;
