@@ -135,13 +135,15 @@ async fn log_flood(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client subscribing 14 MB of names, then `/debug/syncz`; a connected proxy with a
+/// A client subscribing 14 MB of names (20 long ones), then `/debug/syncz`; a connected proxy with a
 /// 1 MB id, then a `config_dump` of a proxy that does not exist (a 404).
 async fn debug_echo(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()> {
     let names_bytes = ctx.options.size(14_000_000, 100_000);
     let id_bytes = ctx.options.size(1_000_000, 10_000);
-    let names: Vec<String> = (0..names_bytes / 100)
-        .map(|i| format!("outbound|80||{i:0>70}.bookinfo.svc.cluster.local"))
+    // syncz shows a stream's first 20 names, whatever their length; a control character
+    // is six bytes in JSON (`\u0001`).
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("{i:02}{}", "\u{1}".repeat(names_bytes / 20)))
         .collect();
     row.size = format!(
         "{} names ({} MB), a {} KB id",
@@ -426,17 +428,26 @@ async fn idle_streams(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()> {
             bound >> 20
         ));
     }
-    closed_in_time(ctx, row, &mut connection, "streams with no request").await;
+    closed_in_time(
+        ctx,
+        row,
+        std::slice::from_mut(&mut connection),
+        "streams with no request",
+    )
+    .await;
     Ok(())
 }
 
-/// Waits for the server to end every stream of `connection`.
-async fn closed_in_time(ctx: &Ctx, row: &mut Row, connection: &mut Connection, what: &str) {
+/// Waits for the server to end every stream of `connections`.
+async fn closed_in_time(ctx: &Ctx, row: &mut Row, connections: &mut [Connection], what: &str) {
     let start = Instant::now();
-    let held = connection.held();
+    let held: usize = connections.iter().map(Connection::held).sum();
     loop {
-        let ended = connection.streams_ended().await;
-        if ended == held || connection.closed() {
+        let mut ended = 0;
+        for c in connections.iter_mut() {
+            ended += if c.closed() { c.held() } else { c.streams_ended().await };
+        }
+        if ended == held {
             row.note(format!(
                 "{what}: ended by the server after {:.1} s",
                 start.elapsed().as_secs_f64()
@@ -487,9 +498,13 @@ async fn unfinished_messages(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()>
             bound >> 20
         ));
     }
-    for c in &mut connections {
-        closed_in_time(ctx, row, c, "streams with an unfinished message").await;
-    }
+    closed_in_time(
+        ctx,
+        row,
+        &mut connections,
+        "streams with an unfinished message",
+    )
+    .await;
     Ok(())
 }
 
