@@ -56,7 +56,11 @@ enum Scenario {
     /// Exits non-zero when the server does not hold.
     Abuse {
         /// The controller binary (a release build).
-        #[arg(long, env = "LANYARD_ABUSE_CONTROLLER", default_value = "target/release/lanyard-controller")]
+        #[arg(
+            long,
+            env = "LANYARD_ABUSE_CONTROLLER",
+            default_value = "target/release/lanyard-controller"
+        )]
         controller: PathBuf,
         /// The manifests it serves (copied; the copy is changed).
         #[arg(long, default_value = "examples")]

@@ -35,5 +35,9 @@ async fn the_server_holds_under_every_attack() {
     .expect("the suite runs");
     println!("{}", report.markdown());
     let failures = report.failures();
-    assert!(failures.is_empty(), "the server did not hold:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "the server did not hold:\n{}",
+        failures.join("\n")
+    );
 }

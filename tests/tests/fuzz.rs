@@ -266,7 +266,8 @@ fn run_sotw(steps: Vec<Step>) -> Result<Outcome, TestCaseError> {
             Step::Snapshot(_) => None,
         },
         |frame| {
-            let response: DiscoveryResponse = frame.decode().expect("the server's own response decodes");
+            let response: DiscoveryResponse =
+                frame.decode().expect("the server's own response decodes");
             (response.type_url, response.nonce)
         },
     )
@@ -306,7 +307,11 @@ fn run_delta(steps: Vec<Step>) -> Result<Outcome, TestCaseError> {
 
 fn check_ended(outcome: &Outcome) -> Result<(), TestCaseError> {
     if let Some(status) = &outcome.ended {
-        prop_assert_ne!(status.code(), tonic::Code::Ok, "a stream ended without an error");
+        prop_assert_ne!(
+            status.code(),
+            tonic::Code::Ok,
+            "a stream ended without an error"
+        );
         prop_assert!(!status.message().is_empty(), "a refusal says why");
         prop_assert!(
             status.message().len() <= MESSAGE_BOUND,
@@ -369,7 +374,7 @@ fn node_id() -> impl Strategy<Value = String> {
 
 fn value(depth: u32) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
-        ".{0,20}".prop_map(|s| Kind::StringValue(s)),
+        ".{0,20}".prop_map(Kind::StringValue),
         (1..100_000usize).prop_map(|n| Kind::StringValue("v".repeat(n))),
         any::<f64>().prop_map(Kind::NumberValue),
         any::<bool>().prop_map(Kind::BoolValue),
@@ -377,12 +382,19 @@ fn value(depth: u32) -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(depth, 64, 8, |inner| {
         prop_oneof![
-            prop::collection::hash_map(".{0,8}", inner.clone(), 0..8)
-                .prop_map(|fields| Kind::StructValue(Struct {
-                    fields: fields.into_iter().map(|(k, v)| (k, Value { kind: Some(v) })).collect()
-                })),
+            prop::collection::hash_map(".{0,8}", inner.clone(), 0..8).prop_map(|fields| {
+                Kind::StructValue(Struct {
+                    fields: fields
+                        .into_iter()
+                        .map(|(k, v)| (k, Value { kind: Some(v) }))
+                        .collect(),
+                })
+            }),
             prop::collection::vec(inner, 0..8).prop_map(|values| Kind::ListValue(ListValue {
-                values: values.into_iter().map(|v| Value { kind: Some(v) }).collect()
+                values: values
+                    .into_iter()
+                    .map(|v| Value { kind: Some(v) })
+                    .collect()
             })),
         ]
     })
@@ -420,7 +432,11 @@ fn node() -> impl Strategy<Value = Node> {
         node_id(),
         prop::option::of(prop::collection::hash_map(key, value(2), 0..6)),
         prop::option::weighted(0.2, labels()),
-        prop_oneof![Just("envoy".to_string()), Just("gRPC Go".to_string()), ".{0,10}"],
+        prop_oneof![
+            Just("envoy".to_string()),
+            Just("gRPC Go".to_string()),
+            ".{0,10}"
+        ],
     )
         .prop_map(|(id, fields, labels, user_agent_name)| {
             let mut metadata = fields.map(|fields| Struct {

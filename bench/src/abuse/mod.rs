@@ -32,8 +32,9 @@ use victim::Victim;
 
 /// The CPU of a request 4x the size may cost at most this many times as much.
 pub const LINEAR_RATIO: f64 = 6.0;
-/// CPU below this counts as this much in a ratio (the clock ticks at 10 ms).
-pub const CPU_FLOOR: f64 = 0.05;
+/// CPU below this counts as this much in a ratio (the clock ticks at 10 ms, and the victim
+/// and the file watcher use a little meanwhile).
+pub const CPU_FLOOR: f64 = 0.1;
 /// RSS after the client left may exceed the baseline by this much (or 25%, if larger).
 pub const RSS_MARGIN: u64 = 64 << 20;
 /// How long RSS has to come back down.
@@ -178,7 +179,9 @@ impl Report {
     /// A Markdown table of the figures, then each attack's notes and failures.
     pub fn markdown(&self) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let secs = |d: Option<Duration>| d.map_or("none".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
+        let secs = |d: Option<Duration>| {
+            d.map_or("none".to_string(), |d| format!("{:.2}", d.as_secs_f64()))
+        };
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -47,8 +47,7 @@ impl Controller {
         }
         let dir = tempfile::tempdir()?;
         let config_dir = dir.path().join("examples");
-        copy_dir(examples, &config_dir)
-            .with_context(|| format!("copy {}", examples.display()))?;
+        copy_dir(examples, &config_dir).with_context(|| format!("copy {}", examples.display()))?;
         let mut child = Command::new(binary)
             .arg("--config-dir")
             .arg(&config_dir)
@@ -74,9 +73,8 @@ impl Controller {
         let stderr = child.stderr.take().context("piped stderr")?;
         tokio::spawn(count_lines(stdout, log_bytes.clone(), tx.clone()));
         tokio::spawn(count_lines(stderr, log_bytes.clone(), tx));
-        let wanted = |a: &BTreeMap<String, SocketAddr>| {
-            a.contains_key("xds") && a.contains_key("debug")
-        };
+        let wanted =
+            |a: &BTreeMap<String, SocketAddr>| a.contains_key("xds") && a.contains_key("debug");
         tokio::time::timeout(Duration::from_secs(60), rx.wait_for(wanted))
             .await
             .context("the controller printed no `xds listening on ADDR` and `debug listening on ADDR` within 60 s")?
