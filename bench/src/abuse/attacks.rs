@@ -215,12 +215,12 @@ async fn debug_echo(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Four clients with a 12 MB `LABELS` map each; one with a 15 MB node id whose stream then
+/// Four clients with a 15 MB `LABELS` map each; one with a 16 MB node id whose stream then
 /// asks for a type Lanyard does not serve (an error log line in the stream's span).
 async fn huge_node(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()> {
     const CLIENTS: usize = 4;
-    let label_bytes = ctx.options.size(12_000_000, 100_000);
-    let id_bytes = ctx.options.size(15_000_000, 100_000);
+    let label_bytes = ctx.options.size(15_000_000, 100_000);
+    let id_bytes = ctx.options.size(16_000_000, 100_000);
     row.size = format!(
         "{CLIENTS} x {} MB of labels, a {} MB id",
         label_bytes / 1_000_000,
@@ -229,7 +229,8 @@ async fn huge_node(ctx: &mut Ctx, row: &mut Row) -> anyhow::Result<()> {
     let mut clients = Vec::new();
     let sent = CLIENTS * label_bytes;
     for c in 0..CLIENTS {
-        let labels: HashMap<_, _> = (0..label_bytes / 100)
+        // About 110 bytes an entry on the wire.
+        let labels: HashMap<_, _> = (0..label_bytes / 110)
             .map(|i| (format!("l{c}-{i:0>20}"), string(&"v".repeat(76))))
             .collect();
         let sotw = Sotw::open(
