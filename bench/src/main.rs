@@ -71,8 +71,9 @@ enum Scenario {
         /// Only these attacks (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// Seconds a server has to close a connection or stream that sends nothing.
-        #[arg(long, default_value_t = 45)]
+        /// Seconds a server has to close a connection or stream that sends nothing (the
+        /// hardened server closes an idle connection after 60 s).
+        #[arg(long, default_value_t = 90)]
         close_bound_secs: u64,
         /// Also write the Markdown table here.
         #[arg(long)]

@@ -1,6 +1,6 @@
 //! The abuse suite (`lanyard_bench::abuse`, issue 13) against the release controller, at
-//! the size CI runs (`LANYARD_ABUSE_SCALE`, default 0.5: about a minute when the server
-//! holds).
+//! the size CI runs (`LANYARD_ABUSE_SCALE`, default 0.5: about two minutes when the server
+//! holds, most of it waiting for the idle connections to be closed).
 //!
 //! Runs only when `LANYARD_ABUSE_CONTROLLER` names the binary (tests/run.sh builds it with
 //! `cargo build --release --bin lanyard-controller` and sets it): a debug build and a
@@ -29,7 +29,7 @@ async fn the_server_holds_under_every_attack() {
         examples: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"),
         scale,
         only: Vec::new(),
-        close_bound: Duration::from_secs(45),
+        close_bound: Duration::from_secs(90),
     })
     .await
     .expect("the suite runs");
