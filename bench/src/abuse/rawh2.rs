@@ -100,19 +100,27 @@ impl Connection {
     /// early when the server does not let one more open within a second (its advertised
     /// `max_concurrent_streams`) or refuses. Returns how many were opened.
     pub async fn open_idle_streams(&mut self, address: SocketAddr, count: usize) -> usize {
+        // One handle throughout: h2 tells only the handle that queued a stream over the
+        // server's limit that it must wait (a clone would be ready at once).
+        let mut handle = self.send.clone();
+        let before = self.streams.len();
         for _ in 0..count {
-            let ready = tokio::time::timeout(Duration::from_secs(1), self.send.clone().ready());
-            let Ok(Ok(mut send)) = ready.await else {
+            let ready = tokio::time::timeout(Duration::from_secs(1), handle.ready());
+            let Ok(Ok(ready)) = ready.await else {
+                // The last stream waits for a slot the server does not give: not opened.
+                if self.streams.len() > before {
+                    self.streams.pop();
+                }
                 break;
             };
-            match send.send_request(grpc_request(address), false) {
+            handle = ready;
+            match handle.send_request(grpc_request(address), false) {
                 Ok((response, stream)) => self.streams.push(Held {
                     send: Some(stream),
                     response: Response::Waiting(response),
                 }),
                 Err(_) => break,
             }
-            self.send = send;
         }
         self.streams.len()
     }
