@@ -473,8 +473,9 @@ async fn closed_in_time(ctx: &Ctx, row: &mut Row, connections: &mut [Connection]
             return;
         }
         if start.elapsed() > ctx.options.close_bound {
+            let unanswered: usize = connections.iter().map(Connection::streams_unanswered).sum();
             row.fail(format!(
-                "{what}: {} of {held} still open after {:.0} s",
+                "{what}: {} of {held} still open after {:.0} s ({unanswered} without response headers)",
                 held - ended,
                 ctx.options.close_bound.as_secs_f64()
             ));

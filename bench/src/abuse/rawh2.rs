@@ -89,6 +89,8 @@ impl Connection {
             let _ = connection.await;
         });
         let send = send.ready().await?;
+        // The server's SETTINGS (its `max_concurrent_streams`) come with the handshake.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(Connection {
             send,
             driver,
@@ -104,7 +106,10 @@ impl Connection {
         // server's limit that it must wait (a clone would be ready at once).
         let mut handle = self.send.clone();
         let before = self.streams.len();
-        for _ in 0..count {
+        // h2 queues streams over the server's limit in the client, unsent: open no more
+        // than the server lets through.
+        let room = handle.current_max_send_streams().saturating_sub(before);
+        for _ in 0..count.min(room) {
             let ready = tokio::time::timeout(Duration::from_secs(1), handle.ready());
             let Ok(Ok(ready)) = ready.await else {
                 // The last stream waits for a slot the server does not give: not opened.
@@ -196,6 +201,14 @@ impl Connection {
             )
         })
         .await
+    }
+
+    /// Of the streams not ended: how many have no response headers yet.
+    pub fn streams_unanswered(&self) -> usize {
+        self.streams
+            .iter()
+            .filter(|held| matches!(held.response, Response::Waiting(_)))
+            .count()
     }
 
     /// Whether the connection has ended.
