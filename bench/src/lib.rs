@@ -12,8 +12,10 @@
 //! - [`real`]: the real server, and its responses captured and encoded for the floor;
 //! - [`floor`]: the floor server;
 //! - [`scenarios`]: translate, fanout, reconnect, idle, churn;
-//! - [`report`]: figures, tables, JSON.
+//! - [`report`]: figures, tables, JSON;
+//! - [`abuse`]: the abuse suite, against the release controller binary (issue 13).
 
+pub mod abuse;
 pub mod fleet;
 pub mod floor;
 pub mod mesh;

@@ -39,7 +39,7 @@ struct Args {
     client: Option<PathBuf>,
 }
 
-#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 enum Scenario {
     /// Every scenario, in order.
     All,
@@ -52,6 +52,33 @@ enum Scenario {
     /// updates that change nothing it reads (not part of `all`: needs the
     /// `lanyard-controller` and `lanyard-test-apiserver` binaries next to this one).
     KubeChurn,
+    /// The abuse suite: attacks on the release `lanyard-controller` (not part of `all`).
+    /// Exits non-zero when the server does not hold.
+    Abuse {
+        /// The controller binary (a release build).
+        #[arg(
+            long,
+            env = "LANYARD_ABUSE_CONTROLLER",
+            default_value = "target/release/lanyard-controller"
+        )]
+        controller: PathBuf,
+        /// The manifests it serves (copied; the copy is changed).
+        #[arg(long, default_value = "examples")]
+        examples: PathBuf,
+        /// Multiplies every attack's size.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Only these attacks (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Seconds a server has to close a connection or stream that sends nothing (the
+        /// hardened server closes an idle connection after 60 s).
+        #[arg(long, default_value_t = 90)]
+        close_bound_secs: u64,
+        /// Also write the Markdown table here.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
     /// (internal) The churn scenario's server process.
     #[command(hide = true)]
     ChurnServer {
@@ -88,6 +115,35 @@ fn main() -> anyhow::Result<()> {
     if let Scenario::ChurnServer { services } = scenario {
         let duration = Duration::from_secs(if args.smoke { 3 } else { args.churn_secs });
         return runtime.block_on(scenarios::churn::serve(services, duration, args.smoke));
+    }
+    if let Scenario::Abuse {
+        controller,
+        examples,
+        scale,
+        only,
+        close_bound_secs,
+        markdown,
+    } = scenario
+    {
+        let options = lanyard_bench::abuse::Options {
+            controller,
+            examples,
+            scale,
+            only,
+            close_bound: Duration::from_secs(close_bound_secs),
+        };
+        let report = runtime.block_on(lanyard_bench::abuse::run(options))?;
+        let table = report.markdown();
+        println!("{table}");
+        if let Some(path) = markdown {
+            std::fs::write(path, &table)?;
+        }
+        let failures = report.failures();
+        if !failures.is_empty() {
+            eprintln!("abuse: {} checks failed", failures.len());
+            std::process::exit(1);
+        }
+        std::process::exit(0);
     }
     let bench = std::env::current_exe()?;
     let client = args.client.clone().unwrap_or_else(|| {
