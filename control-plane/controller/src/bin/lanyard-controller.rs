@@ -6,6 +6,13 @@ use anyhow::Context;
 use clap::Parser;
 use lanyard_controller::runtime::{self, Args};
 
+/// mimalloc instead of the C library's allocator: after a burst (a reconnect storm, a client
+/// sending a large request) glibc's per-thread arenas keep what was freed resident, while
+/// mimalloc gives free pages back to the system within milliseconds. The abuse suite
+/// (bench/src/abuse) measures RSS after each attack; README, "Operations: limits".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
