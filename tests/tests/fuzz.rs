@@ -23,11 +23,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
-use lanyard_xds::ads::core::{MAX_UNKNOWN_TYPES, Responder, StreamCore};
+use lanyard_xds::ads::core::{MAX_UNKNOWN_TYPES, Responder};
 use lanyard_xds::ads::delta::Delta;
 use lanyard_xds::ads::sotw::Sotw;
-use lanyard_xds::metrics::Metrics;
-use lanyard_xds::status::{Protocol, Registration, Registry};
+use lanyard_xds::status::{Protocol, Registration};
 use lanyard_xds::{MeshSnapshot, ProxyIdentity, XdsOptions, translate, type_url};
 use proptest::prelude::*;
 
@@ -58,15 +57,8 @@ static SNAPSHOTS: LazyLock<[Arc<MeshSnapshot>; 2]> = LazyLock::new(|| {
 
 /// A responder of a stream from `cart-0.shop`, serving the first snapshot.
 fn mk_responder<R: Responder>(protocol: Protocol) -> (R, Registration) {
-    let node = Node {
-        id: "cart-0.shop".into(),
-        ..Default::default()
-    };
-    let identity = ProxyIdentity::from_node(Some(&node)).expect("a valid node");
-    let registry = Arc::new(Registry::default());
-    let metrics = Arc::new(Metrics::default());
-    let (registration, _dumps) = registry.register(identity.clone(), protocol, metrics.clone());
-    let mut core = StreamCore::new(identity, registration.status().clone(), metrics);
+    let (mut core, registration) =
+        lanyard_xds::fixtures::mk_stream_core(protocol, Default::default());
     core.set_snapshot(SNAPSHOTS[0].clone());
     (R::new(core), registration)
 }

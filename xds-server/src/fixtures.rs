@@ -309,3 +309,40 @@ pub fn rich_model() -> Model {
     );
     model
 }
+
+/// The core of a stream from `cart-0.shop` on `protocol`, registered in a registry of its
+/// own, with `limits` and no snapshot yet.
+pub fn mk_stream_core(
+    protocol: crate::status::Protocol,
+    limits: crate::limits::StreamLimits,
+) -> (crate::ads::core::StreamCore, crate::status::Registration) {
+    use std::sync::Arc;
+    let node = envoy_types::pb::envoy::config::core::v3::Node {
+        id: "cart-0.shop".into(),
+        ..Default::default()
+    };
+    let identity = crate::ProxyIdentity::from_node(Some(&node)).expect("a valid node");
+    let registry = Arc::new(crate::status::Registry::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let (registration, _dumps) = registry.register(identity.clone(), protocol, metrics.clone());
+    let mut core =
+        crate::ads::core::StreamCore::new(identity, registration.status().clone(), metrics);
+    core.limits = limits;
+    (core, registration)
+}
+
+/// A responder of a stream from `cart-0.shop` with `limits`, serving a first snapshot of
+/// [`rich_model`].
+pub fn mk_responder<R: crate::ads::core::Responder>(
+    limits: crate::limits::StreamLimits,
+) -> (R, crate::status::Registration) {
+    let (mut core, registration) = mk_stream_core(R::PROTOCOL, limits);
+    let snapshot = crate::MeshSnapshot::build(
+        1,
+        std::time::Instant::now(),
+        crate::translate(&rich_model(), &crate::XdsOptions::default()),
+    )
+    .expect("the rich model's snapshot");
+    core.set_snapshot(std::sync::Arc::new(snapshot));
+    (R::new(core), registration)
+}

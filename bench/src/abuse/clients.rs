@@ -62,28 +62,38 @@ pub fn node(
     }
 }
 
-/// A SotW stream.
-pub struct Sotw {
-    requests: mpsc::UnboundedSender<DiscoveryRequest>,
-    responses: Option<Streaming<DiscoveryResponse>>,
+/// An ADS stream of either protocol: requests `Req` out, responses `Resp` back.
+pub struct Stream<Req, Resp> {
+    requests: mpsc::UnboundedSender<Req>,
+    responses: Option<Streaming<Resp>>,
     /// The status the stream ended with, once it has.
     pub ended: Option<Status>,
 }
 
-impl Sotw {
-    /// Opens a stream and sends `first`.
-    pub async fn open(address: SocketAddr, first: DiscoveryRequest) -> anyhow::Result<Sotw> {
-        let mut client = client(address).await?;
+/// A SotW stream.
+pub type Sotw = Stream<DiscoveryRequest, DiscoveryResponse>;
+/// A delta stream.
+pub type Delta = Stream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+impl<Req, Resp> Stream<Req, Resp> {
+    /// Sends `first` on a stream `open` opens from the requests' receiving end.
+    async fn opened<F>(
+        first: Req,
+        open: impl FnOnce(UnboundedReceiverStream<Req>) -> F,
+    ) -> anyhow::Result<Self>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
+        Req: Send + Sync + 'static,
+    {
         let (requests, rx) = mpsc::unbounded_channel();
-        requests.send(first)?;
-        let (responses, ended) = match client
-            .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
-            .await
-        {
+        requests
+            .send(first)
+            .map_err(|_| anyhow::anyhow!("the request channel closed"))?;
+        let (responses, ended) = match open(UnboundedReceiverStream::new(rx)).await {
             Ok(r) => (Some(r.into_inner()), None),
             Err(status) => (None, Some(status)),
         };
-        Ok(Sotw {
+        Ok(Stream {
             requests,
             responses,
             ended,
@@ -91,13 +101,13 @@ impl Sotw {
     }
 
     /// Sends a request.
-    pub fn send(&self, request: DiscoveryRequest) {
+    pub fn send(&self, request: Req) {
         let _ = self.requests.send(request);
     }
 
     /// The next response within `bound`; `None` on timeout or once the stream has ended
     /// (then `ended` holds its status).
-    pub async fn recv(&mut self, bound: Duration) -> Option<DiscoveryResponse> {
+    pub async fn recv(&mut self, bound: Duration) -> Option<Resp> {
         let responses = self.responses.as_mut()?;
         match tokio::time::timeout(bound, responses.message()).await {
             Err(_) => None,
@@ -116,55 +126,24 @@ impl Sotw {
     }
 }
 
-/// A delta stream.
-pub struct Delta {
-    requests: mpsc::UnboundedSender<DeltaDiscoveryRequest>,
-    responses: Option<Streaming<DeltaDiscoveryResponse>>,
-    /// The status the stream ended with, once it has.
-    pub ended: Option<Status>,
+impl Sotw {
+    /// Opens a SotW stream and sends `first`.
+    pub async fn open(address: SocketAddr, first: DiscoveryRequest) -> anyhow::Result<Sotw> {
+        let mut client = client(address).await?;
+        Stream::opened(first, |rx| async move {
+            client.stream_aggregated_resources(rx).await
+        })
+        .await
+    }
 }
 
 impl Delta {
-    /// Opens a stream and sends `first`.
+    /// Opens a delta stream and sends `first`.
     pub async fn open(address: SocketAddr, first: DeltaDiscoveryRequest) -> anyhow::Result<Delta> {
         let mut client = client(address).await?;
-        let (requests, rx) = mpsc::unbounded_channel();
-        requests.send(first)?;
-        let (responses, ended) = match client
-            .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
-            .await
-        {
-            Ok(r) => (Some(r.into_inner()), None),
-            Err(status) => (None, Some(status)),
-        };
-        Ok(Delta {
-            requests,
-            responses,
-            ended,
+        Stream::opened(first, |rx| async move {
+            client.delta_aggregated_resources(rx).await
         })
-    }
-
-    /// Sends a request.
-    pub fn send(&self, request: DeltaDiscoveryRequest) {
-        let _ = self.requests.send(request);
-    }
-
-    /// The next response within `bound`; `None` on timeout or once the stream has ended.
-    pub async fn recv(&mut self, bound: Duration) -> Option<DeltaDiscoveryResponse> {
-        let responses = self.responses.as_mut()?;
-        match tokio::time::timeout(bound, responses.message()).await {
-            Err(_) => None,
-            Ok(Ok(Some(r))) => Some(r),
-            Ok(Ok(None)) => {
-                self.ended = Some(Status::ok(""));
-                self.responses = None;
-                None
-            }
-            Ok(Err(status)) => {
-                self.ended = Some(status);
-                self.responses = None;
-                None
-            }
-        }
+        .await
     }
 }

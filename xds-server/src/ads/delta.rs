@@ -501,28 +501,13 @@ mod tests {
     use super::*;
     use crate::cache::MeshSnapshot;
     use crate::fixtures::rich_model;
-    use crate::metrics::Metrics;
-    use crate::node::ProxyIdentity;
-    use crate::status::Registry;
     use crate::{XdsOptions, translate};
 
     const CART: &str = "outbound|80||cart.shop.svc.cluster.local";
     const CART_V2: &str = "outbound|80||cart-v2.shop.svc.cluster.local";
 
     fn mk_delta() -> (Delta, crate::status::Registration) {
-        let node = Node {
-            id: "cart-0.shop".into(),
-            ..Default::default()
-        };
-        let identity = ProxyIdentity::from_node(Some(&node)).unwrap();
-        let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(Metrics::default());
-        let (registration, _dumps) =
-            registry.register(identity.clone(), Protocol::Delta, metrics.clone());
-        let core = StreamCore::new(identity, registration.status().clone(), metrics);
-        let mut delta = Delta::new(core);
-        publish(&mut delta, &rich_model(), 1);
-        (delta, registration)
+        crate::fixtures::mk_responder(Default::default())
     }
 
     fn publish(delta: &mut Delta, model: &lanyard_model::Model, generation: u64) {
@@ -629,33 +614,9 @@ mod limits_tests {
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 
     use super::*;
-    use crate::cache::MeshSnapshot;
-    use crate::fixtures::rich_model;
-    use crate::metrics::Metrics;
-    use crate::node::ProxyIdentity;
-    use crate::status::Registry;
-    use crate::{XdsOptions, translate};
 
     fn mk_delta_with(limits: crate::limits::StreamLimits) -> (Delta, crate::status::Registration) {
-        let node = Node {
-            id: "cart-0.shop".into(),
-            ..Default::default()
-        };
-        let identity = ProxyIdentity::from_node(Some(&node)).unwrap();
-        let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(Metrics::default());
-        let (registration, _dumps) =
-            registry.register(identity.clone(), Protocol::Delta, metrics.clone());
-        let mut core = StreamCore::new(identity, registration.status().clone(), metrics);
-        core.limits = limits;
-        let snapshot = MeshSnapshot::build(
-            1,
-            Instant::now(),
-            translate(&rich_model(), &XdsOptions::default()),
-        )
-        .unwrap();
-        core.set_snapshot(Arc::new(snapshot));
-        (Delta::new(core), registration)
+        crate::fixtures::mk_responder(limits)
     }
 
     fn missing_names(n: usize) -> Vec<String> {

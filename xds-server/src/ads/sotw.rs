@@ -440,30 +440,10 @@ mod tests {
     use super::*;
     use crate::cache::MeshSnapshot;
     use crate::fixtures::rich_model;
-    use crate::metrics::Metrics;
-    use crate::node::ProxyIdentity;
-    use crate::status::Registry;
     use crate::{XdsOptions, translate};
 
     fn mk_sotw() -> (Sotw, crate::status::Registration) {
-        let node = Node {
-            id: "cart-0.shop".into(),
-            ..Default::default()
-        };
-        let identity = ProxyIdentity::from_node(Some(&node)).unwrap();
-        let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(Metrics::default());
-        let (registration, _dumps) =
-            registry.register(identity.clone(), Protocol::Sotw, metrics.clone());
-        let mut core = StreamCore::new(identity, registration.status().clone(), metrics);
-        let snapshot = MeshSnapshot::build(
-            1,
-            Instant::now(),
-            translate(&rich_model(), &XdsOptions::default()),
-        )
-        .unwrap();
-        core.set_snapshot(Arc::new(snapshot));
-        (Sotw::new(core), registration)
+        crate::fixtures::mk_responder(Default::default())
     }
 
     fn request(ty: ResourceType, names: &[&str], nonce: &str) -> DiscoveryRequest {
