@@ -147,17 +147,6 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        {
-            let name = "lanyard_xds_limit_refusals_total";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Clients refused for going over a limit, by limit (README, Operations: limits).\n# TYPE {name} counter"
-            );
-            let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-            for (limit, count) in refusals.iter() {
-                let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {count}");
-            }
-        }
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
             let _ = writeln!(
                 out,
@@ -231,7 +220,7 @@ impl Metrics {
             let name = "lanyard_xds_limit_refusals_total";
             let _ = writeln!(
                 out,
-                "# HELP {name} Clients refused or cut off for going over a limit, by limit.\n# TYPE {name} counter"
+                "# HELP {name} Clients refused or cut off for going over a limit, by limit (README, Operations: limits).\n# TYPE {name} counter"
             );
             let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
             for (limit, count) in refusals.iter() {
@@ -329,5 +318,19 @@ mod tests {
                 .render()
                 .contains("lanyard_xds_limit_refusals_total{limit=\"connections\"} 2\n")
         );
+    }
+
+    /// Prometheus refuses an exposition that describes one family twice.
+    #[test]
+    fn each_family_is_described_once() {
+        let metrics = Metrics::default();
+        metrics.refused("connections");
+        let text = metrics.render();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let family = line.split_whitespace().nth(2).unwrap();
+            assert!(seen.insert(family.to_string()), "{family} twice:\n{text}");
+        }
+        assert!(seen.contains("lanyard_xds_limit_refusals_total"));
     }
 }
