@@ -102,6 +102,15 @@ pub struct StreamLimits {
     pub pending_bytes_wait: std::time::Duration,
 }
 
+impl StreamLimits {
+    /// The permits of the semaphore that keeps [`Self::max_pending_request_bytes`]: the
+    /// bound, or tokio's largest count when the bound is above it.
+    pub fn pending_request_permits(&self) -> usize {
+        self.max_pending_request_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+    }
+}
+
 impl Default for StreamLimits {
     fn default() -> Self {
         StreamLimits {

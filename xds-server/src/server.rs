@@ -159,11 +159,7 @@ impl XdsServer {
             limits: config.limits.clone(),
             debug_allow_remote: config.debug_allow_remote,
             pending_requests: Arc::new(tokio::sync::Semaphore::new(
-                config
-                    .limits
-                    .stream
-                    .max_pending_request_bytes
-                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+                config.limits.stream.pending_request_permits(),
             )),
         });
         let input = Arc::new(Input {
@@ -253,11 +249,7 @@ impl XdsServer {
     /// Bytes of partially received requests the streams hold now (see
     /// [`crate::ads::budget`]).
     pub fn pending_request_bytes(&self) -> usize {
-        self.shared
-            .limits
-            .stream
-            .max_pending_request_bytes
-            .min(tokio::sync::Semaphore::MAX_PERMITS)
+        self.shared.limits.stream.pending_request_permits()
             - self.shared.pending_requests.available_permits()
     }
 
