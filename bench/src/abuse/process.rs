@@ -112,12 +112,12 @@ impl Controller {
 
     /// CPU time (user + system) the process has used, seconds.
     pub fn cpu_secs(&self) -> f64 {
-        cpu_secs(self.pid).unwrap_or(0.0)
+        crate::report::cpu_time(self.pid).as_secs_f64()
     }
 
     /// Resident set size, bytes.
     pub fn rss(&self) -> u64 {
-        rss(self.pid).unwrap_or(0)
+        crate::report::rss_kib(self.pid) * 1024
     }
 
     /// Samples RSS every 50 ms until the returned guard is dropped; its `peak()` is the
@@ -129,9 +129,8 @@ impl Controller {
         let (p, s) = (peak.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Some(now) = rss(pid) {
-                    p.fetch_max(now, Ordering::Relaxed);
-                }
+                // 0 once the process is gone: never above the peak.
+                p.fetch_max(crate::report::rss_kib(pid) * 1024, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
@@ -233,32 +232,6 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// utime + stime of `pid`, seconds.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let ticks = rustix::param::clock_ticks_per_second() as f64;
-    Some((utime + stime) / ticks)
-}
-
-/// VmRSS of `pid`, bytes.
-fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 /// A plain HTTP/1.1 GET: the status, the body (chunked framing left in: only its size
