@@ -471,9 +471,8 @@ async fn updates_that_change_nothing_read_and_own_status_writes_cause_no_transla
             r#"{{"status":{{"phase":"Running","podIP":"10.0.0.1","conditions":[{{"type":"Ready","status":"True","lastProbeTime":"2026-12-01T00:00:{probe:02}Z"}}]}}}}"#
         )
     };
-    let patch_status = |probe: u32| {
+    let patch_status = |body: String| {
         let kubeconfig = kubeconfig.clone();
-        let body = status(probe);
         async move {
             kubectl(
                 &kubeconfig,
@@ -492,7 +491,7 @@ async fn updates_that_change_nothing_read_and_own_status_writes_cause_no_transla
             .await;
         }
     };
-    patch_status(0).await;
+    patch_status(status(0)).await;
     let controller = start_with(&kubeconfig, &["--identity", "a", "--lease-duration", "2"]);
     wait_ready(controller.debug).await;
     let first = translations(controller.debug).await;
@@ -524,7 +523,7 @@ async fn updates_that_change_nothing_read_and_own_status_writes_cause_no_transla
             ],
         )
         .await;
-        patch_status(i).await;
+        patch_status(status(i)).await;
     }
     assert_eq!(
         settled_translations(controller.debug).await,
@@ -533,21 +532,6 @@ async fn updates_that_change_nothing_read_and_own_status_writes_cause_no_transla
     );
 
     // A real change: the Pod's address.
-    let moved = r#"{"status":{"podIP":"10.0.0.2"}}"#;
-    kubectl(
-        &kubeconfig,
-        &[
-            "patch",
-            "pod",
-            "cart-1",
-            "-n",
-            "shop",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            moved,
-        ],
-    )
-    .await;
+    patch_status(r#"{"status":{"podIP":"10.0.0.2"}}"#.to_string()).await;
     assert_eq!(settled_translations(controller.debug).await, with_route + 1);
 }
