@@ -222,6 +222,18 @@ pub fn clip(text: &str, limit: usize) -> Clipped<'_> {
     Clipped { text, limit }
 }
 
+/// The first `limit` bytes of `text` at most, cut at a character boundary.
+pub fn prefix(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// See [`clip`].
 #[derive(Clone, Copy, Debug)]
 pub struct Clipped<'a> {
@@ -231,19 +243,11 @@ pub struct Clipped<'a> {
 
 impl std::fmt::Display for Clipped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.text.len() <= self.limit {
+        let kept = prefix(self.text, self.limit);
+        if kept.len() == self.text.len() {
             return f.write_str(self.text);
         }
-        let mut end = self.limit;
-        while !self.text.is_char_boundary(end) {
-            end -= 1;
-        }
-        write!(
-            f,
-            "{}... ({} more bytes)",
-            &self.text[..end],
-            self.text.len() - end
-        )
+        write!(f, "{kept}... ({} more bytes)", self.text.len() - kept.len())
     }
 }
 

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::ProxyRef;
 use crate::cache::MeshSnapshot;
-use crate::limits::{CLIENT_TEXT, StreamLimits, clip};
+use crate::limits::{CLIENT_TEXT, StreamLimits, clip, prefix};
 use crate::metrics::Metrics;
 use crate::node::ProxyIdentity;
 use crate::resource::{Resource, ResourceType};
@@ -39,18 +39,6 @@ pub const WARNED_KEYS: usize = 64;
 const SEARCHED_NACK_BYTES: usize = 64 << 10;
 /// How much of a NACK's message the stream's status keeps.
 const KEPT_NACK_BYTES: usize = 4 << 10;
-
-/// The first `limit` bytes of `text`, cut at a character boundary.
-fn prefix(text: &str, limit: usize) -> &str {
-    if text.len() <= limit {
-        return text;
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 static NONCES: AtomicU64 = AtomicU64::new(0);
 
